@@ -1,0 +1,117 @@
+"""assistants-bridge: OpenAI's Assistants API v2, served per user over pluggable engines."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+
+from .config import Settings
+
+MIGRATIONS = str(Path(__file__).parent / "migrations")
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app: settings, extensions, blueprints, error handlers, commands, engine."""
+    overrides = dict(overrides or {})
+    app = Flask(__name__, instance_relative_config=True)
+    setting_overrides = {k: overrides.pop(k) for k in list(overrides) if k in Settings.model_fields}
+    settings = Settings(**setting_overrides)
+    configure(app, settings)
+    app.config.update(overrides)
+
+    register_extensions(app, settings)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    register_engine(app)
+    if settings.AUTO_MIGRATE:
+        upgrade_schema(app)
+    return app
+
+
+def database_url(settings: Settings, instance_path: str) -> str:
+    """The SQLAlchemy URL: PostgreSQL through psycopg 3, or the default SQLite file."""
+    url = settings.DATABASE_URL
+    if not url:
+        Path(instance_path).mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{Path(instance_path) / 'bridge.db'}"
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def configure(app: Flask, settings: Settings) -> None:
+    from .auth import configure_jwt
+
+    url = database_url(settings, app.instance_path)
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        options["connect_args"] = {"timeout": 30}
+    app.config.update(
+        BRIDGE_SETTINGS=settings,
+        SQLALCHEMY_DATABASE_URI=url,
+        SQLALCHEMY_ENGINE_OPTIONS=options,
+        MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
+        JSON_SORT_KEYS=False,
+    )
+    configure_jwt(app, settings)
+
+
+def register_extensions(app: Flask, settings: Settings) -> None:
+    from .extensions import db, jwt, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS)
+    jwt.init_app(app)
+    from .auth import register_jwt_callbacks
+
+    register_jwt_callbacks()
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        with app.app_context():
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    # WAL lets readers proceed while the run executor writes; foreign keys make deletes cascade.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def register_blueprints(app: Flask) -> None:
+    from .api import register_blueprints as register
+
+    register(app)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from .errors import register_errorhandlers as register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    from .cli import register_commands as register
+
+    register(app)
+
+
+def register_engine(app: Flask) -> None:
+    from .engines import init_app
+
+    init_app(app)
+
+
+def upgrade_schema(app: Flask) -> None:
+    """Bring the registry schema to the newest migration."""
+    from flask_migrate import upgrade
+
+    with app.app_context():
+        upgrade(directory=MIGRATIONS)
+    logging.getLogger(__name__).debug("registry schema is up to date")

@@ -1,0 +1,96 @@
+"""HTTP routes. Views only translate HTTP: validate with a schema, call the engine, serialize.
+
+`endpoint` registers a view together with the pydantic models it reads and writes; the same
+records generate /openapi.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from flask import Blueprint, Flask, jsonify, request
+from pydantic import BaseModel
+
+from ..errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One documented route, as the OpenAPI generator sees it."""
+
+    path: str
+    method: str
+    operation_id: str
+    summary: str
+    tag: str
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: Any
+    status: int
+    auth: bool
+
+
+OPERATIONS: list[Operation] = []
+
+
+def read_json_body(model: type[BaseModel]) -> BaseModel:
+    """Parse the request body as a JSON object and validate it; an empty body is `{}`."""
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        data: Any = {}
+    else:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest(
+                "We could not parse the JSON body of your request. The body must be valid JSON.",
+                code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return model.model_validate(data)
+
+
+def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: Any,
+             body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+             status: int = 200, auth: bool = True) -> Callable:
+    """Register `view` on `bp` and record it for the spec.
+
+    The view receives the path parameters, plus `body` and/or `query` as validated models, and
+    returns a pydantic model, or a (model, headers) pair.
+    """
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(**path_params):
+            kwargs = dict(path_params)
+            if query is not None:
+                kwargs["query"] = query.model_validate(request.args.to_dict())
+            if body is not None:
+                kwargs["body"] = read_json_body(body)
+            result = view(**kwargs)
+            headers = {}
+            if isinstance(result, tuple):
+                result, headers = result
+            reply = jsonify(result.model_dump(mode="json"))
+            reply.status_code = status
+            reply.headers.update(headers)
+            return reply
+
+        bp.add_url_rule(rule, view.__name__, wrapper, methods=[method])
+        OPERATIONS.append(Operation(
+            path=(bp.url_prefix or "") + rule, method=method.lower(),
+            operation_id=view.__name__, summary=summary, tag=bp.name, body=body, query=query,
+            response=response, status=status, auth=auth))
+        return wrapper
+
+    return decorator
+
+
+def register_blueprints(app: Flask) -> None:
+    from . import assistants, docs, health, messages, runs, threads
+
+    for module in (health, docs, threads, messages, runs, assistants):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,109 @@
+"""GET /openapi.json (OpenAPI 3.1) and a readable /docs page, built from the route records."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from html import escape
+
+from flask import Blueprint, Response, jsonify
+from pydantic.json_schema import models_json_schema
+
+from ..schemas import ErrorObject
+from . import OPERATIONS
+
+bp = Blueprint("docs", __name__)
+
+_PATH_PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
+_ERRORS = {"400": "Bad request", "401": "Missing or invalid token", "404": "Not found"}
+
+
+@lru_cache(maxsize=1)
+def openapi_spec() -> dict:
+    """The spec of every registered operation; the models are the ones that validate requests."""
+    # Request bodies in validation mode, responses in serialization mode, all in one $defs.
+    wanted = {(op.body, "validation") for op in OPERATIONS if op.body is not None}
+    wanted |= {(op.response, "serialization") for op in OPERATIONS}
+    wanted.add((ErrorObject, "serialization"))
+    refs, defs = models_json_schema(sorted(wanted, key=lambda item: (item[0].__name__, item[1])),
+                                    ref_template="#/components/schemas/{model}")
+    ref = {model: refs[(model, mode)] for model, mode in wanted}
+    error_responses = {
+        code: {"description": text,
+               "content": {"application/json": {"schema": ref[ErrorObject]}}}
+        for code, text in _ERRORS.items()}
+
+    paths: dict[str, dict] = {}
+    for op in OPERATIONS:
+        path = _PATH_PARAM.sub(r"{\1}", op.path)
+        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                      for name in _PATH_PARAM.findall(op.path)]
+        if op.query is not None:
+            schema = op.query.model_json_schema()
+            for name, prop in schema["properties"].items():
+                parameters.append({"name": name, "in": "query",
+                                   "required": name in schema.get("required", []),
+                                   "schema": prop})
+        operation = {
+            "operationId": op.operation_id, "summary": op.summary, "tags": [op.tag],
+            "parameters": parameters,
+            "responses": {
+                str(op.status): {"description": "OK",
+                                 "content": {"application/json": {"schema": ref[op.response]}}},
+                **({k: v for k, v in error_responses.items()} if op.auth else {}),
+            },
+        }
+        if op.body is not None:
+            operation["requestBody"] = {"required": False, "content": {
+                "application/json": {"schema": ref[op.body]}}}
+        if op.auth:
+            operation["security"] = [{"bearerAuth": []}]
+        paths.setdefault(path, {})[op.method] = operation
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "assistants-bridge", "version": "1.0.0",
+                 "description": "OpenAI's Assistants API v2, served per user over pluggable engines."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": defs["$defs"],
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                               "bearerFormat": "JWT"}},
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    """The OpenAPI 3.1 document."""
+    return jsonify(openapi_spec())
+
+
+@bp.get("/docs")
+def docs_page():
+    """A self-contained page listing every operation, its parameters and body fields."""
+    spec = openapi_spec()
+    schemas = spec["components"]["schemas"]
+    rows = []
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            params = ", ".join(p["name"] for p in op["parameters"]) or "—"
+            body_ref = op.get("requestBody", {}).get("content", {}).get(
+                "application/json", {}).get("schema", {}).get("$ref", "")
+            body = schemas.get(body_ref.rsplit("/", 1)[-1], {}) if body_ref else {}
+            fields = ", ".join(body.get("properties", {})) or "—"
+            rows.append(f"<tr><td><code>{method.upper()}</code></td><td><code>{escape(path)}</code>"
+                        f"</td><td>{escape(op['summary'])}</td><td>{escape(params)}</td>"
+                        f"<td>{escape(fields)}</td></tr>")
+    html = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>assistants-bridge API</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}"
+        "</style></head><body><h1>assistants-bridge API</h1>"
+        "<p>OpenAI's Assistants API v2 wire format under <code>/v1</code>. Send "
+        "<code>Authorization: Bearer &lt;JWT&gt;</code>. The machine-readable spec is "
+        "<a href='/openapi.json'>/openapi.json</a>.</p>"
+        "<table><tr><th>Method</th><th>Path</th><th>What</th><th>Parameters</th>"
+        f"<th>Body fields</th></tr>{''.join(rows)}</table></body></html>")
+    return Response(html, mimetype="text/html")

@@ -1,0 +1,122 @@
+"""Flask commands: `flask setup-assistant` and `flask token`."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+from flask_jwt_extended import create_access_token
+from pydantic import ValidationError
+
+from .errors import validation_message
+from .provisioning import provision_assistant
+from .schemas import AssistantCreate
+
+_BUILTIN_TOOLS = {"code_interpreter", "file_search"}
+
+
+def _parse_tool(value: str) -> dict:
+    """A tool given as a built-in name, inline JSON, or @path to a JSON file."""
+    if value in _BUILTIN_TOOLS:
+        return {"type": value}
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not a tool name or JSON: {exc}", param_hint="--tool") from None
+
+
+def write_env_value(path: Path, key: str, value: str) -> None:
+    """Set KEY=value in a .env file, replacing an existing line and keeping the others."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    pattern = re.compile(rf"^\s*(export\s+)?{re.escape(key)}\s*=")
+    replaced = False
+    for index, line in enumerate(lines):
+        if pattern.match(line):
+            lines[index] = f"{key}={value}"
+            replaced = True
+    if not replaced:
+        lines.append(f"{key}={value}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@click.command("setup-assistant")
+@click.option("--name", required=True, help="Assistant name; running again with it updates that assistant.")
+@click.option("--model", required=True, help="Model the assistant's runs use.")
+@click.option("--instructions", help="System instructions, inline.")
+@click.option("--instructions-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="System instructions, read from a file.")
+@click.option("--description", help="A short description.")
+@click.option("--temperature", type=click.FloatRange(0, 2), help="Sampling temperature, 0-2.")
+@click.option("--tool", "tools", multiple=True,
+              help="code_interpreter, file_search, a function tool as JSON, or @file.json. Repeatable.")
+@click.option("--write-env", "env_file", is_flag=False, flag_value=".env", default=None,
+              help="Record ASSISTANT_ID in this .env file (default .env).")
+@with_appcontext
+def setup_assistant(name, model, instructions, instructions_file, description, temperature, tools,
+                    env_file):
+    """Create or update the assistant (idempotent by name) and print its id."""
+    if instructions and instructions_file:
+        raise click.UsageError("Give --instructions or --instructions-file, not both.")
+    if instructions_file:
+        instructions = instructions_file.read_text()
+    fields = {"name": name, "model": model, "tools": [_parse_tool(t) for t in tools]}
+    for key, value in (("instructions", instructions), ("description", description),
+                       ("temperature", temperature)):
+        if value is not None:
+            fields[key] = value
+    try:
+        body = AssistantCreate(**fields)
+    except ValidationError as exc:
+        raise click.UsageError(validation_message(exc)[0]) from None
+    assistant, created = provision_assistant(body)
+    click.echo(f"{'created' if created else 'updated'} assistant {assistant.name!r}", err=True)
+    click.echo(assistant.id)
+    if env_file:
+        write_env_value(Path(env_file), "ASSISTANT_ID", assistant.id)
+        click.echo(f"wrote ASSISTANT_ID to {env_file}", err=True)
+
+
+@click.command("token")
+@click.argument("user_id")
+@click.option("--admin", is_flag=True, help="Add the admin claim (may manage assistants).")
+@click.option("--ttl", type=click.IntRange(60, 60 * 60 * 24 * 30), default=3600, show_default=True,
+              help="Lifetime in seconds.")
+@with_appcontext
+def token(user_id, admin, ttl):
+    """Mint a development JWT for USER_ID, signed with this bridge's key."""
+    from .auth import USER_ID_SHAPE
+
+    if not USER_ID_SHAPE.match(user_id):
+        raise click.BadParameter("use letters, digits and . _ : @ | + -", param_hint="USER_ID")
+    settings = current_app.config["BRIDGE_SETTINGS"]
+    if settings.JWT_ALGORITHM.startswith("RS") and not current_app.config.get("JWT_PRIVATE_KEY"):
+        raise click.UsageError("Minting RS* tokens needs JWT_PRIVATE_KEY.")
+    claims = {settings.JWT_ADMIN_CLAIM: settings.JWT_ADMIN_VALUE} if admin else {}
+    if settings.JWT_USER_CLAIM != "sub":
+        claims[settings.JWT_USER_CLAIM] = user_id
+    click.echo(create_access_token(identity=user_id, additional_claims=claims,
+                                   expires_delta=timedelta(seconds=ttl)))
+
+
+def register_commands(app: Flask) -> None:
+    app.cli.add_command(setup_assistant)
+    app.cli.add_command(token)
+
+
+def setup_assistant_main() -> None:
+    """Entry point of scripts/setup_assistant.py: the same command, with the app built for it."""
+    from dotenv import load_dotenv
+
+    from . import create_app
+
+    load_dotenv()
+    app = create_app()
+    with app.app_context():
+        sys.exit(setup_assistant.main(standalone_mode=True))

@@ -1,0 +1,110 @@
+"""Settings from the environment: one place, with defaults and validation."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENGINES = ("offline", "chat")
+
+
+class Settings(BaseSettings):
+    """Every setting the bridge reads; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True)
+
+    # Where the registry lives. Empty means a SQLite file in the instance folder.
+    DATABASE_URL: str = ""
+    # Upgrade the schema to the newest migration when the app starts.
+    AUTO_MIGRATE: bool = True
+
+    # Which engine answers runs: offline (built-in responder) or chat (Chat Completions).
+    BRIDGE_ENGINE: Literal["offline", "chat"] | None = None
+
+    # Upstream provider, for the engines that call one.
+    OPENAI_API_KEY: str | None = None
+    OPENAI_BASE_URL: str | None = None
+    # Seconds; must stay under gunicorn's worker timeout.
+    OPENAI_TIMEOUT: float = Field(default=60.0, gt=0, le=600)
+    # Retries for calls that are safe to repeat; calls that create something never retry.
+    OPENAI_MAX_RETRIES: int = Field(default=2, ge=0, le=10)
+
+    # Identity.
+    JWT_SECRET_KEY: str | None = None
+    JWT_ALGORITHM: Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512"] = "HS256"
+    # PEM text or a path to a PEM file; required for RS* algorithms.
+    JWT_PUBLIC_KEY: str | None = None
+    # Only used by `flask token` to mint development tokens under RS*.
+    JWT_PRIVATE_KEY: str | None = None
+    JWT_AUDIENCE: str | None = None
+    JWT_ISSUER: str | None = None
+    JWT_USER_CLAIM: str = "sub"
+    JWT_ADMIN_CLAIM: str = "role"
+    JWT_ADMIN_VALUE: str = "admin"
+    JWT_LEEWAY_SECONDS: int = Field(default=30, ge=0, le=300)
+
+    # Run execution.
+    RUN_WORKERS: int = Field(default=8, ge=1, le=256)
+    RUN_QUEUE_LIMIT: int = Field(default=1000, ge=1)
+    POLL_AFTER_MS: int = Field(default=500, ge=10, le=60_000)
+    # Artificial latency of the offline responder, to demonstrate polling and cancel.
+    OFFLINE_REPLY_DELAY: float = Field(default=0.0, ge=0, le=600)
+
+    # Request bounds.
+    MAX_CONTENT_LENGTH: int = Field(default=1024 * 1024, ge=1024)
+    MAX_MESSAGE_CHARS: int = Field(default=256_000, ge=1)
+
+    # The assistant that examples and clients use by default (written by setup-assistant).
+    ASSISTANT_ID: str | None = None
+
+    @field_validator("OPENAI_API_KEY", "OPENAI_BASE_URL", "JWT_SECRET_KEY", "JWT_PUBLIC_KEY",
+                     "JWT_PRIVATE_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "ASSISTANT_ID", "BRIDGE_ENGINE",
+                     mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> "Settings":
+        if self.JWT_ALGORITHM.startswith("RS") and not self.JWT_PUBLIC_KEY:
+            raise ValueError(f"JWT_PUBLIC_KEY is required when JWT_ALGORITHM is {self.JWT_ALGORITHM}")
+        if self.engine == "chat" and not self.OPENAI_BASE_URL and not self.OPENAI_API_KEY:
+            raise ValueError("BRIDGE_ENGINE=chat needs OPENAI_BASE_URL (and OPENAI_API_KEY if the server wants one)")
+        return self
+
+    @property
+    def engine(self) -> str:
+        """The selected engine; offline when nothing is configured."""
+        return self.BRIDGE_ENGINE or "offline"
+
+
+def read_pem(value: str) -> str:
+    """Return PEM text given either the text itself or a path to it."""
+    if "-----BEGIN" in value:
+        return value
+    return Path(value).expanduser().read_text()
+
+
+def development_secret(instance_path: str) -> str:
+    """A random HS256 secret kept in the instance folder, so a fresh checkout is safe and usable.
+
+    The server and `flask token` read the same file, so tokens minted locally verify.
+    """
+    path = Path(instance_path) / "jwt-secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker wrote it first
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret)
+        return secret

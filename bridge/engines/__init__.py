@@ -1,0 +1,40 @@
+"""Engines: where threads live and who answers runs."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from .base import Engine
+
+_EXTENSION_KEY = "bridge.engine"
+
+
+def build_engine(app: Flask) -> Engine:
+    """The engine named by BRIDGE_ENGINE, with its responder and upstream client."""
+    from .local import RegistryEngine
+
+    settings = app.config["BRIDGE_SETTINGS"]
+    if settings.engine == "chat":
+        from .chat import ChatCompletionsResponder
+        from .upstream import OpenAIUpstream
+
+        responder = ChatCompletionsResponder(OpenAIUpstream(
+            api_key=settings.OPENAI_API_KEY, base_url=settings.OPENAI_BASE_URL,
+            timeout=settings.OPENAI_TIMEOUT, max_retries=settings.OPENAI_MAX_RETRIES))
+    else:
+        from .offline import OfflineResponder
+
+        responder = OfflineResponder(delay_seconds=settings.OFFLINE_REPLY_DELAY)
+    return RegistryEngine(app, responder, workers=settings.RUN_WORKERS,
+                          queue_limit=settings.RUN_QUEUE_LIMIT)
+
+
+def init_app(app: Flask) -> Engine:
+    engine = build_engine(app)
+    app.extensions[_EXTENSION_KEY] = engine
+    return engine
+
+
+def current_engine() -> Engine:
+    """The engine of the running app."""
+    return current_app.extensions[_EXTENSION_KEY]

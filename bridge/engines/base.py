@@ -1,0 +1,201 @@
+"""The engine interface the routes call, and the errors engines raise at their edge.
+
+Two questions are kept apart: where threads live (an `Engine`) and who answers a run (a
+`Responder`). Nothing here knows about HTTP requests.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ..schemas import (MessageCreate, MessageModify, RunCreate, RunModify, ThreadCreate,
+                           ThreadModify)
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+class EngineError(Exception):
+    """An upstream failure, already stripped of anything the client must not see."""
+
+    status = 502
+    code = "upstream_error"
+    public_message = "The model provider failed to answer. Try again later."
+
+    def __init__(self, log_detail: str = ""):
+        super().__init__(log_detail or self.public_message)
+        self.log_detail = log_detail
+
+
+class UpstreamUnavailable(EngineError):
+    status = 502
+    code = "upstream_unavailable"
+    public_message = "The model provider could not be reached. Try again later."
+
+
+class UpstreamTimeout(EngineError):
+    status = 504
+    code = "upstream_timeout"
+    public_message = "The model provider did not answer in time. Try again later."
+
+
+class UpstreamRateLimited(EngineError):
+    status = 503
+    code = "upstream_rate_limited"
+    public_message = "The model provider is rate limiting this service. Try again later."
+
+    def __init__(self, log_detail: str = "", retry_after: int | None = None):
+        super().__init__(log_detail)
+        self.retry_after = retry_after
+
+
+class UpstreamMisconfigured(EngineError):
+    """The provider refused the bridge's own credentials: the operator's problem, not the user's."""
+
+    status = 502
+    code = "upstream_auth_failed"
+    public_message = "The bridge is not authorised by its model provider. Contact the operator."
+
+
+class UpstreamRejected(EngineError):
+    """The provider refused a request as invalid (for example an unknown model)."""
+
+    status = 502
+    code = "upstream_rejected"
+    public_message = "The model provider rejected the request."
+
+
+# ---- what a responder sees and returns ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of the conversation, flattened to text."""
+
+    role: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a responder needs, copied out of the registry so no session is held."""
+
+    run_id: str
+    model: str
+    instructions: str
+    turns: tuple[Turn, ...]
+    temperature: float | None = None
+    top_p: float | None = None
+    max_completion_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens}
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    usage: Usage
+    # "stop", or "length" when the token limit cut the reply short (the run is then incomplete).
+    finish_reason: str = "stop"
+
+
+@dataclass
+class CancelSignal:
+    """Lets a responder notice, while it waits, that its run was cancelled."""
+
+    wait: Callable[[float], bool] = field(default=lambda timeout: False)
+
+
+class RunFailed(Exception):
+    """A run ended in failure; `code` is one of the run's `last_error` codes."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Responder(abc.ABC):
+    """Answers a run: the only thing that differs between registry-backed engines."""
+
+    name: str
+
+    @abc.abstractmethod
+    def respond(self, request: RunRequest, cancel: CancelSignal) -> Reply:
+        """Produce the assistant's reply, or raise RunFailed."""
+
+    def warm_up(self) -> None:
+        """Pay one-off start-up costs (imports, first connection) before the first user does."""
+
+
+class Engine(abc.ABC):
+    """Where threads live, plus who answers runs on them.
+
+    Views read through the registry (ownership, lists) and write through an engine, so an engine
+    that mirrors threads upstream only has to override the writes and the run lifecycle.
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    def create_thread(self, user_id: str, body: "ThreadCreate"):
+        """Create a thread owned by `user_id`, with its initial messages."""
+
+    @abc.abstractmethod
+    def modify_thread(self, thread, body: "ThreadModify"):
+        """Replace a thread's metadata or tool resources."""
+
+    @abc.abstractmethod
+    def delete_thread(self, thread) -> None:
+        """Delete a thread with its messages and runs."""
+
+    @abc.abstractmethod
+    def create_message(self, thread, body: "MessageCreate"):
+        """Append a message to a thread."""
+
+    @abc.abstractmethod
+    def modify_message(self, message, body: "MessageModify"):
+        """Replace a message's metadata."""
+
+    @abc.abstractmethod
+    def delete_message(self, message) -> None:
+        """Delete one message."""
+
+    @abc.abstractmethod
+    def create_run(self, thread, assistant, body: "RunCreate"):
+        """Queue a run on a thread and start executing it."""
+
+    @abc.abstractmethod
+    def cancel_run(self, run):
+        """Stop a run: at once if queued, through `cancelling` if executing."""
+
+    @abc.abstractmethod
+    def modify_run(self, run, body: "RunModify"):
+        """Replace a run's metadata."""
+
+    def refresh_run(self, run):
+        """Bring a run up to date before it is shown; registry-backed runs already are."""
+        return run
+
+    def warm_up(self) -> None:
+        """Pay start-up costs when a worker starts, not on the first user's request."""
+
+    def shutdown(self) -> None:
+        """Stop background work."""
+
+    def describe(self) -> dict[str, Any]:
+        """What /readyz reports about this engine."""
+        return {"engine": self.name}

@@ -1,0 +1,48 @@
+"""The chat responder: runs answered by Chat Completions on any OpenAI-compatible server.
+
+OpenAI, Ollama, vLLM, LM Studio and others serve `POST {OPENAI_BASE_URL}/chat/completions`.
+Settings read: OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .base import CancelSignal, Reply, Responder, RunFailed, RunRequest, Usage
+from .upstream import OpenAIUpstream
+
+log = logging.getLogger(__name__)
+
+
+class ChatCompletionsResponder(Responder):
+    """Sends the assistant's instructions and the thread to Chat Completions."""
+
+    name = "chat"
+
+    def __init__(self, upstream: OpenAIUpstream):
+        self.upstream = upstream
+
+    def respond(self, request: RunRequest, cancel: CancelSignal) -> Reply:
+        messages = []
+        if request.instructions:
+            messages.append({"role": "system", "content": request.instructions})
+        messages += [{"role": turn.role, "content": turn.text} for turn in request.turns]
+        options = {name: value for name, value in (
+            ("temperature", request.temperature), ("top_p", request.top_p),
+            ("max_completion_tokens", request.max_completion_tokens)) if value is not None}
+        # Creating a completion is not idempotent (it costs tokens): never retried blindly.
+        completion = self.upstream.call(
+            lambda client: client.with_options(max_retries=0).chat.completions.create(
+                model=request.model, messages=messages, **options))
+        if not completion.choices:
+            raise RunFailed("server_error", "The model returned no answer.")
+        choice = completion.choices[0]
+        usage = completion.usage
+        return Reply(
+            text=choice.message.content or "",
+            usage=Usage(prompt_tokens=usage.prompt_tokens if usage else 0,
+                        completion_tokens=usage.completion_tokens if usage else 0),
+            finish_reason="length" if choice.finish_reason == "length" else "stop")
+
+    def warm_up(self) -> None:
+        self.upstream.warm_up()

@@ -1,0 +1,339 @@
+"""Threads kept in our own registry; runs executed in-process by a bounded pool.
+
+The `offline` and `chat` engines are this class with different responders. Settings read:
+RUN_WORKERS, RUN_QUEUE_LIMIT.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import Flask
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import Conflict, InvalidRequest, ServiceUnavailable
+from ..extensions import db
+from ..models import ACTIVE_RUN_STATUSES, Message, Run, Thread, now
+from ..registry import new_id
+from ..schemas import (RESERVED_METADATA_KEY, MessageCreate, MessageModify, RunCreate, RunModify,
+                       ThreadCreate, ThreadModify, text_block)
+from .base import (CancelSignal, Engine, EngineError, Reply, Responder, RunFailed, RunRequest, Turn,
+                   UpstreamRateLimited)
+
+log = logging.getLogger(__name__)
+
+RUN_LIFETIME_SECONDS = 600  # OpenAI expired runs ten minutes after creation
+_CANCEL_CHECK_SECONDS = 0.25
+
+
+class RegistryEngine(Engine):
+    """Threads and messages live in the registry; a `Responder` answers runs."""
+
+    def __init__(self, app: Flask, responder: Responder, *, workers: int, queue_limit: int):
+        self.app = app
+        self.responder = responder
+        self.name = responder.name
+        self._workers = workers
+        self._capacity = workers + queue_limit
+        self._pool: ThreadPoolExecutor | None = None
+        # Responder calls run apart from the executions so that a cancel need not wait for them.
+        self._calls = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"call-{self.name}")
+        self._pool_lock = threading.Lock()
+        self._pending = threading.BoundedSemaphore(self._capacity)
+        self._cancel_events: dict[str, threading.Event] = {}
+
+    # ---- threads and messages ---------------------------------------------------------------
+
+    def create_thread(self, user_id: str, body: ThreadCreate) -> Thread:
+        thread = Thread(id=new_id("thread"), user_id=user_id,
+                        meta={**(body.metadata or {}), RESERVED_METADATA_KEY: user_id},
+                        tool_resources=body.tool_resources)
+        db.session.add(thread)
+        db.session.flush()
+        for message in body.messages or []:
+            db.session.add(self._new_message(thread, message))
+        db.session.commit()
+        return thread
+
+    def modify_thread(self, thread: Thread, body: ThreadModify) -> Thread:
+        if body.metadata is not None:
+            # The owner stamp survives any replacement of the client's metadata.
+            thread.meta = {**body.metadata, RESERVED_METADATA_KEY: thread.user_id}
+        if body.tool_resources is not None:
+            thread.tool_resources = body.tool_resources
+        db.session.commit()
+        return thread
+
+    def delete_thread(self, thread: Thread) -> None:
+        for run in thread.runs:
+            if run.is_active:
+                self._signal_cancel(run.id)
+        db.session.delete(thread)
+        db.session.commit()
+
+    def create_message(self, thread: Thread, body: MessageCreate) -> Message:
+        self._refuse_while_active(thread)
+        message = self._new_message(thread, body)
+        db.session.add(message)
+        db.session.commit()
+        return message
+
+    def modify_message(self, message: Message, body: MessageModify) -> Message:
+        if body.metadata is not None:
+            message.meta = body.metadata
+        db.session.commit()
+        return message
+
+    def delete_message(self, message: Message) -> None:
+        db.session.delete(message)
+        db.session.commit()
+
+    @staticmethod
+    def _new_message(thread: Thread, body: MessageCreate, **fields) -> Message:
+        return Message(id=new_id("msg"), thread_pk=thread.pk, role=body.role,
+                       content=[text_block(text) for text in body.text_parts()],
+                       attachments=body.attachments or [], meta=body.metadata or {},
+                       status="completed", completed_at=None, **fields)
+
+    @staticmethod
+    def _refuse_while_active(thread: Thread) -> None:
+        active = db.session.scalar(select(Run.id).where(
+            Run.thread_pk == thread.pk, Run.status.in_(ACTIVE_RUN_STATUSES)))
+        if active:
+            raise Conflict(f"Can't add messages to {thread.id} while a run {active} is active.",
+                           param="thread_id", code="thread_locked")
+
+    # ---- runs --------------------------------------------------------------------------------
+
+    def create_run(self, thread: Thread, assistant, body: RunCreate) -> Run:
+        if not self._pending.acquire(blocking=False):
+            raise ServiceUnavailable("Too many runs are waiting to execute. Try again shortly.",
+                                     code="engine_overloaded", headers={"Retry-After": "2"})
+        try:
+            run = self._insert_run(thread, assistant, body)
+        except BaseException:
+            self._pending.release()
+            raise
+        self._submit(run.id)
+        return run
+
+    def _insert_run(self, thread: Thread, assistant, body: RunCreate) -> Run:
+        instructions = body.instructions if body.instructions is not None else (
+            assistant.instructions or "")
+        if body.additional_instructions:
+            instructions = f"{instructions}\n\n{body.additional_instructions}".strip()
+        created = now()
+        run = Run(
+            id=new_id("run"), thread_pk=thread.pk, assistant_id=assistant.id, status="queued",
+            created_at=created, expires_at=created + RUN_LIFETIME_SECONDS,
+            model=body.model or assistant.model, instructions=instructions,
+            tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools is not None
+            else (assistant.tools or []),
+            meta=body.metadata or {},
+            temperature=body.temperature if body.temperature is not None else assistant.temperature,
+            top_p=body.top_p if body.top_p is not None else assistant.top_p,
+            max_prompt_tokens=body.max_prompt_tokens,
+            max_completion_tokens=body.max_completion_tokens,
+            response_format=body.response_format if body.response_format is not None
+            else assistant.response_format,
+            tool_choice=body.tool_choice,
+            parallel_tool_calls=body.parallel_tool_calls if body.parallel_tool_calls is not None
+            else True,
+            truncation_strategy=body.truncation_strategy)
+        db.session.add(run)
+        for extra in body.additional_messages or []:
+            db.session.add(self._new_message(thread, extra))
+        try:
+            db.session.commit()
+        except IntegrityError:
+            # The partial unique index allows one active run per thread; the loser lands here.
+            db.session.rollback()
+            raise Conflict(f"Thread {thread.id} already has an active run.",
+                           param="thread_id", code="thread_locked") from None
+        return run
+
+    def cancel_run(self, run: Run) -> Run:
+        if run.status in ("cancelling", "cancelled"):
+            return run
+        if not run.is_active:
+            raise InvalidRequest(f"Cannot cancel run with status '{run.status}'.", param="run_id")
+        stamp = now()
+        # Conditional updates: the executor may move the run at the same moment.
+        for source, target, fields in (
+                ("queued", "cancelled", {"cancelled_at": stamp}),
+                ("requires_action", "cancelled", {"cancelled_at": stamp}),
+                ("in_progress", "cancelling", {})):
+            changed = db.session.execute(
+                update(Run).where(Run.pk == run.pk, Run.status == source)
+                .values(status=target, **fields)).rowcount
+            if changed:
+                break
+        db.session.commit()
+        self._signal_cancel(run.id)
+        db.session.refresh(run)
+        return run
+
+    def modify_run(self, run: Run, body: RunModify) -> Run:
+        if body.metadata is not None:
+            run.meta = body.metadata
+        db.session.commit()
+        return run
+
+    # ---- execution ---------------------------------------------------------------------------
+
+    def _submit(self, run_id: str) -> None:
+        self._cancel_events[run_id] = threading.Event()
+        try:
+            self._executor().submit(self._execute, run_id)
+        except RuntimeError:  # shutting down
+            self._pending.release()
+            raise
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # Created on first use so that forked gunicorn workers each build their own threads.
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self._workers,
+                                                thread_name_prefix=f"run-{self.name}")
+            return self._pool
+
+    def _signal_cancel(self, run_id: str) -> None:
+        event = self._cancel_events.get(run_id)
+        if event is not None:
+            event.set()
+
+    def _execute(self, run_id: str) -> None:
+        try:
+            with self.app.app_context():
+                try:
+                    self._execute_in_context(run_id)
+                finally:
+                    db.session.remove()
+        except Exception:  # the pool would swallow it silently
+            log.exception("run %s: executor failed", run_id)
+        finally:
+            self._cancel_events.pop(run_id, None)
+            self._pending.release()
+
+    def _execute_in_context(self, run_id: str) -> None:
+        request = self._begin(run_id)
+        if request is None:
+            return
+        # Release the connection before the (possibly slow) upstream call.
+        db.session.remove()
+        wake = self._cancel_events.setdefault(run_id, threading.Event())
+        abandoned = threading.Event()
+        call = self._calls.submit(self.responder.respond, request, CancelSignal(wait=abandoned.wait))
+        call.add_done_callback(lambda _: wake.set())
+        # Wait for the answer, but stop at once when the run is cancelled, here or in another
+        # worker process (seen in the registry); an abandoned call finishes on its own.
+        while not call.done():
+            if wake.wait(_CANCEL_CHECK_SECONDS) and call.done():
+                break
+            if wake.is_set() or self._cancel_requested(run_id):
+                abandoned.set()
+                self._finish_cancelled(run_id)
+                return
+        try:
+            reply = call.result()
+        except RunFailed as failure:
+            self._fail(run_id, failure.code, failure.message)
+        except UpstreamRateLimited as exc:
+            self._fail(run_id, "rate_limit_exceeded", exc.public_message)
+        except EngineError as exc:
+            log.warning("run %s: upstream failure: %s", run_id, exc.log_detail)
+            self._fail(run_id, "server_error", exc.public_message)
+        except Exception:
+            log.exception("run %s: responder %s failed", run_id, self.name)
+            self._fail(run_id, "server_error", "The run failed because of an internal error.")
+        else:
+            self._complete(run_id, reply)
+
+    def _cancel_requested(self, run_id: str) -> bool:
+        status = db.session.scalar(select(Run.status).where(Run.id == run_id))
+        db.session.remove()
+        return status != "in_progress"
+
+    def _begin(self, run_id: str) -> RunRequest | None:
+        started = db.session.execute(
+            update(Run).where(Run.id == run_id, Run.status == "queued")
+            .values(status="in_progress", started_at=now())).rowcount
+        db.session.commit()
+        if not started:  # cancelled (or deleted) while queued
+            return None
+        run = db.session.scalar(select(Run).where(Run.id == run_id))
+        messages = db.session.scalars(
+            select(Message).where(Message.thread_pk == run.thread_pk).order_by(Message.pk))
+        turns = tuple(Turn(role=m.role, text="\n".join(
+            part["text"]["value"] for part in m.content if part.get("type") == "text"))
+            for m in messages)
+        return RunRequest(run_id=run.id, model=run.model, instructions=run.instructions,
+                          turns=turns, temperature=run.temperature, top_p=run.top_p,
+                          max_completion_tokens=run.max_completion_tokens)
+
+    def _complete(self, run_id: str, reply: Reply) -> None:
+        run = db.session.scalar(select(Run).where(Run.id == run_id).with_for_update())
+        if run is None:  # the thread was deleted meanwhile
+            return
+        if run.status != "in_progress":
+            self._settle_cancel(run)
+            return
+        stamp = now()
+        truncated = reply.finish_reason == "length"
+        message = Message(
+            id=new_id("msg"), thread_pk=run.thread_pk, role="assistant",
+            content=[text_block(reply.text)], attachments=[], meta={},
+            status="incomplete" if truncated else "completed",
+            completed_at=None if truncated else stamp, assistant_id=run.assistant_id,
+            run_id=run.id)
+        db.session.add(message)
+        run.usage = reply.usage.as_dict()
+        if truncated:
+            run.status = "incomplete"
+            run.incomplete_details = {"reason": "max_completion_tokens"}
+        else:
+            run.status = "completed"
+            run.completed_at = stamp
+        db.session.commit()
+
+    def _fail(self, run_id: str, code: str, message: str) -> None:
+        run = db.session.scalar(select(Run).where(Run.id == run_id).with_for_update())
+        if run is None:
+            return
+        if run.status != "in_progress":
+            self._settle_cancel(run)
+            return
+        run.status = "failed"
+        run.failed_at = now()
+        run.last_error = {"code": code, "message": message}
+        db.session.commit()
+
+    def _finish_cancelled(self, run_id: str) -> None:
+        run = db.session.scalar(select(Run).where(Run.id == run_id).with_for_update())
+        if run is not None:
+            self._settle_cancel(run)
+
+    @staticmethod
+    def _settle_cancel(run: Run) -> None:
+        if run.status == "cancelling":
+            run.status = "cancelled"
+            run.cancelled_at = now()
+        db.session.commit()
+
+    def warm_up(self) -> None:
+        self.responder.warm_up()
+
+    def shutdown(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            for event in list(self._cancel_events.values()):
+                event.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._calls.shutdown(wait=False, cancel_futures=True)
+
+    def describe(self) -> dict:
+        return {"engine": self.name, "workers": self._workers}

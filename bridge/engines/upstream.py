@@ -1,0 +1,74 @@
+"""One OpenAI SDK client per process, and the translation of its exceptions into EngineErrors.
+
+Settings read: OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_TIMEOUT, OPENAI_MAX_RETRIES.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, TypeVar
+
+from .base import (EngineError, UpstreamMisconfigured, UpstreamRateLimited, UpstreamRejected,
+                   UpstreamTimeout, UpstreamUnavailable)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _retry_after(headers: Any) -> int | None:
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+        return max(1, int(float(value))) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class OpenAIUpstream:
+    """Builds the SDK client once (about 32 ms a construction) and reuses it for every call."""
+
+    def __init__(self, *, api_key: str | None, base_url: str | None, timeout: float,
+                 max_retries: int):
+        self._options = {"api_key": api_key or "unused", "base_url": base_url,
+                         "timeout": timeout, "max_retries": max_retries}
+        self._client = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self):
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import openai  # ~0.5 s: paid in warm_up, not at app import
+
+                    self._client = openai.OpenAI(**self._options)
+        return self._client
+
+    def warm_up(self) -> None:
+        """Import the SDK and open a connection, so the first user does not pay for it."""
+        try:
+            self.client.with_options(max_retries=0, timeout=5).models.list()
+        except Exception as exc:  # a server without /models still warms the import and DNS
+            log.info("upstream warm-up call failed (not fatal): %s", type(exc).__name__)
+
+    def call(self, operation: Callable[[Any], T]) -> T:
+        """Run `operation(client)`, turning SDK exceptions into EngineErrors."""
+        import openai
+
+        try:
+            return operation(self.client)
+        except openai.APITimeoutError as exc:
+            raise UpstreamTimeout(str(exc)) from None
+        except openai.APIConnectionError as exc:
+            raise UpstreamUnavailable(str(exc)) from None
+        except openai.RateLimitError as exc:
+            raise UpstreamRateLimited(str(exc), retry_after=_retry_after(exc.response.headers)) from None
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise UpstreamMisconfigured(f"{exc.status_code}: {exc.message}") from None
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500:
+                raise EngineError(f"{exc.status_code}: {exc.message}") from None
+            raise UpstreamRejected(f"{exc.status_code}: {exc.message}") from None
+        except openai.APIError as exc:
+            raise EngineError(str(exc)) from None

@@ -1,0 +1,31 @@
+"""Alembic environment: the registry's metadata, bound to the app's engine."""
+
+from alembic import context
+from flask import current_app
+
+config = context.config
+target_metadata = current_app.extensions["migrate"].db.metadata
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=current_app.config["SQLALCHEMY_DATABASE_URI"],
+                      target_metadata=target_metadata, literal_binds=True,
+                      render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connectable = current_app.extensions["migrate"].db.engine
+    with connectable.connect() as connection:
+        # Batch mode lets later migrations alter SQLite tables too.
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          render_as_batch=True, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,130 @@
+"""Registry tables: our stable ids, their upstream ids, ownership and run state.
+
+Every table has an integer `pk` that orders rows by insertion (timestamps are whole seconds and
+tie often) and a public `id` that clients see. Upstream ids stay behind our ids so a deployment
+can change engine without breaking clients.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
+TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "incomplete", "expired")
+
+
+def now() -> int:
+    """Unix seconds, the timestamp unit of the wire format."""
+    return int(time.time())
+
+
+class Assistant(db.Model):
+    __tablename__ = "assistants"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    upstream_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    name: Mapped[str | None] = mapped_column(String(256), index=True)
+    description: Mapped[str | None] = mapped_column(String(512))
+    model: Mapped[str] = mapped_column(String(256))
+    instructions: Mapped[str | None] = mapped_column(Text)
+    tools: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    tool_resources: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    temperature: Mapped[float | None] = mapped_column(Float)
+    top_p: Mapped[float | None] = mapped_column(Float)
+    response_format: Mapped[Any | None] = mapped_column(JSON)
+
+
+class Thread(db.Model):
+    __tablename__ = "threads"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    upstream_id: Mapped[str | None] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(256), index=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    tool_resources: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    messages: Mapped[list["Message"]] = relationship(
+        back_populates="thread", cascade="all, delete-orphan", passive_deletes=True)
+    runs: Mapped[list["Run"]] = relationship(
+        back_populates="thread", cascade="all, delete-orphan", passive_deletes=True)
+
+
+class Message(db.Model):
+    __tablename__ = "messages"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    upstream_id: Mapped[str | None] = mapped_column(String(128))
+    thread_pk: Mapped[int] = mapped_column(ForeignKey("threads.pk", ondelete="CASCADE"), index=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    role: Mapped[str] = mapped_column(String(16))
+    # Content parts in the wire shape: [{"type": "text", "text": {"value", "annotations"}}]
+    content: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    attachments: Mapped[list[Any] | None] = mapped_column(JSON)
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="completed")
+    assistant_id: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    completed_at: Mapped[int | None] = mapped_column(Integer)
+
+    thread: Mapped[Thread] = relationship(back_populates="messages")
+
+
+class Run(db.Model):
+    __tablename__ = "runs"
+    __table_args__ = (
+        # At most one active run per thread, enforced by the database rather than check-then-insert.
+        Index("uq_runs_one_active_per_thread", "thread_pk", unique=True,
+              sqlite_where=text("status IN ('queued', 'in_progress', 'requires_action', 'cancelling')"),
+              postgresql_where=text("status IN ('queued', 'in_progress', 'requires_action', 'cancelling')")),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    upstream_id: Mapped[str | None] = mapped_column(String(128))
+    thread_pk: Mapped[int] = mapped_column(ForeignKey("threads.pk", ondelete="CASCADE"), index=True)
+    assistant_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    status: Mapped[str] = mapped_column(String(32), default="queued", index=True)
+    model: Mapped[str] = mapped_column(String(256))
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    tools: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    temperature: Mapped[float | None] = mapped_column(Float)
+    top_p: Mapped[float | None] = mapped_column(Float)
+    max_completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    max_prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    response_format: Mapped[Any | None] = mapped_column(JSON)
+    tool_choice: Mapped[Any | None] = mapped_column(JSON)
+    parallel_tool_calls: Mapped[bool] = mapped_column(default=True)
+    truncation_strategy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[int | None] = mapped_column(Integer)
+    expires_at: Mapped[int | None] = mapped_column(Integer)
+    completed_at: Mapped[int | None] = mapped_column(Integer)
+    failed_at: Mapped[int | None] = mapped_column(Integer)
+    cancelled_at: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    incomplete_details: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    required_action: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    usage: Mapped[dict[str, int] | None] = mapped_column(JSON)
+
+    thread: Mapped[Thread] = relationship(back_populates="runs")
+
+    @property
+    def thread_id(self) -> str:
+        return self.thread.id
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_RUN_STATUSES

@@ -1,0 +1,121 @@
+"""Persistence of the registry: ids, ownership lookups and cursor pagination. Nothing else."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.sql import Select
+
+from .errors import InvalidRequest, NotFound
+from .extensions import db
+from .models import Assistant, Message, Run, Thread
+from .schemas import ListQuery
+
+_ALPHABET = string.ascii_letters + string.digits
+_ID_LENGTH = 24  # ~143 bits: unguessable
+_ID_SHAPE = re.compile(rf"^(asst|thread|msg|run)_[A-Za-z0-9]{{{_ID_LENGTH}}}$")
+
+
+def new_id(prefix: str) -> str:
+    """A fresh public id such as `thread_…`."""
+    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(_ID_LENGTH))
+
+
+def _well_formed(value: str, prefix: str) -> bool:
+    # A malformed id can never exist, so it is answered without a query.
+    match = _ID_SHAPE.match(value or "")
+    return bool(match) and match.group(1) == prefix
+
+
+def thread_for_user(thread_id: str, user_id: str) -> Thread:
+    """The caller's thread, or NotFound: another user's thread looks exactly like a missing one.
+
+    Every route that takes a thread id goes through here; nothing else decides ownership.
+    """
+    thread = None
+    if _well_formed(thread_id, "thread"):
+        thread = db.session.scalar(
+            select(Thread).where(Thread.id == thread_id, Thread.user_id == user_id))
+    if thread is None:
+        raise NotFound(f"No thread found with id '{thread_id}'.", param="thread_id")
+    return thread
+
+
+def message_in_thread(thread: Thread, message_id: str) -> Message:
+    """A message of an already-authorised thread, or NotFound."""
+    message = None
+    if _well_formed(message_id, "msg"):
+        message = db.session.scalar(
+            select(Message).where(Message.id == message_id, Message.thread_pk == thread.pk))
+    if message is None:
+        raise NotFound(f"No message found with id '{message_id}'.", param="message_id")
+    return message
+
+
+def run_in_thread(thread: Thread, run_id: str) -> Run:
+    """A run of an already-authorised thread, or NotFound."""
+    run = None
+    if _well_formed(run_id, "run"):
+        run = db.session.scalar(select(Run).where(Run.id == run_id, Run.thread_pk == thread.pk))
+    if run is None:
+        raise NotFound(f"No run found with id '{run_id}'.", param="run_id")
+    return run
+
+
+def assistant_by_id(assistant_id: str, *, param: str = "assistant_id") -> Assistant:
+    """An assistant (shared by all users), or NotFound."""
+    assistant = None
+    if _well_formed(assistant_id, "asst"):
+        assistant = db.session.scalar(select(Assistant).where(Assistant.id == assistant_id))
+    if assistant is None:
+        raise NotFound(f"No assistant found with id '{assistant_id}'.", param=param)
+    return assistant
+
+
+def assistant_by_name(name: str) -> Assistant | None:
+    """The oldest assistant with this name, for idempotent provisioning."""
+    return db.session.scalar(select(Assistant).where(Assistant.name == name).order_by(Assistant.pk))
+
+
+M = TypeVar("M")
+
+
+@dataclass
+class Page(Generic[M]):
+    items: list[M]
+    has_more: bool
+
+
+def paginate(query: Select, model, params: ListQuery) -> Page:
+    """One page of `query` in insertion order, with OpenAI's `after`/`before` cursors.
+
+    `after` continues the list past the cursor in the chosen order; `before` returns the items
+    that precede it, nearest first fetched and then put back in list order. `has_more` says
+    whether more items lie further in the direction of travel.
+    """
+    descending = params.order == "desc"
+    cursor_name, cursor = ("before", params.before) if params.before else ("after", params.after)
+    forward = cursor_name == "after"
+    if params.after and params.before:
+        raise InvalidRequest("Pass either 'after' or 'before', not both.", param="before")
+    if cursor is not None:
+        cursor_pk = db.session.scalar(query.with_only_columns(model.pk).where(model.id == cursor))
+        if cursor_pk is None:
+            raise InvalidRequest(f"Invalid cursor: no item with id '{cursor}' in this list.",
+                                 param=cursor_name)
+        newer = (forward and not descending) or (not forward and descending)
+        query = query.where(model.pk > cursor_pk if newer else model.pk < cursor_pk)
+    # Walk away from the cursor: ascending pks when travelling towards newer items.
+    walk_ascending = (not descending) if forward else descending
+    query = query.order_by(model.pk.asc() if walk_ascending else model.pk.desc())
+    rows = list(db.session.scalars(query.limit(params.limit + 1)))
+    has_more = len(rows) > params.limit
+    rows = rows[: params.limit]
+    if not forward:
+        rows.reverse()
+    return Page(items=rows, has_more=has_more)
