@@ -251,6 +251,17 @@ def test_stop_releases_held_requests(srv: FakeChatServer, client: openai.OpenAI)
     assert isinstance(call.error, openai.APIConnectionError)
 
 
+def test_stop_closes_idle_keep_alive_connections(srv: FakeChatServer, client: openai.OpenAI) -> None:
+    ask(client)
+
+    stopping = CallInThread(srv.stop)
+    stopping.thread.join(timeout=5)
+
+    assert not stopping.thread.is_alive() and stopping.error is None
+    with pytest.raises(openai.APIConnectionError):
+        ask(client)
+
+
 def test_wait_for_requests_times_out(srv: FakeChatServer, client: openai.OpenAI) -> None:
     ask(client)
 

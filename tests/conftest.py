@@ -1,0 +1,217 @@
+"""Fixtures: an app per test on a fresh registry, served over real HTTP; real JWTs; fake upstreams.
+
+The registry is SQLite in a temporary folder, or PostgreSQL when TEST_DATABASE_URL names one
+(each test session gets its own database there, emptied between tests).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable
+
+import pytest
+from werkzeug.serving import make_server
+
+from bridge import create_app
+from bridge.extensions import db
+from tests.fakes.chat_server import FakeChatServer
+
+JWT_SECRET = "test-secret-" + "x" * 40
+ENGINES = ("offline", "chat")
+
+
+# ---- registry database -------------------------------------------------------------------------
+
+def _postgres_admin_url(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> Callable[[], str]:
+    """A factory of registry URLs: a fresh SQLite file, or the session's PostgreSQL database."""
+    base = os.environ.get("TEST_DATABASE_URL")
+    if not base:
+        folder = tmp_path_factory.mktemp("registry")
+        yield lambda: f"sqlite:///{folder / (uuid.uuid4().hex + '.db')}"
+        return
+
+    import psycopg
+
+    name = f"bridge_test_{uuid.uuid4().hex[:12]}"
+    admin = _postgres_admin_url(base)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.rsplit("/", 1)[0] + f"/{name}"
+    yield lambda: url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _empty_registry(app) -> None:
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+            db.session.execute(db.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+
+
+# ---- apps and servers -------------------------------------------------------------------------
+
+@dataclass
+class Bridge:
+    """A running bridge: the app, its base URL, and helpers to act as a user."""
+
+    app: Any
+    url: str
+    engine: str
+    fake: FakeChatServer | None = None
+
+    @property
+    def api(self) -> str:
+        return self.url + "/v1"
+
+    def token(self, user: str, *, admin: bool = False, **claims) -> str:
+        return make_token(self.app, user, admin=admin, **claims)
+
+    def sdk(self, user: str, *, admin: bool = False):
+        import openai
+
+        return openai.OpenAI(base_url=self.api, api_key=self.token(user, admin=admin),
+                             max_retries=0, timeout=10)
+
+    def headers(self, user: str, *, admin: bool = False) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user, admin=admin)}"}
+
+    def assistant(self, **fields) -> str:
+        """Create an assistant through the admin API and return its id."""
+        body = {"model": "fake-model", "name": "helper", "instructions": "Be brief.", **fields}
+        return self.sdk("admin", admin=True).beta.assistants.create(**body).id
+
+
+def make_token(app, user: str | None, *, admin: bool = False, **claims) -> str:
+    from flask_jwt_extended import create_access_token
+
+    settings = app.config["BRIDGE_SETTINGS"]
+    extra = dict(claims)
+    if admin:
+        extra[settings.JWT_ADMIN_CLAIM] = settings.JWT_ADMIN_VALUE
+    with app.app_context():
+        return create_access_token(identity=user, additional_claims=extra,
+                                   expires_delta=timedelta(minutes=30))
+
+
+class _Server:
+    def __init__(self, app):
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def make_app(database_url, tmp_path) -> Callable[..., Any]:
+    """Build apps with test settings; every app built is shut down and its registry emptied."""
+    apps = []
+
+    def build(**overrides):
+        settings = {"DATABASE_URL": database_url(), "JWT_SECRET_KEY": JWT_SECRET,
+                    "BRIDGE_ENGINE": "offline", "POLL_AFTER_MS": 20, **overrides}
+        app = create_app({"TESTING": True, **settings})
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["bridge.engine"].shutdown()
+        _empty_registry(app)
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def token_for(app) -> Callable[..., str]:
+    return lambda user, **kw: make_token(app, user, **kw)
+
+
+@pytest.fixture
+def fake_chat():
+    with FakeChatServer() as server:
+        yield server
+
+
+@pytest.fixture
+def serve():
+    """Serve an app over real HTTP on 127.0.0.1; returns its base URL."""
+    servers = []
+
+    def start(app) -> str:
+        server = _Server(app)
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def start_bridge(make_app, serve, fake_chat) -> Callable[..., Bridge]:
+    """Start a bridge on an engine, served over HTTP; the chat engine talks to the fake server."""
+
+    def start(engine: str = "offline", **overrides) -> Bridge:
+        if engine == "chat":
+            overrides = {"OPENAI_BASE_URL": fake_chat.base_url, "OPENAI_API_KEY": fake_chat.api_key,
+                         "OPENAI_TIMEOUT": 10, **overrides}
+        app = make_app(BRIDGE_ENGINE=engine, **overrides)
+        return Bridge(app=app, url=serve(app), engine=engine,
+                      fake=fake_chat if engine == "chat" else None)
+
+    return start
+
+
+@pytest.fixture(params=ENGINES)
+def bridge(request, start_bridge) -> Bridge:
+    """A bridge served over HTTP, once per engine."""
+    return start_bridge(request.param)
+
+
+@pytest.fixture
+def offline_bridge(start_bridge) -> Bridge:
+    return start_bridge("offline")
+
+
+@pytest.fixture
+def chat_bridge(start_bridge) -> Bridge:
+    return start_bridge("chat")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02):
+    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
