@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -72,6 +72,7 @@ class Bridge:
     url: str
     engine: str
     fake: FakeChatServer | None = None
+    clients: list = field(default_factory=list)
 
     @property
     def api(self) -> str:
@@ -83,8 +84,14 @@ class Bridge:
     def sdk(self, user: str, *, admin: bool = False):
         import openai
 
-        return openai.OpenAI(base_url=self.api, api_key=self.token(user, admin=admin),
-                             max_retries=0, timeout=10)
+        client = openai.OpenAI(base_url=self.api, api_key=self.token(user, admin=admin),
+                               max_retries=0, timeout=10)
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
 
     def headers(self, user: str, *, admin: bool = False) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user, admin=admin)}"}
@@ -177,16 +184,21 @@ def serve():
 @pytest.fixture
 def start_bridge(make_app, serve, fake_chat) -> Callable[..., Bridge]:
     """Start a bridge on an engine, served over HTTP; the chat engine talks to the fake server."""
+    bridges: list[Bridge] = []
 
     def start(engine: str = "offline", **overrides) -> Bridge:
         if engine == "chat":
             overrides = {"OPENAI_BASE_URL": fake_chat.base_url, "OPENAI_API_KEY": fake_chat.api_key,
                          "OPENAI_TIMEOUT": 10, **overrides}
         app = make_app(BRIDGE_ENGINE=engine, **overrides)
-        return Bridge(app=app, url=serve(app), engine=engine,
-                      fake=fake_chat if engine == "chat" else None)
+        bridge = Bridge(app=app, url=serve(app), engine=engine,
+                        fake=fake_chat if engine == "chat" else None)
+        bridges.append(bridge)
+        return bridge
 
-    return start
+    yield start
+    for bridge in bridges:
+        bridge.close()
 
 
 @pytest.fixture(params=ENGINES)

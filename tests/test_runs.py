@@ -47,3 +47,192 @@ def test_chat_engine_sends_instructions_and_thread(chat_bridge):
                                 {"role": "user", "content": "Hi"}]
     reply = client.beta.threads.messages.list(thread_id=thread.id).data[0]
     assert reply.content[0].text.value == "Bonjour"
+
+
+def _slow_bridge(start_bridge):
+    # The offline responder waits this long unless the run is cancelled first.
+    return start_bridge("offline", OFFLINE_REPLY_DELAY=30)
+
+
+def test_run_is_queued_at_once_then_completes(offline_bridge):
+    client = offline_bridge.sdk("alice")
+    assistant_id = offline_bridge.assistant()
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+
+    response = client.beta.threads.runs.with_raw_response.create(thread_id=thread.id,
+                                                                 assistant_id=assistant_id)
+    run = response.parse()
+
+    assert run.status == "queued" and run.started_at is None and run.usage is None
+    assert int(response.headers["openai-poll-after-ms"]) == 20
+    done = wait_for(lambda: (r := client.beta.threads.runs.retrieve(
+        run.id, thread_id=thread.id)).status == "completed" and r)
+    assert done.completed_at >= done.started_at >= done.created_at
+
+
+def test_finished_run_poll_has_no_poll_hint(offline_bridge):
+    client = offline_bridge.sdk("alice")
+    run = client.beta.threads.create_and_run_poll(
+        assistant_id=offline_bridge.assistant(), poll_interval_ms=20,
+        thread={"messages": [{"role": "user", "content": "hi"}]})
+    response = client.beta.threads.runs.with_raw_response.retrieve(run.id, thread_id=run.thread_id)
+    assert response.parse().status == "completed"
+    assert "openai-poll-after-ms" not in response.headers
+
+
+def test_cancel_stops_a_run_in_flight(start_bridge):
+    bridge = _slow_bridge(start_bridge)
+    client = bridge.sdk("alice")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=bridge.assistant())
+    wait_for(lambda: client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status
+             == "in_progress")
+
+    cancelled = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    assert cancelled.status in ("cancelling", "cancelled")
+    final = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=20)
+
+    assert final.status == "cancelled" and final.cancelled_at is not None
+    assert final.completed_at is None and final.usage is None
+    # No reply was stored, and the thread is free for the next run.
+    assert [m.role for m in client.beta.threads.messages.list(thread_id=thread.id)] == ["user"]
+    client.beta.threads.messages.create(thread_id=thread.id, role="user", content="again")
+
+
+def test_cancel_chat_run_while_upstream_is_answering(chat_bridge):
+    bridge = chat_bridge
+    client = bridge.sdk("alice")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    bridge.fake.hold()
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=bridge.assistant())
+    bridge.fake.wait_for_requests(1)
+
+    client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    final = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=20)
+    bridge.fake.release()
+
+    assert final.status == "cancelled"
+    assert [m.role for m in client.beta.threads.messages.list(thread_id=thread.id)] == ["user"]
+
+
+def test_cancel_finished_run_is_refused(offline_bridge):
+    client = offline_bridge.sdk("alice")
+    run = client.beta.threads.create_and_run_poll(
+        assistant_id=offline_bridge.assistant(), poll_interval_ms=20,
+        thread={"messages": [{"role": "user", "content": "hi"}]})
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.beta.threads.runs.cancel(run.id, thread_id=run.thread_id)
+    assert "completed" in caught.value.message
+
+
+def test_one_active_run_per_thread(start_bridge):
+    bridge = _slow_bridge(start_bridge)
+    client = bridge.sdk("alice")
+    assistant_id = bridge.assistant()
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    first = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant_id)
+
+    with pytest.raises(openai.ConflictError) as second:
+        client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant_id)
+    assert "already has an active run" in second.value.message
+    with pytest.raises(openai.ConflictError):
+        client.beta.threads.messages.create(thread_id=thread.id, role="user", content="more")
+
+    client.beta.threads.runs.cancel(first.id, thread_id=thread.id)
+    client.beta.threads.runs.poll(first.id, thread_id=thread.id, poll_interval_ms=20)
+    again = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant_id)
+    assert again.id != first.id
+    client.beta.threads.runs.cancel(again.id, thread_id=thread.id)
+
+
+def test_concurrent_run_creates_yield_exactly_one(start_bridge):
+    from concurrent.futures import ThreadPoolExecutor
+
+    bridge = _slow_bridge(start_bridge)
+    assistant_id = bridge.assistant()
+    client = bridge.sdk("alice")
+    thread = client.beta.threads.create()
+
+    def attempt(_):
+        try:
+            return bridge.sdk("alice").beta.threads.runs.create(
+                thread_id=thread.id, assistant_id=assistant_id).id
+        except openai.ConflictError:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        winners = [r for r in pool.map(attempt, range(8)) if r]
+
+    assert len(winners) == 1
+    assert [r.id for r in client.beta.threads.runs.list(thread_id=thread.id)] == winners
+    client.beta.threads.runs.cancel(winners[0], thread_id=thread.id)
+
+
+def test_run_overrides_and_additional_messages(offline_bridge):
+    client = offline_bridge.sdk("alice")
+    assistant_id = offline_bridge.assistant(instructions="Base.", model="model-a")
+    thread = client.beta.threads.create()
+
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant_id, model="model-b",
+        additional_instructions="Also this.", metadata={"k": "v"}, poll_interval_ms=20,
+        additional_messages=[{"role": "user", "content": "from additional"}])
+
+    assert run.model == "model-b" and run.instructions == "Base.\n\nAlso this."
+    assert run.metadata == {"k": "v"}
+    texts = [m.content[0].text.value for m in client.beta.threads.messages.list(
+        thread_id=thread.id, order="asc")]
+    assert texts[0] == "from additional" and "from additional" in texts[1]
+    updated = client.beta.threads.runs.update(run.id, thread_id=thread.id, metadata={"k": "w"})
+    assert updated.metadata == {"k": "w"}
+
+
+@pytest.mark.parametrize("reply, code", [
+    ({"status": 500}, "server_error"),
+    ({"status": 429, "headers": {"retry-after": "3"}}, "rate_limit_exceeded"),
+    ({"status": 401}, "server_error"),
+    ({"drop": True}, "server_error"),
+])
+def test_chat_upstream_failure_fails_the_run(chat_bridge, reply, code):
+    bridge = chat_bridge
+    client = bridge.sdk("alice")
+    bridge.fake.enqueue(reply)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id,
+                                                   assistant_id=bridge.assistant(),
+                                                   poll_interval_ms=20)
+
+    assert run.status == "failed" and run.failed_at is not None
+    assert run.last_error.code == code
+    # The provider's words and the bridge's key never reach the client.
+    assert "test-upstream-key" not in run.last_error.message
+    assert len(bridge.fake.requests) == 1, "a failed completion is not resent"
+
+
+def test_chat_upstream_timeout_fails_the_run(start_bridge, fake_chat):
+    bridge = start_bridge("chat", OPENAI_TIMEOUT=0.3)
+    fake_chat.enqueue({"delay": 1.0, "content": "late"})
+    client = bridge.sdk("alice")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id,
+                                                   assistant_id=bridge.assistant(),
+                                                   poll_interval_ms=20)
+    assert run.status == "failed" and "in time" in run.last_error.message
+
+
+def test_length_cut_reply_makes_run_incomplete(chat_bridge):
+    bridge = chat_bridge
+    client = bridge.sdk("alice")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    bridge.fake.enqueue({"content": "partial", "finish_reason": "length"})
+
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id,
+                                                   assistant_id=bridge.assistant(),
+                                                   max_completion_tokens=16, poll_interval_ms=20)
+
+    assert bridge.fake.requests[-1]["json"]["max_completion_tokens"] == 16
+    assert run.status == "incomplete"
+    assert run.incomplete_details.reason == "max_completion_tokens"
+    reply = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    assert reply.status == "incomplete" and reply.content[0].text.value == "partial"

@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-REPLY_KEYS = frozenset({"content", "tool_calls", "usage", "status", "headers", "delay", "drop"})
+REPLY_KEYS = frozenset({"content", "tool_calls", "usage", "status", "headers", "delay", "drop",
+                        "finish_reason"})
 MODELS = {
     "object": "list",
     "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}],
@@ -132,7 +133,7 @@ def _completion(body: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": "tool_calls" if tool_calls else "stop",
+                "finish_reason": reply.get("finish_reason") or ("tool_calls" if tool_calls else "stop"),
                 "logprobs": None,
             }
         ],
@@ -274,8 +275,6 @@ class FakeChatServer:
 
 class _HTTPServer(ThreadingHTTPServer):
     """The threading HTTP server behind a FakeChatServer, tracking open connections."""
-
-    daemon_threads = True
 
     def __init__(self, fake: FakeChatServer):
         self.fake = fake

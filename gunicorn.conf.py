@@ -1,0 +1,54 @@
+"""gunicorn settings for the bridge: `gunicorn -c gunicorn.conf.py wsgi:app`.
+
+Worker model: gthread. A request spends most of its time waiting (on the registry, and on the
+provider for engines that call it synchronously), so one process must serve many requests at
+once. Measured at 64 concurrent clients against a 50 ms upstream, sync workers served 35 req/s
+while threaded and gevent workers served 320-590 req/s. Threads win over gevent here because they
+need no monkey-patching of psycopg, the OpenAI SDK's HTTP stack or the run executor's threads.
+`bench/worker_models.py` repeats that measurement on this machine.
+"""
+
+import os
+
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+# Above OPENAI_TIMEOUT (60 s by default) so a slow provider answers with our 504, not a killed worker.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "90"))
+graceful_timeout = 30
+keepalive = 5
+accesslog = "-"
+errorlog = "-"
+# Each worker builds its own app: the run executor's threads must not cross a fork.
+preload_app = False
+
+
+def on_starting(server):
+    """Migrate the registry once, in the master, before any worker starts."""
+    if os.environ.get("AUTO_MIGRATE", "true").lower() in ("0", "false", "no", "off"):
+        return
+    from bridge import create_app
+    from bridge.extensions import db
+
+    app = create_app()
+    with app.app_context():
+        db.engine.dispose()
+    # Workers inherit this and skip the (already done) upgrade.
+    os.environ["AUTO_MIGRATE"] = "false"
+
+
+def post_worker_init(worker):
+    """Import the SDK and open the upstream connection now, not on the first user's request."""
+    app = worker.wsgi
+    engine = app.extensions.get("bridge.engine")
+    if engine is not None:
+        engine.warm_up()
+
+
+def worker_exit(server, worker):
+    """Let in-flight runs finish their bookkeeping before the worker goes."""
+    app = getattr(worker, "wsgi", None)
+    engine = app.extensions.get("bridge.engine") if app is not None else None
+    if engine is not None:
+        engine.shutdown()
