@@ -57,8 +57,8 @@ def configure(app: Flask, settings: Settings) -> None:
         SQLALCHEMY_DATABASE_URI=url,
         SQLALCHEMY_ENGINE_OPTIONS=options,
         MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
-        JSON_SORT_KEYS=False,
     )
+    app.json.sort_keys = False  # keep the wire objects in OpenAI's field order
     configure_jwt(app, settings)
 
 

@@ -38,10 +38,10 @@ class RegistryEngine(Engine):
         self.name = responder.name
         self._workers = workers
         self._capacity = workers + queue_limit
-        self._pool: ThreadPoolExecutor | None = None
+        # Pools start their threads on first use, so each forked gunicorn worker gets its own.
+        self._runs = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"run-{self.name}")
         # Responder calls run apart from the executions so that a cancel need not wait for them.
         self._calls = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"call-{self.name}")
-        self._pool_lock = threading.Lock()
         self._pending = threading.BoundedSemaphore(self._capacity)
         self._cancel_events: dict[str, threading.Event] = {}
 
@@ -187,18 +187,10 @@ class RegistryEngine(Engine):
     def _submit(self, run_id: str) -> None:
         self._cancel_events[run_id] = threading.Event()
         try:
-            self._executor().submit(self._execute, run_id)
+            self._runs.submit(self._execute, run_id)
         except RuntimeError:  # shutting down
             self._pending.release()
             raise
-
-    def _executor(self) -> ThreadPoolExecutor:
-        # Created on first use so that forked gunicorn workers each build their own threads.
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self._workers,
-                                                thread_name_prefix=f"run-{self.name}")
-            return self._pool
 
     def _signal_cancel(self, run_id: str) -> None:
         event = self._cancel_events.get(run_id)
@@ -327,12 +319,9 @@ class RegistryEngine(Engine):
         self.responder.warm_up()
 
     def shutdown(self) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            for event in list(self._cancel_events.values()):
-                event.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+        # Runs in flight finish (their upstream calls are bounded by timeouts); queued ones stay
+        # queued in the registry.
+        self._runs.shutdown(wait=True, cancel_futures=True)
         self._calls.shutdown(wait=False, cancel_futures=True)
 
     def describe(self) -> dict:
