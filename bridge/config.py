@@ -10,9 +10,6 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENGINES = ("offline", "chat")
-
-
 class Settings(BaseSettings):
     """Every setting the bridge reads; `.env.example` documents each one."""
 
@@ -57,7 +54,6 @@ class Settings(BaseSettings):
 
     # Request bounds.
     MAX_CONTENT_LENGTH: int = Field(default=1024 * 1024, ge=1024)
-    MAX_MESSAGE_CHARS: int = Field(default=256_000, ge=1)
 
     # The assistant that examples and clients use by default (written by setup-assistant).
     ASSISTANT_ID: str | None = None

@@ -94,11 +94,6 @@ def register_errorhandlers(app: Flask) -> None:
         return error_response(exc.status, exc.message, type=exc.type, param=exc.param,
                               code=exc.code, headers=exc.headers)
 
-    @app.errorhandler(ValidationError)
-    def handle_validation_error(exc: ValidationError):
-        message, param = validation_message(exc)
-        return error_response(400, message, param=param)
-
     @app.errorhandler(EngineError)
     def handle_engine_error(exc: EngineError):
         log.warning("upstream failure: %s", exc.log_detail)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from flask import Blueprint, Flask, jsonify, request
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, validation_message
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,15 @@ class Operation:
 OPERATIONS: list[Operation] = []
 
 
+def validate(model: type[BaseModel], data: Any) -> BaseModel:
+    """Validate client input; a failure is the client's 400, naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message, param = validation_message(exc)
+        raise InvalidRequest(message, param=param) from None
+
+
 def read_json_body(model: type[BaseModel]) -> BaseModel:
     """Parse the request body as a JSON object and validate it; an empty body is `{}`."""
     raw = request.get_data(cache=False)
@@ -50,7 +59,7 @@ def read_json_body(model: type[BaseModel]) -> BaseModel:
                 code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    return model.model_validate(data)
+    return validate(model, data)
 
 
 def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: Any,
@@ -67,7 +76,7 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: A
         def wrapper(**path_params):
             kwargs = dict(path_params)
             if query is not None:
-                kwargs["query"] = query.model_validate(request.args.to_dict())
+                kwargs["query"] = validate(query, request.args.to_dict())
             if body is not None:
                 kwargs["body"] = read_json_body(body)
             result = view(**kwargs)
