@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Flask, jsonify
 from pydantic import ValidationError
@@ -65,8 +66,14 @@ def error_response(status: int, message: str, *, type: str = "invalid_request_er
     return response
 
 
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def _location(error: dict) -> str | None:
-    parts = [str(p) for p in error.get("loc", ()) if p not in ("body", "query")]
+    # pydantic's own labels in a location (union branches such as "plain-text", "[key]") are not
+    # fields the client sent, so `param` leaves them out.
+    parts = [str(p) for p in error.get("loc", ())
+             if isinstance(p, int) or _FIELD_NAME.match(str(p))]
     return ".".join(parts) or None
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag,
+                      field_validator)
 from pydantic_core import PydanticCustomError
 
 ThreadId = Annotated[str, StringConstraints(max_length=64)]
@@ -58,8 +59,15 @@ class TextPart(Request):
     text: Text
 
 
-MessageContent = Annotated[str, StringConstraints(max_length=256_000)] | Annotated[
-    list[TextPart], Field(min_length=1, max_length=100)]
+def _content_kind(value: Any) -> str:
+    return "text-parts" if isinstance(value, list) else "plain-text"
+
+
+# A tagged union, so a bad value is reported against the one shape it was meant to have.
+MessageContent = Annotated[
+    Annotated[Annotated[str, StringConstraints(max_length=256_000)], Tag("plain-text")]
+    | Annotated[Annotated[list[TextPart], Field(min_length=1, max_length=100)], Tag("text-parts")],
+    Discriminator(_content_kind)]
 
 
 class MessageCreate(Request):

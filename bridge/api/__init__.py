@@ -11,8 +11,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import InvalidRequest, validation_message
 
@@ -45,14 +46,37 @@ def validate(model: type[BaseModel], data: Any) -> BaseModel:
         raise InvalidRequest(message, param=param) from None
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _read_body() -> bytes:
+    if request.content_length is not None:
+        return request.get_data(cache=False)  # Werkzeug already refused one over the limit
+    if "wsgi.input_terminated" not in request.environ:
+        return b""  # no length and no server-side framing: nothing can be read safely
+    # A chunked body declares no length: read one byte past the limit to tell.
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    stream, chunks, size = request.environ["wsgi.input"], [], 0
+    while size <= limit:
+        chunk = stream.read(min(64 * 1024, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(chunks)
+
+
 def read_json_body(model: type[BaseModel]) -> BaseModel:
     """Parse the request body as a JSON object and validate it; an empty body is `{}`."""
-    raw = request.get_data(cache=False)
+    raw = _read_body()
     if not raw.strip():
         data: Any = {}
     else:
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest(
                 "We could not parse the JSON body of your request. The body must be valid JSON.",

@@ -16,6 +16,9 @@ bp = Blueprint("docs", __name__)
 
 _PATH_PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 _ERRORS = {"400": "Bad request", "401": "Missing or invalid token", "404": "Not found"}
+_BODY_ERRORS = {"413": "Request body too large"}
+_LOCKED = {"409": "The thread has an active run"}
+_LOCKING_OPERATIONS = {"create_message", "create_run"}
 
 
 @lru_cache(maxsize=1)
@@ -28,10 +31,10 @@ def openapi_spec() -> dict:
     refs, defs = models_json_schema(sorted(wanted, key=lambda item: (item[0].__name__, item[1])),
                                     ref_template="#/components/schemas/{model}")
     ref = {model: refs[(model, mode)] for model, mode in wanted}
-    error_responses = {
-        code: {"description": text,
-               "content": {"application/json": {"schema": ref[ErrorObject]}}}
-        for code, text in _ERRORS.items()}
+    def errors(table: dict[str, str]) -> dict:
+        return {code: {"description": text,
+                       "content": {"application/json": {"schema": ref[ErrorObject]}}}
+                for code, text in table.items()}
 
     paths: dict[str, dict] = {}
     for op in OPERATIONS:
@@ -50,11 +53,15 @@ def openapi_spec() -> dict:
             "responses": {
                 str(op.status): {"description": "OK",
                                  "content": {"application/json": {"schema": ref[op.response]}}},
-                **({k: v for k, v in error_responses.items()} if op.auth else {}),
+                **(errors(_ERRORS) if op.auth else {}),
+                **(errors(_BODY_ERRORS) if op.body is not None else {}),
+                **(errors(_LOCKED) if op.operation_id in _LOCKING_OPERATIONS else {}),
             },
         }
         if op.body is not None:
-            operation["requestBody"] = {"required": False, "content": {
+            # An empty body stands for {}, so a body is required only when a field is.
+            required = bool(op.body.model_json_schema().get("required"))
+            operation["requestBody"] = {"required": required, "content": {
                 "application/json": {"schema": ref[op.body]}}}
         if op.auth:
             operation["security"] = [{"bearerAuth": []}]

@@ -1,0 +1,287 @@
+"""/openapi.json and /docs describe exactly the routes the app serves, with the models it validates.
+
+The spec is generated from the `endpoint` records, so these tests hold it against the other two
+sources of truth: Flask's `url_map` (every /v1 rule and method is documented, nothing else is) and
+the pydantic request/response models (the schemas are theirs, and real replies match them). Every
+`$ref` must resolve inside `components.schemas`. When `openapi-spec-validator` is installed the
+document is also validated against the OpenAPI 3.1 meta-schema.
+"""
+
+from __future__ import annotations
+
+import re
+from html import escape
+from typing import Any, Iterator
+
+import pytest
+
+from bridge.schemas import (AssistantCreate, AssistantModify, MessageCreate, MessageModify,
+                            RunCreate, RunModify, ThreadAndRunCreate, ThreadCreate, ThreadModify)
+from tests.conftest import wait_for
+
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+IMPLICIT_METHODS = {"HEAD", "OPTIONS"}  # added by Flask to every rule; not operations of ours
+REF_PREFIX = "#/components/schemas/"
+FLASK_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+REQUEST_BODIES = [
+    # (method, path, model that validates the body)
+    ("post", "/v1/threads", ThreadCreate),
+    ("post", "/v1/threads/{thread_id}", ThreadModify),
+    ("post", "/v1/threads/{thread_id}/messages", MessageCreate),
+    ("post", "/v1/threads/{thread_id}/messages/{message_id}", MessageModify),
+    ("post", "/v1/threads/{thread_id}/runs", RunCreate),
+    ("post", "/v1/threads/{thread_id}/runs/{run_id}", RunModify),
+    ("post", "/v1/threads/runs", ThreadAndRunCreate),
+    ("post", "/v1/assistants", AssistantCreate),
+    ("post", "/v1/assistants/{assistant_id}", AssistantModify),
+]
+LIST_ROUTES = ["/v1/threads", "/v1/threads/{thread_id}/messages", "/v1/threads/{thread_id}/runs",
+               "/v1/assistants"]
+
+
+@pytest.fixture
+def spec(client) -> dict:
+    response = client.get("/openapi.json")  # no token: the spec is public
+    assert response.status_code == 200
+    assert response.is_json
+    return response.get_json()
+
+
+def served_operations(app) -> set[tuple[str, str]]:
+    """(method, OpenAPI path) for every /v1 rule and method Flask routes."""
+    operations = set()
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/v1/"):
+            continue
+        path = FLASK_PARAM.sub(r"{\1}", rule.rule)
+        operations |= {(method.lower(), path) for method in rule.methods - IMPLICIT_METHODS}
+    return operations
+
+
+def documented_operations(spec: dict) -> Iterator[tuple[str, str, dict]]:
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                yield method, path, operation
+
+
+def walk(node: Any, where: str = "#") -> Iterator[tuple[str, Any, str]]:
+    """Every (key, value, location) pair in a JSON document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value, where
+            yield from walk(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from walk(value, f"{where}/{index}")
+
+
+def component(spec: dict, ref: str) -> dict:
+    assert ref.startswith(REF_PREFIX), ref
+    return spec["components"]["schemas"][ref[len(REF_PREFIX):]]
+
+
+def pydantic_schema(model) -> dict:
+    """The model's own JSON schema, with refs pointing where the spec keeps shared schemas."""
+    schema = model.model_json_schema(ref_template=REF_PREFIX + "{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
+# ---- the document ---------------------------------------------------------------------------------
+
+def test_spec_is_openapi_3_1(spec):
+    assert re.fullmatch(r"3\.1\.\d+", spec["openapi"])
+    assert spec["info"]["title"] and spec["info"]["version"]
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+
+
+def test_every_v1_route_is_documented_and_nothing_else(app, spec):
+    served = served_operations(app)
+    documented = {(method, path) for method, path, _ in documented_operations(spec)}
+
+    assert served, "no /v1 routes found in the url_map"
+    assert served - documented == set(), "routes missing from the spec"
+    assert documented - served == set(), "documented operations that the app does not serve"
+
+
+def test_every_path_uses_brace_parameters_that_are_declared(spec):
+    for method, path, operation in documented_operations(spec):
+        assert "<" not in path and ">" not in path, path
+        in_path = re.findall(r"\{([^{}]+)\}", path)
+        declared = [p for p in operation["parameters"] if p["in"] == "path"]
+        assert [p["name"] for p in declared] == in_path, (method, path)
+        assert all(p["required"] is True for p in declared), (method, path)
+
+
+def test_operation_ids_are_unique(spec):
+    ids = [operation["operationId"] for _, _, operation in documented_operations(spec)]
+
+    assert len(ids) == len(set(ids))
+
+
+def test_every_ref_resolves_inside_components(spec):
+    schemas = spec["components"]["schemas"]
+    refs = [(value, where) for key, value, where in walk(spec) if key == "$ref"]
+    # Discriminator mappings are references too.
+    refs += [(target, where) for key, value, where in walk(spec) if key == "mapping"
+             for target in value.values()]
+
+    assert refs, "the spec has no $ref at all"
+    for ref, where in refs:
+        assert ref.startswith(REF_PREFIX), f"{ref} at {where} points outside components.schemas"
+        assert ref[len(REF_PREFIX):] in schemas, f"{ref} at {where} does not resolve"
+    assert not any(key == "$defs" for key, _, _ in walk(spec)), "pydantic $defs left in the spec"
+
+
+def test_every_v1_operation_needs_a_bearer_token(spec):
+    for method, path, operation in documented_operations(spec):
+        assert operation.get("security") == [{"bearerAuth": []}], (method, path)
+        assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
+            "$ref": REF_PREFIX + "ErrorObject"}
+
+
+def test_every_operation_has_one_json_success_response(spec):
+    for method, path, operation in documented_operations(spec):
+        success = [code for code in operation["responses"] if code.startswith("2")]
+        assert len(success) == 1, (method, path)
+        schema = operation["responses"][success[0]]["content"]["application/json"]["schema"]
+        component(spec, schema["$ref"])
+
+
+@pytest.mark.parametrize("path", LIST_ROUTES)
+def test_list_routes_document_cursor_parameters(spec, path):
+    operation = spec["paths"][path]["get"]
+    query = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+
+    assert {"limit", "order", "after", "before"} <= set(query)
+    assert query["limit"]["schema"]["default"] == 20
+    assert (query["limit"]["schema"]["minimum"], query["limit"]["schema"]["maximum"]) == (1, 100)
+    assert query["order"]["schema"]["enum"] == ["asc", "desc"]
+    assert query["order"]["schema"]["default"] == "desc"
+    listing = component(spec, operation["responses"]["200"]["content"]["application/json"]
+                        ["schema"]["$ref"])
+    assert set(listing["properties"]) == {"object", "data", "first_id", "last_id", "has_more"}
+
+
+def test_message_list_documents_its_run_filter(spec):
+    operation = spec["paths"]["/v1/threads/{thread_id}/messages"]["get"]
+
+    assert "run_id" in {p["name"] for p in operation["parameters"] if p["in"] == "query"}
+
+
+# ---- schemas are the pydantic models ----------------------------------------------------------------
+
+@pytest.mark.parametrize("method, path, model", REQUEST_BODIES,
+                         ids=[f"{m}-{p}" for m, p, _ in REQUEST_BODIES])
+def test_request_body_schema_is_the_model(spec, method, path, model):
+    body = spec["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    documented = component(spec, body["$ref"])
+    own = pydantic_schema(model)
+
+    assert set(documented["properties"]) == set(model.model_fields)
+    assert set(documented.get("required", [])) == set(own.get("required", []))
+    assert documented.get("additionalProperties") is False, "request models forbid unknown fields"
+    assert documented == own
+
+
+def test_thread_create_properties(spec):
+    body = spec["paths"]["/v1/threads"]["post"]["requestBody"]["content"]["application/json"]
+
+    documented = component(spec, body["schema"]["$ref"])
+
+    assert set(documented["properties"]) == set(ThreadCreate.model_json_schema()["properties"]) \
+        == {"messages", "metadata", "tool_resources"}
+    assert documented["properties"]["messages"]["anyOf"][0]["maxItems"] == 32
+    assert documented["properties"]["metadata"]["anyOf"][0]["maxProperties"] == 16
+
+
+def test_every_documented_body_is_a_known_model(spec):
+    documented = {(method, path) for method, path, operation in documented_operations(spec)
+                  if "requestBody" in operation}
+
+    assert documented == {(method, path) for method, path, _ in REQUEST_BODIES}
+
+
+def test_request_body_is_required_when_the_model_has_required_fields(spec):
+    mismatched = []
+    for method, path, operation in documented_operations(spec):
+        if "requestBody" not in operation:
+            continue
+        schema = component(spec, operation["requestBody"]["content"]["application/json"]
+                           ["schema"]["$ref"])
+        if operation["requestBody"]["required"] != bool(schema.get("required")):
+            mismatched.append((method, path))
+
+    assert mismatched == []
+
+
+def _response_schema(spec: dict, method: str, path: str) -> dict:
+    responses = spec["paths"][path][method]["responses"]
+    code = next(code for code in responses if code.startswith("2"))
+    return component(spec, responses[code]["content"]["application/json"]["schema"]["$ref"])
+
+
+def test_real_replies_have_the_documented_fields(app, client, spec, token_for):
+    user = {"Authorization": f"Bearer {token_for('alice')}"}
+    admin = {"Authorization": f"Bearer {token_for('admin', admin=True)}"}
+    assistant = client.post("/v1/assistants", json={"model": "m"}, headers=admin).get_json()
+    thread = client.post("/v1/threads", json={"messages": [{"role": "user", "content": "hi"}]},
+                         headers=user).get_json()
+    run_url = f"/v1/threads/{thread['id']}/runs"
+    run = client.post(run_url, json={"assistant_id": assistant["id"]}, headers=user).get_json()
+    wait_for(lambda: client.get(f"{run_url}/{run['id']}", headers=user).get_json()["status"]
+             == "completed")
+    replies = {
+        ("post", "/v1/assistants"): assistant,
+        ("post", "/v1/threads"): thread,
+        ("get", "/v1/threads/{thread_id}/runs/{run_id}"):
+            client.get(f"{run_url}/{run['id']}", headers=user).get_json(),
+        ("get", "/v1/threads/{thread_id}/messages"):
+            client.get(f"/v1/threads/{thread['id']}/messages", headers=user).get_json(),
+        ("delete", "/v1/threads/{thread_id}"):
+            client.delete(f"/v1/threads/{thread['id']}", headers=user).get_json(),
+    }
+
+    for (method, path), reply in replies.items():
+        schema = _response_schema(spec, method, path)
+        assert set(reply) == set(schema["properties"]), (method, path)
+        assert set(schema.get("required", [])) <= set(reply), (method, path)
+    messages = replies[("get", "/v1/threads/{thread_id}/messages")]["data"]
+    assert len(messages) == 2
+    message_schema = component(spec, REF_PREFIX + "MessageObject")
+    assert all(set(m) == set(message_schema["properties"]) for m in messages)
+
+
+def test_spec_validates_against_openapi_3_1():
+    validator = pytest.importorskip("openapi_spec_validator")
+    from bridge.api.docs import openapi_spec
+
+    validator.validate(openapi_spec())
+
+
+# ---- the /docs page -----------------------------------------------------------------------------------
+
+def test_docs_page_lists_every_operation(client, spec):
+    response = client.get("/docs")
+
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    html = response.get_data(as_text=True)
+    assert html.lstrip().lower().startswith("<!doctype html>")
+    assert "/openapi.json" in html
+    for method, path, operation in documented_operations(spec):
+        assert escape(path) in html, f"{path} is not on the docs page"
+        assert escape(operation["summary"]) in html, (method, path)
+    rows = re.findall(r"<tr><td><code>([A-Z]+)</code></td><td><code>([^<]+)</code>", html)
+    assert {(m.lower(), p) for m, p in rows} == {
+        (method, escape(path)) for method, path, _ in documented_operations(spec)}
+
+
+def test_docs_page_lists_body_fields(client):
+    html = client.get("/docs").get_data(as_text=True)
+
+    row = re.search(r"<tr><td><code>POST</code></td><td><code>/v1/threads</code>.*?</tr>", html)
+    assert row and "messages, metadata, tool_resources" in row.group(0)
