@@ -10,6 +10,11 @@ driver and the run executor block its event loop, and it needs monkey-patching b
 
 import os
 
+from dotenv import find_dotenv, load_dotenv
+
+# Before anything reads a setting: the master migrates, and the workers serve, the same database.
+load_dotenv(find_dotenv(usecwd=True))
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

@@ -55,18 +55,25 @@ def write_env_value(path: Path, key: str, value: str) -> None:
 @click.option("--description", help="A short description.")
 @click.option("--temperature", type=click.FloatRange(0, 2), help="Sampling temperature, 0-2.")
 @click.option("--tool", "tools", multiple=True,
-              help="code_interpreter, file_search, a function tool as JSON, or @file.json. Repeatable.")
+              help="code_interpreter, file_search, a function tool as JSON, or @file.json. "
+                   "Repeatable; replaces the stored tools.")
+@click.option("--clear-tools", is_flag=True, help="Remove all tools from the assistant.")
 @click.option("--write-env", "env_file", is_flag=False, flag_value=".env", default=None,
               help="Record ASSISTANT_ID in this .env file (default .env).")
 @with_appcontext
 def setup_assistant(name, model, instructions, instructions_file, description, temperature, tools,
-                    env_file):
+                    clear_tools, env_file):
     """Create or update the assistant (idempotent by name) and print its id."""
     if instructions and instructions_file:
         raise click.UsageError("Give --instructions or --instructions-file, not both.")
     if instructions_file:
         instructions = instructions_file.read_text()
-    fields = {"name": name, "model": model, "tools": [_parse_tool(t) for t in tools]}
+    if tools and clear_tools:
+        raise click.UsageError("Give --tool or --clear-tools, not both.")
+    # Options left out keep the stored values when the assistant already exists.
+    fields = {"name": name, "model": model}
+    if tools or clear_tools:
+        fields["tools"] = [_parse_tool(t) for t in tools]
     for key, value in (("instructions", instructions), ("description", description),
                        ("temperature", temperature)):
         if value is not None:
@@ -112,11 +119,12 @@ def register_commands(app: Flask) -> None:
 
 def setup_assistant_main() -> None:
     """Entry point of scripts/setup_assistant.py: the same command, with the app built for it."""
-    from dotenv import load_dotenv
+    from dotenv import find_dotenv, load_dotenv
 
     from . import create_app
 
-    load_dotenv()
+    # The same .env that `--write-env` writes by default: the current directory's.
+    load_dotenv(find_dotenv(usecwd=True))
     app = create_app()
     with app.app_context():
         sys.exit(setup_assistant.main(standalone_mode=True))
