@@ -17,7 +17,7 @@ from .errors import Forbidden, error_response
 from .extensions import jwt
 
 # Ids end up in metadata, logs and upstream calls: keep them to printable, unambiguous characters.
-USER_ID_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@|+\-]{0,254}$")
+USER_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@|+\-]{0,254}")
 
 
 def configure_jwt(app: Flask, settings: Settings) -> None:
@@ -71,7 +71,7 @@ def register_jwt_callbacks() -> None:
         if "exp" not in payload:
             return False
         user_id = payload.get(current_app.config["JWT_IDENTITY_CLAIM"])
-        return isinstance(user_id, str) and bool(USER_ID_SHAPE.match(user_id))
+        return isinstance(user_id, str) and bool(USER_ID_SHAPE.fullmatch(user_id))
 
     @jwt.token_verification_failed_loader
     def bad_claims(header, payload):

@@ -100,7 +100,7 @@ def token(user_id, admin, ttl):
     """Mint a development JWT for USER_ID, signed with this bridge's key."""
     from .auth import USER_ID_SHAPE
 
-    if not USER_ID_SHAPE.match(user_id):
+    if not USER_ID_SHAPE.fullmatch(user_id):
         raise click.BadParameter("use letters, digits and . _ : @ | + -", param_hint="USER_ID")
     settings = current_app.config["BRIDGE_SETTINGS"]
     if settings.JWT_ALGORITHM.startswith("RS") and not current_app.config.get("JWT_PRIVATE_KEY"):

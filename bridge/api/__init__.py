@@ -15,6 +15,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ..auth import require_admin
 from ..errors import InvalidRequest, validation_message
 
 
@@ -32,6 +33,7 @@ class Operation:
     response: Any
     status: int
     auth: bool
+    admin: bool
 
 
 OPERATIONS: list[Operation] = []
@@ -88,17 +90,20 @@ def read_json_body(model: type[BaseModel]) -> BaseModel:
 
 def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: Any,
              body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
-             status: int = 200, auth: bool = True) -> Callable:
+             status: int = 200, auth: bool = True, admin: bool = False) -> Callable:
     """Register `view` on `bp` and record it for the spec.
 
     The view receives the path parameters, plus `body` and/or `query` as validated models, and
-    returns a pydantic model, or a (model, headers) pair.
+    returns a pydantic model, or a (model, headers) pair. `admin` routes refuse other callers
+    before reading the body, so a non-admin learns nothing about the schema.
     """
 
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(**path_params):
             kwargs = dict(path_params)
+            if admin:
+                require_admin()
             if query is not None:
                 kwargs["query"] = validate(query, request.args.to_dict())
             if body is not None:
@@ -116,7 +121,7 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: A
         OPERATIONS.append(Operation(
             path=(bp.url_prefix or "") + rule, method=method.lower(),
             operation_id=view.__name__, summary=summary, tag=bp.name, body=body, query=query,
-            response=response, status=status, auth=auth))
+            response=response, status=status, auth=auth, admin=admin))
         return wrapper
 
     return decorator

@@ -3,7 +3,7 @@
 from flask import Blueprint
 from sqlalchemy import select
 
-from ..auth import require_admin, require_user
+from ..auth import require_user
 from ..models import Assistant
 from .. import provisioning
 from ..registry import assistant_by_id, paginate
@@ -31,25 +31,22 @@ def get_assistant(assistant_id: str):
 
 
 @endpoint(bp, "/assistants", "POST", body=AssistantCreate, response=AssistantObject,
-          summary="Create an assistant (admin)")
+          summary="Create an assistant (admin)", admin=True)
 def create_assistant(body: AssistantCreate):
     """Create an assistant; admin tokens only."""
-    require_admin()
     return assistant_object(provisioning.create_assistant(body))
 
 
 @endpoint(bp, "/assistants/<assistant_id>", "POST", body=AssistantModify, response=AssistantObject,
-          summary="Modify an assistant (admin)")
+          summary="Modify an assistant (admin)", admin=True)
 def modify_assistant(assistant_id: str, body: AssistantModify):
     """Change an assistant; admin tokens only."""
-    require_admin()
     return assistant_object(provisioning.modify_assistant(assistant_by_id(assistant_id), body))
 
 
 @endpoint(bp, "/assistants/<assistant_id>", "DELETE", response=DeletedObject,
-          summary="Delete an assistant (admin)")
+          summary="Delete an assistant (admin)", admin=True)
 def delete_assistant(assistant_id: str):
     """Delete an assistant; admin tokens only. Runs that used it keep their record."""
-    require_admin()
     provisioning.delete_assistant(assistant_by_id(assistant_id))
     return DeletedObject(id=assistant_id, object="assistant.deleted")

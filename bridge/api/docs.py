@@ -18,6 +18,7 @@ _PATH_PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 _ERRORS = {"400": "Bad request", "401": "Missing or invalid token", "404": "Not found"}
 _BODY_ERRORS = {"413": "Request body too large"}
 _LOCKED = {"409": "The thread has an active run"}
+_ADMIN = {"403": "Needs an admin token"}
 _LOCKING_OPERATIONS = {"create_message", "create_run"}
 
 
@@ -56,6 +57,7 @@ def openapi_spec() -> dict:
                 **(errors(_ERRORS) if op.auth else {}),
                 **(errors(_BODY_ERRORS) if op.body is not None else {}),
                 **(errors(_LOCKED) if op.operation_id in _LOCKING_OPERATIONS else {}),
+                **(errors(_ADMIN) if op.admin else {}),
             },
         }
         if op.body is not None:

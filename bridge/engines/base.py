@@ -140,6 +140,9 @@ class Responder(abc.ABC):
     def warm_up(self) -> None:
         """Pay one-off start-up costs (imports, first connection) before the first user does."""
 
+    def close(self) -> None:
+        """Release connections."""
+
 
 class Engine(abc.ABC):
     """Where threads live, plus who answers runs on them.

@@ -46,3 +46,6 @@ class ChatCompletionsResponder(Responder):
 
     def warm_up(self) -> None:
         self.upstream.warm_up()
+
+    def close(self) -> None:
+        self.upstream.close()

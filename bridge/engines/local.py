@@ -323,6 +323,7 @@ class RegistryEngine(Engine):
         # queued in the registry.
         self._runs.shutdown(wait=True, cancel_futures=True)
         self._calls.shutdown(wait=False, cancel_futures=True)
+        self.responder.close()
 
     def describe(self) -> dict:
         return {"engine": self.name, "workers": self._workers}

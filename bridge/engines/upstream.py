@@ -52,6 +52,11 @@ class OpenAIUpstream:
         except Exception as exc:  # a server without /models still warms the import and DNS
             log.info("upstream warm-up call failed (not fatal): %s", type(exc).__name__)
 
+    def close(self) -> None:
+        """Close the client's connection pool, if one was opened."""
+        if self._client is not None:
+            self._client.close()
+
     def call(self, operation: Callable[[Any], T]) -> T:
         """Run `operation(client)`, turning SDK exceptions into EngineErrors."""
         import openai

@@ -1,0 +1,431 @@
+"""Per-user isolation: another user's thread, message or run id behaves exactly like a missing one.
+
+Alice owns a thread with a message and a completed run; Bob owns a thread of his own. For every
+/v1 route that takes a thread, message or run id (one table, `ROUTES`), and for every id kind the
+route takes (in its path or query), Bob sends Alice's id and must get the very same answer as for
+a well-formed id that never existed and for a malformed id: same status (404), same headers, same
+body byte for byte once the id string itself is replaced by a placeholder. Message and run ids are
+tried under Bob's own thread, so the thread check cannot be what stops him. After every attempt
+both users' data must be unchanged.
+
+`test_table_covers_every_id_route` ties the table to `app.url_map`, so a new route that takes one
+of these ids fails the suite until it is added to the matrix.
+
+Also here: listing threads shows only the caller's; list cursors naming another user's items act
+like unknown cursors; `metadata.user_id` is the owner stamp, which no client can set or change.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+import pytest
+
+from tests.conftest import ENGINES, make_token, wait_for
+
+KINDS = ("thread_id", "message_id", "run_id")
+PREFIX = {"thread_id": "thread", "message_id": "msg", "run_id": "run"}
+PLACEHOLDER = b"<ID>"
+TERMINAL = {"completed", "failed", "cancelled", "incomplete", "expired"}
+ID_SLOT = re.compile(r"\{(thread_id|message_id|run_id)\}")
+
+
+# ---- the matrix table ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Route:
+    """One /v1 operation; `{thread_id}`, `{message_id}`, `{run_id}` mark where ids go."""
+
+    method: str
+    template: str
+    body: dict[str, Any] | None = None
+
+    @property
+    def rule(self) -> str:
+        """The Flask rule this row exercises, e.g. `/v1/threads/<thread_id>`."""
+        return ID_SLOT.sub(r"<\1>", self.template.split("?")[0])
+
+    @property
+    def kinds(self) -> list[str]:
+        """Every id kind this row sends, in the path or the query string."""
+        return ID_SLOT.findall(self.template)
+
+    @property
+    def query_kinds(self) -> list[str]:
+        return ID_SLOT.findall(self.template.partition("?")[2])
+
+
+# Bodies are valid, so that any difference comes from the ids. Bob's writes carry "bob" markers.
+BOB_METADATA = {"metadata": {"note": "bob was here"}}
+ROUTES = [
+    Route("GET", "/v1/threads/{thread_id}"),
+    Route("POST", "/v1/threads/{thread_id}", BOB_METADATA),
+    Route("DELETE", "/v1/threads/{thread_id}"),
+    Route("POST", "/v1/threads/{thread_id}/messages", {"role": "user", "content": "bob was here"}),
+    Route("GET", "/v1/threads/{thread_id}/messages"),
+    Route("GET", "/v1/threads/{thread_id}/messages?run_id={run_id}"),
+    Route("GET", "/v1/threads/{thread_id}/messages/{message_id}"),
+    Route("POST", "/v1/threads/{thread_id}/messages/{message_id}", BOB_METADATA),
+    Route("DELETE", "/v1/threads/{thread_id}/messages/{message_id}"),
+    Route("POST", "/v1/threads/{thread_id}/runs", {"assistant_id": "{assistant_id}"}),
+    Route("GET", "/v1/threads/{thread_id}/runs"),
+    Route("GET", "/v1/threads/{thread_id}/runs/{run_id}"),
+    Route("POST", "/v1/threads/{thread_id}/runs/{run_id}", BOB_METADATA),
+    Route("POST", "/v1/threads/{thread_id}/runs/{run_id}/cancel"),
+]
+
+# One matrix cell per (route, id kind): 14 routes, 21 cells.
+MATRIX = [pytest.param(route, kind, id=f"{route.method} {route.template} [{kind}]")
+          for route in ROUTES for kind in route.kinds]
+
+
+def malformed_ids(kind: str, world: "World") -> list[str]:
+    """Ids that cannot exist: wrong shape, wrong length, wrong case, or another kind's id."""
+    other = world.alice_run if kind != "run_id" else world.alice_message
+    return ["not-an-id-at-all", f"{PREFIX[kind]}_tooShort", f"{PREFIX[kind].upper()}_" + "A" * 24,
+            other]
+
+
+def missing_id(kind: str) -> str:
+    """A well-formed id (right prefix, alphabet and length) that was never issued."""
+    alphabet = string.ascii_letters + string.digits
+    return f"{PREFIX[kind]}_" + "".join(secrets.choice(alphabet) for _ in range(24))
+
+
+def swapped_case(real_id: str) -> str:
+    """A real id with its random part's case swapped: well formed, and not the same id."""
+    prefix, _, rest = real_id.partition("_")
+    return f"{prefix}_{rest.swapcase()}"
+
+
+# ---- the world: Alice's data, Bob's thread ------------------------------------------------------
+
+@dataclass
+class World:
+    app: Any
+    assistant_id: str = ""
+    alice_thread: str = ""
+    alice_message: str = ""
+    alice_run: str = ""
+    bob_thread: str = ""
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def request(self, user: str, method: str, url: str, body: dict | None = None, *,
+                admin: bool = False):
+        """One request through the Flask test client."""
+        token = self.tokens.setdefault(user, make_token(self.app, user, admin=admin))
+        data = None if body is None else json.dumps(body)
+        return self.app.test_client().open(
+            url, method=method, data=data, content_type="application/json",
+            headers={"Authorization": f"Bearer {token}"})
+
+    def create(self, user: str, url: str, body: dict, *, admin: bool = False) -> dict:
+        response = self.request(user, "POST", url, body, admin=admin)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()
+
+    def finished(self, user: str, thread_id: str, run_id: str) -> str:
+        """Poll a run until it reaches a terminal status, and return that status."""
+
+        def terminal():
+            status = self.request(user, "GET", f"/v1/threads/{thread_id}/runs/{run_id}"
+                                  ).get_json()["status"]
+            return status if status in TERMINAL else None
+
+        return wait_for(terminal)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything both users can see of their threads, messages and runs."""
+        seen = {}
+        for user, thread in (("alice", self.alice_thread), ("bob", self.bob_thread)):
+            for url in ("/v1/threads?limit=100", f"/v1/threads/{thread}",
+                        f"/v1/threads/{thread}/messages?limit=100&order=asc",
+                        f"/v1/threads/{thread}/runs?limit=100"):
+                response = self.request(user, "GET", url)
+                seen[user, url] = (response.status_code, response.get_json())
+        return seen
+
+
+def build_world(app) -> World:
+    """Alice: a thread with a message and a completed run, all with metadata. Bob: one thread."""
+    world = World(app=app)
+    world.assistant_id = build_assistant(app)
+    world.alice_thread = world.create("alice", "/v1/threads", {
+        "metadata": {"topic": "alice's secret"},
+        "messages": [{"role": "user", "content": "hello from alice",
+                      "metadata": {"tag": "alice"}}]})["id"]
+    messages = world.request("alice", "GET", f"/v1/threads/{world.alice_thread}/messages")
+    world.alice_message = messages.get_json()["data"][0]["id"]
+    world.alice_run = world.create("alice", f"/v1/threads/{world.alice_thread}/runs", {
+        "assistant_id": world.assistant_id, "metadata": {"tag": "alice"}})["id"]
+    assert world.finished("alice", world.alice_thread, world.alice_run) == "completed"
+    world.bob_thread = world.create("bob", "/v1/threads", {
+        "messages": [{"role": "user", "content": "hello from bob"}]})["id"]
+    return world
+
+
+@pytest.fixture(params=ENGINES)
+def world(request, make_app) -> World:
+    """The world on each engine, through the Flask test client (no HTTP server to stop)."""
+    if request.param == "chat":
+        fake = request.getfixturevalue("fake_chat")
+        app = make_app(BRIDGE_ENGINE="chat", OPENAI_BASE_URL=fake.base_url,
+                       OPENAI_API_KEY=fake.api_key, OPENAI_TIMEOUT=10)
+    else:
+        app = make_app()
+    return build_world(app)
+
+
+@pytest.fixture
+def offline_world(app) -> World:
+    return build_world(app)
+
+
+@pytest.fixture
+def sdk(bridge):
+    """`sdk(user)`: an official SDK client of `bridge` over HTTP, closed after the test."""
+    clients = []
+
+    def make(user: str):
+        clients.append(bridge.sdk(user))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def fill(route: Route, world: World, kind: str, value: str) -> tuple[str, dict | None]:
+    """The URL and body Bob sends, with `value` in the `kind` slot.
+
+    The thread slot holds Alice's thread when the thread id is under test, and Bob's own thread
+    otherwise; the other slots hold Alice's real ids.
+    """
+    ids = {"thread_id": world.alice_thread if kind == "thread_id" else world.bob_thread,
+           "message_id": world.alice_message, "run_id": world.alice_run, kind: value}
+    url = route.template.format(**ids)
+    body = None
+    if route.body is not None:
+        body = json.loads(json.dumps(route.body).replace("{assistant_id}", world.assistant_id))
+    return url, body
+
+
+def normalized(response, id_value: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body with the id replaced; Content-Length follows the id's length."""
+    headers = {name: value.replace(id_value, PLACEHOLDER.decode())
+               for name, value in response.headers.items() if name != "Content-Length"}
+    return response.status_code, headers, response.get_data().replace(
+        id_value.encode(), PLACEHOLDER)
+
+
+def assert_not_found_envelope(response, param: str) -> None:
+    assert response.status_code == 404, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["param"] == param
+
+
+# ---- the matrix ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("route, kind", MATRIX)
+def test_foreign_id_is_indistinguishable_from_missing_id(world, route, kind):
+    before = world.snapshot()
+    foreign = {"thread_id": world.alice_thread, "message_id": world.alice_message,
+               "run_id": world.alice_run}[kind]
+
+    def attempt(value: str):
+        url, body = fill(route, world, kind, value)
+        return world.request("bob", route.method, url, body)
+
+    answer = attempt(foreign)
+    assert_not_found_envelope(answer, param=kind)
+    expected = normalized(answer, foreign)
+
+    for unknown in (missing_id(kind), swapped_case(foreign)):
+        assert len(unknown) == len(foreign)  # the same shape as a real id
+        assert normalized(attempt(unknown), unknown) == expected, unknown
+    for malformed in malformed_ids(kind, world):
+        assert normalized(attempt(malformed), malformed) == expected, malformed
+
+    assert world.snapshot() == before
+
+
+def test_matrix_size():
+    """14 routes; 7 take one id kind, 7 take two: 21 cells, each tried with 7 ids."""
+    assert len(ROUTES) == len({(r.method, r.template) for r in ROUTES}) == 14
+    assert len(MATRIX) == 21
+
+
+def test_table_covers_every_id_route(app):
+    """Every url_map rule with a thread/message/run id, for every method, is a row of ROUTES."""
+    in_app = {(method, rule.rule)
+              for rule in app.url_map.iter_rules()
+              if rule.rule.startswith("/v1/") and set(rule.arguments) & set(KINDS)
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    in_table = {(route.method, route.rule) for route in ROUTES}
+    assert in_app == in_table
+
+
+def test_table_covers_every_id_in_query_or_body():
+    """Ids taken from a query string or a body (e.g. `run_id` filtering messages) are rows too."""
+    from bridge.api import OPERATIONS
+
+    taken = set()
+    for op in OPERATIONS:
+        if not op.path.startswith("/v1/"):
+            continue
+        for where, model in (("query", op.query), ("body", op.body)):
+            for name in (model.model_fields if model is not None else ()):
+                if name in KINDS:
+                    taken.add((op.method.upper(), op.path, where, name))
+    in_table = {(route.method, route.rule, "query", kind)
+                for route in ROUTES for kind in route.query_kinds}
+    assert taken == in_table
+
+
+# ---- the same through the official SDK, over HTTP -----------------------------------------------
+
+def test_sdk_sees_foreign_ids_as_not_found(bridge, sdk):
+    world = build_world(bridge.app)
+    bob = sdk("bob")
+    calls = {
+        "thread_id": lambda v: bob.beta.threads.retrieve(v),
+        "message_id": lambda v: bob.beta.threads.messages.retrieve(v, thread_id=world.bob_thread),
+        "run_id": lambda v: bob.beta.threads.runs.retrieve(v, thread_id=world.bob_thread),
+    }
+    foreign = {"thread_id": world.alice_thread, "message_id": world.alice_message,
+               "run_id": world.alice_run}
+    for kind, call in calls.items():
+        errors = {}
+        for label, value in (("foreign", foreign[kind]), ("missing", missing_id(kind))):
+            with pytest.raises(openai.NotFoundError) as caught:
+                call(value)
+            errors[label] = (caught.value.status_code, caught.value.param,
+                             caught.value.response.content.replace(value.encode(), PLACEHOLDER))
+        assert errors["foreign"] == errors["missing"]
+        assert errors["foreign"][:2] == (404, kind)
+
+
+# ---- lists and cursors --------------------------------------------------------------------------
+
+def test_list_threads_shows_only_the_callers_threads(offline_world):
+    world = offline_world
+    second = world.request("alice", "POST", "/v1/threads", {}).get_json()["id"]
+
+    def listed(user):
+        response = world.request(user, "GET", "/v1/threads?limit=100")
+        assert response.status_code == 200
+        return response.get_json()["data"]
+
+    alice, bob, carol = listed("alice"), listed("bob"), listed("carol")
+    assert sorted(t["id"] for t in alice) == sorted([world.alice_thread, second])
+    assert {t["metadata"]["user_id"] for t in alice} == {"alice"}
+    assert [t["id"] for t in bob] == [world.bob_thread]
+    assert bob[0]["metadata"] == {"user_id": "bob"}
+    assert carol == []
+
+
+# (path template, cursor parameter, kind of the cursor id); paths are Bob's own lists.
+CURSORS = [
+    pytest.param(path, cursor, kind, id=f"{path}?{cursor}=<{kind}>")
+    for path, kind in (("/v1/threads", "thread_id"),
+                       ("/v1/threads/{bob_thread}/messages", "message_id"),
+                       ("/v1/threads/{bob_thread}/runs", "run_id"))
+    for cursor in ("after", "before")
+]
+
+
+@pytest.mark.parametrize("path, cursor, kind", CURSORS)
+def test_foreign_cursor_is_indistinguishable_from_unknown_cursor(offline_world, path, cursor, kind):
+    world = offline_world
+    foreign = {"thread_id": world.alice_thread, "message_id": world.alice_message,
+               "run_id": world.alice_run}[kind]
+    url = path.format(bob_thread=world.bob_thread)
+
+    def attempt(value):
+        return world.request("bob", "GET", f"{url}?{cursor}={value}")
+
+    answer = attempt(foreign)
+    assert answer.status_code in (400, 404), answer.get_data(as_text=True)
+    assert foreign not in json.dumps(answer.get_json().get("data", []))
+    unknown = missing_id(kind)
+    assert normalized(attempt(unknown), unknown) == normalized(answer, foreign)
+
+
+# ---- metadata.user_id: the owner stamp ----------------------------------------------------------
+
+def build_assistant(app) -> str:
+    world = World(app=app)
+    return world.create("admin", "/v1/assistants", {"model": "fake-model"}, admin=True)["id"]
+
+
+def threads_of(app, user: str) -> list[dict]:
+    response = World(app=app).request(user, "GET", "/v1/threads?limit=100")
+    assert response.status_code == 200
+    return response.get_json()["data"]
+
+
+@pytest.mark.parametrize("claimed", ["bob", "alice", ""])
+def test_create_thread_cannot_set_user_id(bridge, sdk, claimed):
+    alice = sdk("alice")
+    with pytest.raises(openai.BadRequestError) as caught:
+        alice.beta.threads.create(metadata={"user_id": claimed, "topic": "x"})
+    assert caught.value.status_code == 400
+    assert caught.value.param == "metadata.user_id"
+    assert threads_of(bridge.app, "alice") == []  # nothing was created
+
+
+def test_thread_carries_owner_stamp(bridge, sdk):
+    thread = sdk("alice").beta.threads.create(metadata={"topic": "x"})
+    assert thread.metadata == {"topic": "x", "user_id": "alice"}
+
+
+@pytest.mark.parametrize("claimed", ["bob", "alice"])
+def test_modify_thread_cannot_change_user_id(bridge, sdk, claimed):
+    alice = sdk("alice")
+    thread = alice.beta.threads.create(metadata={"topic": "x"})
+    with pytest.raises(openai.BadRequestError) as caught:
+        alice.beta.threads.update(thread.id, metadata={"user_id": claimed})
+    assert caught.value.param == "metadata.user_id"
+    assert alice.beta.threads.retrieve(thread.id).metadata == {"topic": "x", "user_id": "alice"}
+
+
+def test_replacing_metadata_keeps_owner_stamp(bridge, sdk):
+    alice = sdk("alice")
+    thread = alice.beta.threads.create(metadata={"topic": "x"})
+    assert alice.beta.threads.update(thread.id, metadata={"mood": "calm"}).metadata == {
+        "mood": "calm", "user_id": "alice"}
+    assert alice.beta.threads.update(thread.id, metadata={}).metadata == {"user_id": "alice"}
+    assert alice.beta.threads.retrieve(thread.id).metadata == {"user_id": "alice"}
+
+
+@pytest.mark.parametrize("claimed", ["bob", "alice"])
+def test_create_thread_and_run_cannot_set_user_id(bridge, sdk, claimed):
+    alice = sdk("alice")
+    assistant_id = build_assistant(bridge.app)
+    with pytest.raises(openai.BadRequestError) as caught:
+        alice.beta.threads.create_and_run(assistant_id=assistant_id,
+                                          thread={"metadata": {"user_id": claimed}})
+    assert caught.value.param == "thread.metadata.user_id"
+    assert threads_of(bridge.app, "alice") == []
+
+
+def test_create_thread_and_run_stamps_owner(bridge, sdk):
+    alice = sdk("alice")
+    run = alice.beta.threads.create_and_run(
+        assistant_id=build_assistant(bridge.app),
+        thread={"metadata": {"topic": "x"}, "messages": [{"role": "user", "content": "hi"}]})
+    assert alice.beta.threads.retrieve(run.thread_id).metadata == {"topic": "x", "user_id": "alice"}
+    assert World(app=bridge.app).finished("alice", run.thread_id, run.id) == "completed"
+    with pytest.raises(openai.NotFoundError):
+        sdk("bob").beta.threads.retrieve(run.thread_id)
