@@ -27,9 +27,18 @@ def new_id(prefix: str) -> str:
 
 
 def _well_formed(value: str, prefix: str) -> bool:
-    # A malformed id can never exist, so it is answered without a query.
     match = _ID_SHAPE.match(value or "")
     return bool(match) and match.group(1) == prefix
+
+
+def _lookup(model, prefix: str, noun: str, value: str, *conditions, param: str):
+    # A malformed id can never exist, so it is answered without a query, with the same 404.
+    row = None
+    if _well_formed(value, prefix):
+        row = db.session.scalar(select(model).where(model.id == value, *conditions))
+    if row is None:
+        raise NotFound(f"No {noun} found with id '{value}'.", param=param)
+    return row
 
 
 def thread_for_user(thread_id: str, user_id: str) -> Thread:
@@ -37,44 +46,24 @@ def thread_for_user(thread_id: str, user_id: str) -> Thread:
 
     Every route that takes a thread id goes through here; nothing else decides ownership.
     """
-    thread = None
-    if _well_formed(thread_id, "thread"):
-        thread = db.session.scalar(
-            select(Thread).where(Thread.id == thread_id, Thread.user_id == user_id))
-    if thread is None:
-        raise NotFound(f"No thread found with id '{thread_id}'.", param="thread_id")
-    return thread
+    return _lookup(Thread, "thread", "thread", thread_id, Thread.user_id == user_id,
+                   param="thread_id")
 
 
 def message_in_thread(thread: Thread, message_id: str) -> Message:
     """A message of an already-authorised thread, or NotFound."""
-    message = None
-    if _well_formed(message_id, "msg"):
-        message = db.session.scalar(
-            select(Message).where(Message.id == message_id, Message.thread_pk == thread.pk))
-    if message is None:
-        raise NotFound(f"No message found with id '{message_id}'.", param="message_id")
-    return message
+    return _lookup(Message, "msg", "message", message_id, Message.thread_pk == thread.pk,
+                   param="message_id")
 
 
 def run_in_thread(thread: Thread, run_id: str) -> Run:
     """A run of an already-authorised thread, or NotFound."""
-    run = None
-    if _well_formed(run_id, "run"):
-        run = db.session.scalar(select(Run).where(Run.id == run_id, Run.thread_pk == thread.pk))
-    if run is None:
-        raise NotFound(f"No run found with id '{run_id}'.", param="run_id")
-    return run
+    return _lookup(Run, "run", "run", run_id, Run.thread_pk == thread.pk, param="run_id")
 
 
 def assistant_by_id(assistant_id: str, *, param: str = "assistant_id") -> Assistant:
     """An assistant (shared by all users), or NotFound."""
-    assistant = None
-    if _well_formed(assistant_id, "asst"):
-        assistant = db.session.scalar(select(Assistant).where(Assistant.id == assistant_id))
-    if assistant is None:
-        raise NotFound(f"No assistant found with id '{assistant_id}'.", param=param)
-    return assistant
+    return _lookup(Assistant, "asst", "assistant", assistant_id, param=param)
 
 
 def assistant_by_name(name: str) -> Assistant | None:

@@ -90,17 +90,6 @@ class MessageModify(Request):
     metadata: Metadata | None = None
 
 
-class ThreadCreate(Request):
-    messages: Annotated[list[MessageCreate], Field(max_length=32)] | None = None
-    metadata: Metadata | None = None
-    tool_resources: dict[str, Any] | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _no_user_id(cls, value):
-        return reject_user_id(value)
-
-
 class ThreadModify(Request):
     metadata: Metadata | None = None
     tool_resources: dict[str, Any] | None = None
@@ -109,6 +98,10 @@ class ThreadModify(Request):
     @classmethod
     def _no_user_id(cls, value):
         return reject_user_id(value)
+
+
+class ThreadCreate(ThreadModify):
+    messages: Annotated[list[MessageCreate], Field(max_length=32)] | None = None
 
 
 def reject_user_id(metadata: dict[str, str] | None) -> dict[str, str] | None:
