@@ -117,6 +117,9 @@ class Run(db.Model):
     last_error: Mapped[dict[str, str] | None] = mapped_column(JSON)
     incomplete_details: Mapped[dict[str, str] | None] = mapped_column(JSON)
     required_action: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Tool calls the model made during this run and the outputs the client submitted, in Chat
+    # Completions message form, replayed to the model when the run continues.
+    tool_exchange: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     usage: Mapped[dict[str, int] | None] = mapped_column(JSON)
 
     thread: Mapped[Thread] = relationship(back_populates="runs")

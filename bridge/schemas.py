@@ -150,6 +150,17 @@ class RunModify(Request):
     metadata: Metadata | None = None
 
 
+class ToolOutput(Request):
+    tool_call_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    output: Text = ""
+
+
+class ToolOutputsSubmit(Request):
+    tool_outputs: Annotated[list[ToolOutput], Field(min_length=1, max_length=128)]
+    stream: Literal[False] | None = Field(
+        default=None, description="Streaming is not supported yet; only false is accepted.")
+
+
 # ---- assistants ----------------------------------------------------------------------------
 
 class AssistantFields(Request):

@@ -78,9 +78,11 @@ ROUTES = [
     Route("GET", "/v1/threads/{thread_id}/runs/{run_id}"),
     Route("POST", "/v1/threads/{thread_id}/runs/{run_id}", BOB_METADATA),
     Route("POST", "/v1/threads/{thread_id}/runs/{run_id}/cancel"),
+    Route("POST", "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
+          {"tool_outputs": [{"tool_call_id": "call_1", "output": "bob"}]}),
 ]
 
-# One matrix cell per (route, id kind): 14 routes, 21 cells.
+# One matrix cell per (route, id kind): 15 routes, 23 cells.
 MATRIX = [pytest.param(route, kind, id=f"{route.method} {route.template} [{kind}]")
           for route in ROUTES for kind in route.kinds]
 
@@ -261,9 +263,9 @@ def test_foreign_id_is_indistinguishable_from_missing_id(world, route, kind):
 
 
 def test_matrix_size():
-    """14 routes; 7 take one id kind, 7 take two: 21 cells, each tried with 7 ids."""
-    assert len(ROUTES) == len({(r.method, r.template) for r in ROUTES}) == 14
-    assert len(MATRIX) == 21
+    """15 routes; 7 take one id kind, 8 take two: 23 cells, each tried with 7 ids."""
+    assert len(ROUTES) == len({(r.method, r.template) for r in ROUTES}) == 15
+    assert len(MATRIX) == 23
 
 
 def test_table_covers_every_id_route(app):

@@ -16,7 +16,8 @@ from typing import Any, Iterator
 import pytest
 
 from bridge.schemas import (AssistantCreate, AssistantModify, MessageCreate, MessageModify,
-                            RunCreate, RunModify, ThreadAndRunCreate, ThreadCreate, ThreadModify)
+                            RunCreate, RunModify, ThreadAndRunCreate, ThreadCreate, ThreadModify,
+                            ToolOutputsSubmit)
 from tests.conftest import wait_for
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -32,6 +33,7 @@ REQUEST_BODIES = [
     ("post", "/v1/threads/{thread_id}/messages/{message_id}", MessageModify),
     ("post", "/v1/threads/{thread_id}/runs", RunCreate),
     ("post", "/v1/threads/{thread_id}/runs/{run_id}", RunModify),
+    ("post", "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", ToolOutputsSubmit),
     ("post", "/v1/threads/runs", ThreadAndRunCreate),
     ("post", "/v1/assistants", AssistantCreate),
     ("post", "/v1/assistants/{assistant_id}", AssistantModify),

@@ -236,3 +236,76 @@ def test_length_cut_reply_makes_run_incomplete(chat_bridge):
     assert run.incomplete_details.reason == "max_completion_tokens"
     reply = client.beta.threads.messages.list(thread_id=thread.id).data[0]
     assert reply.status == "incomplete" and reply.content[0].text.value == "partial"
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+def _tool_call(call_id: str, city: str) -> dict:
+    return {"id": call_id, "type": "function",
+            "function": {"name": "get_weather", "arguments": f'{{"city": "{city}"}}'}}
+
+
+def test_chat_function_tool_round_trip(chat_bridge):
+    bridge = chat_bridge
+    client = bridge.sdk("alice")
+    assistant_id = bridge.assistant(tools=[WEATHER_TOOL])
+    bridge.fake.enqueue(
+        {"tool_calls": [_tool_call("call_1", "Paris"), _tool_call("call_2", "Oslo")],
+         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}},
+        {"content": "Sunny in Paris, snow in Oslo.",
+         "usage": {"prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38}})
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Weather?"}])
+
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant_id,
+                                                   poll_interval_ms=20)
+
+    assert run.status == "requires_action"
+    calls = run.required_action.submit_tool_outputs.tool_calls
+    assert [(c.id, c.function.name) for c in calls] == [("call_1", "get_weather"),
+                                                        ("call_2", "get_weather")]
+    assert bridge.fake.requests[0]["json"]["tools"] == [WEATHER_TOOL]
+
+    done = client.beta.threads.runs.submit_tool_outputs_and_poll(
+        run_id=run.id, thread_id=thread.id, poll_interval_ms=20,
+        tool_outputs=[{"tool_call_id": "call_1", "output": "sunny"},
+                      {"tool_call_id": "call_2", "output": "snow"}])
+
+    assert done.status == "completed" and done.required_action is None
+    assert done.usage.total_tokens == 15 + 38
+    replayed = bridge.fake.requests[1]["json"]["messages"]
+    assert replayed[-3]["tool_calls"][0]["id"] == "call_1"
+    assert replayed[-2:] == [{"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+                             {"role": "tool", "tool_call_id": "call_2", "content": "snow"}]
+    reply = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    assert reply.run_id == run.id and reply.content[0].text.value == "Sunny in Paris, snow in Oslo."
+
+
+def test_tool_outputs_must_answer_every_pending_call(chat_bridge):
+    bridge = chat_bridge
+    client = bridge.sdk("alice")
+    bridge.fake.enqueue({"tool_calls": [_tool_call("call_1", "Paris"),
+                                        _tool_call("call_2", "Oslo")]})
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Weather?"}])
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=bridge.assistant(tools=[WEATHER_TOOL]),
+        poll_interval_ms=20)
+
+    for outputs in ([{"tool_call_id": "call_1", "output": "x"}],
+                    [{"tool_call_id": "call_1", "output": "x"},
+                     {"tool_call_id": "call_9", "output": "y"}]):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.beta.threads.runs.submit_tool_outputs(run.id, thread_id=thread.id,
+                                                         tool_outputs=outputs)
+        assert caught.value.param == "tool_outputs"
+    # A run waiting for tool outputs still holds the thread, and can be cancelled.
+    with pytest.raises(openai.ConflictError):
+        client.beta.threads.runs.create(thread_id=thread.id, assistant_id=run.assistant_id)
+    assert client.beta.threads.runs.cancel(run.id, thread_id=thread.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError):
+        client.beta.threads.runs.submit_tool_outputs(
+            run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": "call_1", "output": "x"},
+                                                       {"tool_call_id": "call_2", "output": "y"}])

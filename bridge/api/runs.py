@@ -10,7 +10,7 @@ from ..engines import current_engine
 from ..models import Run
 from ..registry import assistant_by_id, paginate, run_in_thread, thread_for_user
 from ..schemas import (ListObject, ListQuery, RunCreate, RunModify, RunObject, ThreadAndRunCreate,
-                       ThreadCreate, run_object)
+                       ThreadCreate, ToolOutputsSubmit, run_object)
 from . import endpoint
 from .pages import list_object
 
@@ -73,6 +73,14 @@ def modify_run(thread_id: str, run_id: str, body: RunModify):
     """Replace a run's metadata."""
     thread = thread_for_user(thread_id, current_user_id())
     return _with_poll_hint(current_engine().modify_run(run_in_thread(thread, run_id), body))
+
+
+@endpoint(bp, "/threads/<thread_id>/runs/<run_id>/submit_tool_outputs", "POST",
+          body=ToolOutputsSubmit, response=RunObject, summary="Submit tool outputs")
+def submit_tool_outputs(thread_id: str, run_id: str, body: ToolOutputsSubmit):
+    """Continue a run in `requires_action` with the outputs of its tool calls."""
+    thread = thread_for_user(thread_id, current_user_id())
+    return _with_poll_hint(current_engine().submit_tool_outputs(run_in_thread(thread, run_id), body))
 
 
 @endpoint(bp, "/threads/<thread_id>/runs/<run_id>/cancel", "POST", response=RunObject,

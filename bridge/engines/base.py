@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from ..schemas import (MessageCreate, MessageModify, RunCreate, RunModify, ThreadCreate,
-                           ThreadModify)
+                           ThreadModify, ToolOutputsSubmit)
 
 
 # ---- errors -------------------------------------------------------------------------------
@@ -78,6 +78,19 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function the model asks the client to run."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_required_action(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function",
+                "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(frozen=True)
 class RunRequest:
     """Everything a responder needs, copied out of the registry so no session is held."""
 
@@ -88,6 +101,12 @@ class RunRequest:
     temperature: float | None = None
     top_p: float | None = None
     max_completion_tokens: int | None = None
+    # Function tools in the Assistants shape: [{"type": "function", "function": {...}}]
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: Any = None
+    parallel_tool_calls: bool = True
+    # Tool calls already made in this run and their outputs, in Chat Completions message form.
+    tool_exchange: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,8 @@ class Reply:
     usage: Usage
     # "stop", or "length" when the token limit cut the reply short (the run is then incomplete).
     finish_reason: str = "stop"
+    # When set, the run waits in `requires_action` for the client's tool outputs.
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass
@@ -188,6 +209,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def modify_run(self, run, body: "RunModify"):
         """Replace a run's metadata."""
+
+    @abc.abstractmethod
+    def submit_tool_outputs(self, run, body: "ToolOutputsSubmit"):
+        """Continue a run in `requires_action` with the outputs of its tool calls."""
 
     def refresh_run(self, run):
         """Bring a run up to date before it is shown; registry-backed runs already are."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from .base import CancelSignal, Reply, Responder, RunFailed, RunRequest, Usage
+from .base import CancelSignal, Reply, Responder, RunFailed, RunRequest, ToolCall, Usage
 from .upstream import OpenAIUpstream
 
 log = logging.getLogger(__name__)
@@ -27,9 +27,16 @@ class ChatCompletionsResponder(Responder):
         if request.instructions:
             messages.append({"role": "system", "content": request.instructions})
         messages += [{"role": turn.role, "content": turn.text} for turn in request.turns]
+        messages += request.tool_exchange
         options = {name: value for name, value in (
             ("temperature", request.temperature), ("top_p", request.top_p),
             ("max_completion_tokens", request.max_completion_tokens)) if value is not None}
+        if request.tools:
+            # Assistants and Chat Completions share the function tool shape.
+            options["tools"] = list(request.tools)
+            options["parallel_tool_calls"] = request.parallel_tool_calls
+            if request.tool_choice is not None:
+                options["tool_choice"] = request.tool_choice
         # Creating a completion is not idempotent (it costs tokens): never retried blindly.
         completion = self.upstream.call(
             lambda client: client.with_options(max_retries=0).chat.completions.create(
@@ -38,11 +45,15 @@ class ChatCompletionsResponder(Responder):
             raise RunFailed("server_error", "The model returned no answer.")
         choice = completion.choices[0]
         usage = completion.usage
+        calls = tuple(ToolCall(id=call.id, name=call.function.name,
+                               arguments=call.function.arguments)
+                      for call in choice.message.tool_calls or () if call.type == "function")
         return Reply(
             text=choice.message.content or "",
             usage=Usage(prompt_tokens=usage.prompt_tokens if usage else 0,
                         completion_tokens=usage.completion_tokens if usage else 0),
-            finish_reason="length" if choice.finish_reason == "length" else "stop")
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            tool_calls=calls)
 
     def warm_up(self) -> None:
         self.upstream.warm_up()

@@ -19,7 +19,7 @@ from ..extensions import db
 from ..models import ACTIVE_RUN_STATUSES, Message, Run, Thread, now
 from ..registry import new_id
 from ..schemas import (RESERVED_METADATA_KEY, MessageCreate, MessageModify, RunCreate, RunModify,
-                       ThreadCreate, ThreadModify, text_block)
+                       ThreadCreate, ThreadModify, ToolOutputsSubmit, text_block)
 from .base import (CancelSignal, Engine, EngineError, Reply, Responder, RunFailed, RunRequest, Turn,
                    UpstreamRateLimited)
 
@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 RUN_LIFETIME_SECONDS = 600  # OpenAI expired runs ten minutes after creation
 _CANCEL_CHECK_SECONDS = 0.25
+
+
+def _add_usage(total: dict[str, int] | None, step: dict[str, int]) -> dict[str, int]:
+    # A run that called tools spans several model calls; its usage is their sum.
+    return {key: (total or {}).get(key, 0) + value for key, value in step.items()}
 
 
 class RegistryEngine(Engine):
@@ -176,6 +181,37 @@ class RegistryEngine(Engine):
         db.session.refresh(run)
         return run
 
+    def submit_tool_outputs(self, run: Run, body: ToolOutputsSubmit) -> Run:
+        if run.status != "requires_action":
+            raise InvalidRequest(f"Runs in status '{run.status}' do not accept tool outputs.",
+                                 param="run_id")
+        expected = {call["id"] for call in run.required_action["submit_tool_outputs"]["tool_calls"]}
+        given = [output.tool_call_id for output in body.tool_outputs]
+        if sorted(given) != sorted(expected):
+            missing = sorted(expected - set(given))
+            raise InvalidRequest(
+                "Submit exactly one output for each pending tool call"
+                + (f"; missing: {', '.join(missing)}." if missing else "."), param="tool_outputs")
+        if not self._pending.acquire(blocking=False):
+            raise ServiceUnavailable("Too many runs are waiting to execute. Try again shortly.",
+                                     code="engine_overloaded", headers={"Retry-After": "2"})
+        outputs = [{"role": "tool", "tool_call_id": o.tool_call_id, "content": o.output}
+                   for o in body.tool_outputs]
+        # Conditional: a cancel may have moved the run meanwhile.
+        resumed = db.session.execute(
+            update(Run).where(Run.pk == run.pk, Run.status == "requires_action")
+            .values(status="queued", required_action=None,
+                    tool_exchange=[*(run.tool_exchange or []), *outputs])).rowcount
+        db.session.commit()
+        if not resumed:
+            self._pending.release()
+            db.session.refresh(run)
+            raise InvalidRequest(f"Runs in status '{run.status}' do not accept tool outputs.",
+                                 param="run_id")
+        self._submit(run.id)
+        db.session.refresh(run)
+        return run
+
     def modify_run(self, run: Run, body: RunModify) -> Run:
         if body.metadata is not None:
             run.meta = body.metadata
@@ -264,7 +300,11 @@ class RegistryEngine(Engine):
             for m in messages)
         return RunRequest(run_id=run.id, model=run.model, instructions=run.instructions,
                           turns=turns, temperature=run.temperature, top_p=run.top_p,
-                          max_completion_tokens=run.max_completion_tokens)
+                          max_completion_tokens=run.max_completion_tokens,
+                          tools=tuple(t for t in run.tools or [] if t.get("type") == "function"),
+                          tool_choice=run.tool_choice,
+                          parallel_tool_calls=run.parallel_tool_calls,
+                          tool_exchange=tuple(run.tool_exchange or ()))
 
     def _complete(self, run_id: str, reply: Reply) -> None:
         run = db.session.scalar(select(Run).where(Run.id == run_id).with_for_update())
@@ -272,6 +312,16 @@ class RegistryEngine(Engine):
             return
         if run.status != "in_progress":
             self._settle_cancel(run)
+            return
+        run.usage = _add_usage(run.usage, reply.usage.as_dict())
+        if reply.tool_calls:
+            calls = [call.as_required_action() for call in reply.tool_calls]
+            run.status = "requires_action"
+            run.required_action = {"type": "submit_tool_outputs",
+                                   "submit_tool_outputs": {"tool_calls": calls}}
+            run.tool_exchange = [*(run.tool_exchange or []), {
+                "role": "assistant", "content": reply.text or None, "tool_calls": calls}]
+            db.session.commit()
             return
         stamp = now()
         truncated = reply.finish_reason == "length"
@@ -282,7 +332,6 @@ class RegistryEngine(Engine):
             completed_at=None if truncated else stamp, assistant_id=run.assistant_id,
             run_id=run.id)
         db.session.add(message)
-        run.usage = reply.usage.as_dict()
         if truncated:
             run.status = "incomplete"
             run.incomplete_details = {"reason": "max_completion_tokens"}
