@@ -97,11 +97,11 @@ class RegistryEngine(Engine):
         db.session.commit()
 
     @staticmethod
-    def _new_message(thread: Thread, body: MessageCreate, **fields) -> Message:
+    def _new_message(thread: Thread, body: MessageCreate) -> Message:
         return Message(id=new_id("msg"), thread_pk=thread.pk, role=body.role,
                        content=[text_block(text) for text in body.text_parts()],
                        attachments=body.attachments or [], meta=body.metadata or {},
-                       status="completed", completed_at=None, **fields)
+                       status="completed", completed_at=None)
 
     @staticmethod
     def _refuse_while_active(thread: Thread) -> None:
@@ -114,9 +114,7 @@ class RegistryEngine(Engine):
     # ---- runs --------------------------------------------------------------------------------
 
     def create_run(self, thread: Thread, assistant, body: RunCreate) -> Run:
-        if not self._pending.acquire(blocking=False):
-            raise ServiceUnavailable("Too many runs are waiting to execute. Try again shortly.",
-                                     code="engine_overloaded", headers={"Retry-After": "2"})
+        self._reserve_slot()
         try:
             run = self._insert_run(thread, assistant, body)
         except BaseException:
@@ -124,6 +122,12 @@ class RegistryEngine(Engine):
             raise
         self._submit(run.id)
         return run
+
+    def _reserve_slot(self) -> None:
+        # Bounded: past RUN_WORKERS executing and RUN_QUEUE_LIMIT waiting, refuse rather than pile up.
+        if not self._pending.acquire(blocking=False):
+            raise ServiceUnavailable("Too many runs are waiting to execute. Try again shortly.",
+                                     code="engine_overloaded", headers={"Retry-After": "2"})
 
     def _insert_run(self, thread: Thread, assistant, body: RunCreate) -> Run:
         instructions = body.instructions if body.instructions is not None else (
@@ -192,9 +196,7 @@ class RegistryEngine(Engine):
             raise InvalidRequest(
                 "Submit exactly one output for each pending tool call"
                 + (f"; missing: {', '.join(missing)}." if missing else "."), param="tool_outputs")
-        if not self._pending.acquire(blocking=False):
-            raise ServiceUnavailable("Too many runs are waiting to execute. Try again shortly.",
-                                     code="engine_overloaded", headers={"Retry-After": "2"})
+        self._reserve_slot()
         outputs = [{"role": "tool", "tool_call_id": o.tool_call_id, "content": o.output}
                    for o in body.tool_outputs]
         # Conditional: a cancel may have moved the run meanwhile.
