@@ -309,3 +309,26 @@ def test_tool_outputs_must_answer_every_pending_call(chat_bridge):
         client.beta.threads.runs.submit_tool_outputs(
             run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": "call_1", "output": "x"},
                                                        {"tool_call_id": "call_2", "output": "y"}])
+
+
+def test_full_executor_refuses_new_runs_with_503(start_bridge):
+    bridge = start_bridge("offline", OFFLINE_REPLY_DELAY=30, RUN_WORKERS=1, RUN_QUEUE_LIMIT=1)
+    client = bridge.sdk("alice")
+    assistant_id = bridge.assistant()
+    threads = [client.beta.threads.create().id for _ in range(3)]
+    accepted = [client.beta.threads.runs.create(thread_id=t, assistant_id=assistant_id)
+                for t in threads[:2]]
+
+    response = bridge.app.test_client().post(
+        f"/v1/threads/{threads[2]}/runs", json={"assistant_id": assistant_id},
+        headers=bridge.headers("alice"))
+
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "engine_overloaded"
+    assert response.headers["Retry-After"] == "2"
+    assert client.beta.threads.runs.list(thread_id=threads[2]).data == []
+    for run in accepted:
+        client.beta.threads.runs.cancel(run.id, thread_id=run.thread_id)
+    for run in accepted:
+        assert client.beta.threads.runs.poll(run.id, thread_id=run.thread_id,
+                                             poll_interval_ms=20).status == "cancelled"
