@@ -1,0 +1,593 @@
+"""Tests of FakeOpenAI, driven by the real `openai` SDK over HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import openai
+import pytest
+
+from .openai_server import FakeOpenAI
+
+MODEL = "fake-model"
+WEATHER_TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def client(fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=fake.base_url, api_key=fake.api_key, max_retries=0, timeout=5) as sdk:
+        yield sdk
+
+
+def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 5.0) -> Any:
+    """Call fetch until done(result), else fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fetch()
+        if done(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last result: {result!r}")
+        time.sleep(0.005)  # pacing between polls, not synchronisation
+
+
+def stays(fetch: Callable[[], Any], check: Callable[[Any], bool], seconds: float) -> None:
+    """Assert that check(fetch()) holds on every poll for `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = fetch()
+        assert check(result), result
+
+
+def raw_request(fake: FakeOpenAI, method: str, path: str, body: Any = None,
+                headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """Send a request without the SDK and return its status and decoded JSON body."""
+    port = int(fake.base_url.rsplit(":", 1)[1].split("/")[0])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers or {})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+class CallInThread:
+    """Run one call in a thread and keep its outcome."""
+
+    def __init__(self, call: Callable[[], Any]):
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self.thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self.result = call()
+        except BaseException as exc:  # handed to the test thread to assert on
+            self.error = exc
+
+    def join(self) -> Any:
+        """Wait for the call and return its result, re-raising its error."""
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the call did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def finished(client: openai.OpenAI, response_id: str) -> Any:
+    """Poll a response until it leaves queued/in_progress."""
+    return poll(lambda: client.responses.retrieve(response_id), lambda r: r.status not in ("queued", "in_progress"))
+
+
+# ---- auth, validation, envelopes ----------------------------------------------------------------
+
+def test_wrong_or_missing_key_is_401_with_envelope(fake: FakeOpenAI) -> None:
+    with openai.OpenAI(base_url=fake.base_url, api_key="wrong", max_retries=0, timeout=5) as bad:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            bad.conversations.create()
+    assert caught.value.status_code == 401
+    assert caught.value.code == "invalid_api_key"
+
+    status, body = raw_request(fake, "POST", "/v1/conversations", {})
+    assert status == 401
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert fake.calls("POST /v1/conversations") == 2
+
+
+def test_missing_required_field_names_param(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.post("/responses", body={"input": "hi"}, cast_to=object)
+    assert caught.value.param == "model"
+    assert caught.value.code == "missing_required_parameter"
+
+    conversation = client.conversations.create()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.post(f"/conversations/{conversation.id}/items", body={}, cast_to=object)
+    assert caught.value.param == "items"
+
+
+@pytest.mark.parametrize("metadata", [
+    {f"k{i}": "v" for i in range(17)},
+    {"k" * 65: "v"},
+    {"k": "v" * 513},
+    {"k": 1},
+])
+def test_metadata_limits_are_enforced(client: openai.OpenAI, metadata: dict[str, Any]) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.conversations.create(metadata=metadata)
+    assert caught.value.param is not None and caught.value.param.startswith("metadata")
+
+
+def test_metadata_at_the_limits_is_accepted(client: openai.OpenAI) -> None:
+    metadata = {f"{i:02d}" + "k" * 62: "v" * 512 for i in range(16)}
+    assert client.conversations.create(metadata=metadata).metadata == metadata
+
+
+def test_unknown_ids_are_404_with_envelope(client: openai.OpenAI) -> None:
+    for call in (lambda: client.conversations.retrieve("conv_nope"),
+                 lambda: client.responses.retrieve("resp_nope"),
+                 lambda: client.beta.assistants.retrieve("asst_nope"),
+                 lambda: client.beta.threads.runs.retrieve("run_nope", thread_id="thread_nope")):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        assert set(caught.value.body) == {"message", "type", "param", "code"}
+        assert "nope" in caught.value.message
+
+
+# ---- conversations and items --------------------------------------------------------------------
+
+def test_conversation_crud(client: openai.OpenAI) -> None:
+    created = client.conversations.create(metadata={"user": "alice"},
+                                          items=[{"role": "user", "content": "hello"}])
+    assert created.id.startswith("conv_")
+    assert created.object == "conversation"
+    assert client.conversations.retrieve(created.id).metadata == {"user": "alice"}
+
+    updated = client.conversations.update(created.id, metadata={"user": "bob"})
+    assert updated.metadata == {"user": "bob"}
+    assert client.conversations.retrieve(created.id).metadata == {"user": "bob"}
+
+    deleted = client.conversations.delete(created.id)
+    assert (deleted.id, deleted.deleted, deleted.object) == (created.id, True, "conversation.deleted")
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(created.id)
+
+
+def test_items_create_list_paginate_retrieve_delete(client: openai.OpenAI) -> None:
+    conversation = client.conversations.create(items=[{"role": "user", "content": "m0"}])
+    added = client.conversations.items.create(
+        conversation.id, items=[{"role": "user", "content": f"m{i}"} for i in range(1, 5)])
+    assert added.object == "list"
+    assert [item.content[0].text for item in added.data] == ["m1", "m2", "m3", "m4"]
+    assert all(item.id.startswith("msg_") for item in added.data)
+    assert (added.first_id, added.last_id) == (added.data[0].id, added.data[-1].id)
+
+    page = client.conversations.items.list(conversation.id, limit=2, order="asc")
+    assert [item.content[0].text for item in page.data] == ["m0", "m1"]
+    assert page.has_more is True
+    assert page.last_id == page.data[-1].id
+    assert [item.content[0].text for item in page] == ["m0", "m1", "m2", "m3", "m4"]
+    assert [item.content[0].text for item in client.conversations.items.list(conversation.id)] == \
+        ["m4", "m3", "m2", "m1", "m0"]
+
+    target = added.data[1]
+    assert client.conversations.items.retrieve(target.id, conversation_id=conversation.id).id == target.id
+    after_delete = client.conversations.items.delete(target.id, conversation_id=conversation.id)
+    assert after_delete.id == conversation.id
+    assert "m2" not in [item.content[0].text for item in client.conversations.items.list(conversation.id)]
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve(target.id, conversation_id=conversation.id)
+
+
+# ---- responses ----------------------------------------------------------------------------------
+
+def test_sync_response_echoes_and_appends_to_conversation(client: openai.OpenAI) -> None:
+    conversation = client.conversations.create(items=[{"role": "user", "content": "earlier"}])
+    response = client.responses.create(model=MODEL, conversation=conversation.id, input="how are you",
+                                       instructions="be brief", temperature=0.5, metadata={"k": "v"})
+    assert response.id.startswith("resp_")
+    assert response.status == "completed"
+    assert response.output_text == "echo: how are you"
+    assert response.output[0].type == "message" and response.output[0].role == "assistant"
+    assert response.output[0].content[0].annotations == []
+    assert response.usage.output_tokens == 4
+    assert response.usage.total_tokens == response.usage.input_tokens + 4
+    assert (response.temperature, response.metadata, response.conversation.id) == (0.5, {"k": "v"},
+                                                                                  conversation.id)
+    items = list(client.conversations.items.list(conversation.id, order="asc"))
+    assert [(item.role, item.content[0].text) for item in items] == [
+        ("user", "earlier"), ("user", "how are you"), ("assistant", "echo: how are you")]
+    assert client.responses.retrieve(response.id).output_text == "echo: how are you"
+
+
+def test_scripted_reply_and_usage(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    fake.enqueue({"content": "scripted", "usage": {"input_tokens": 11, "output_tokens": 3}})
+    response = client.responses.create(model=MODEL, input="hi")
+    assert response.output_text == "scripted"
+    assert (response.usage.input_tokens, response.usage.output_tokens, response.usage.total_tokens) == (11, 3, 14)
+    assert client.responses.create(model=MODEL, input="again").output_text == "echo: again"
+
+
+def test_background_response_lifecycle_with_hold_and_lock(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    fake.latency = 0.02
+    conversation = client.conversations.create()
+    fake.hold()
+    created = client.responses.create(model=MODEL, conversation=conversation.id, input="ping", background=True)
+    assert created.status == "queued"
+    assert created.output == []
+
+    poll(lambda: client.responses.retrieve(created.id), lambda r: r.status == "in_progress")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, conversation=conversation.id, input="second", background=True)
+    assert caught.value.code == "conversation_locked"
+    stays(lambda: client.responses.retrieve(created.id), lambda r: r.status == "in_progress", 10 * fake.latency)
+
+    fake.release()
+    done = finished(client, created.id)
+    assert done.status == "completed"
+    assert done.output_text == "echo: ping"
+    assert done.usage is not None
+    follow_up = client.responses.create(model=MODEL, conversation=conversation.id, input="next")
+    assert follow_up.output_text == "echo: next"
+    assert len(client.conversations.items.list(conversation.id).data) == 4
+
+
+def test_hold_blocks_a_synchronous_response_until_release(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conversation = client.conversations.create()
+    fake.hold()
+    call = CallInThread(lambda: client.responses.create(model=MODEL, conversation=conversation.id, input="x"))
+    fake.wait_for_requests(1, route="POST /v1/responses")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, conversation=conversation.id, input="y")
+    assert caught.value.code == "conversation_locked"
+    call.thread.join(0.2)
+    assert call.thread.is_alive()
+    fake.release()
+    assert call.join().output_text == "echo: x"
+
+
+def test_cancel_background_response(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conversation = client.conversations.create()
+    fake.hold()
+    created = client.responses.create(model=MODEL, conversation=conversation.id, input="slow", background=True)
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    fake.release()
+    assert client.responses.retrieve(created.id).status == "cancelled"
+    assert client.responses.retrieve(created.id).output == []
+    # The conversation is free again, and the cancelled response added no output to it.
+    assert client.responses.create(model=MODEL, conversation=conversation.id, input="fast").status == "completed"
+    roles = [item.role for item in client.conversations.items.list(conversation.id, order="asc")]
+    assert roles == ["user", "user", "assistant"]
+
+    sync = client.responses.create(model=MODEL, input="not background")
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel(sync.id)
+
+
+def test_responses_expire_after_retention(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    fake.retention = 0.3
+    response = client.responses.create(model=MODEL, input="short-lived")
+    assert client.responses.retrieve(response.id).id == response.id
+
+    def gone() -> bool:
+        try:
+            client.responses.retrieve(response.id)
+        except openai.NotFoundError:
+            return True
+        return False
+
+    poll(gone, bool)
+
+
+def test_unstored_response_is_not_retrievable_and_background_needs_store(client: openai.OpenAI) -> None:
+    response = client.responses.create(model=MODEL, input="ephemeral", store=False)
+    assert response.output_text == "echo: ephemeral"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="x", store=False, background=True)
+    assert caught.value.param == "store"
+
+
+def test_function_call_then_continuation(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    conversation = client.conversations.create()
+    fake.enqueue({"function_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+                 "It is sunny in Paris.")
+    first = client.responses.create(model=MODEL, conversation=conversation.id, input="weather in Paris?",
+                                    tools=[WEATHER_TOOL], background=True)
+    first = finished(client, first.id)
+    assert first.status == "completed"
+    assert [item.type for item in first.output] == ["function_call"]
+    call = first.output[0]
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
+    assert call.call_id.startswith("call_")
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, conversation=conversation.id, input="and now?")
+    assert call.call_id in caught.value.message and caught.value.param == "input"
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model=MODEL, conversation=conversation.id,
+                                input=[{"type": "function_call_output", "call_id": "call_unknown", "output": "x"}])
+
+    second = client.responses.create(
+        model=MODEL, conversation=conversation.id, tools=[WEATHER_TOOL],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"sky": "clear"}'}])
+    assert second.output_text == "It is sunny in Paris."
+    types = [item.type for item in client.conversations.items.list(conversation.id, order="asc")]
+    assert types == ["message", "function_call", "function_call_output", "message"]
+
+
+def test_assistants_shaped_tools_are_rejected_by_responses(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="x",
+                                tools=[{"type": "function", "function": {"name": "f"}}])  # type: ignore[list-item]
+    assert caught.value.param == "tools[0].name"
+
+
+# ---- assistants, threads, messages, runs --------------------------------------------------------
+
+def test_assistants_crud_and_list(client: openai.OpenAI) -> None:
+    ids = [client.beta.assistants.create(model=MODEL, name=f"a{i}").id for i in range(3)]
+    assistant = client.beta.assistants.retrieve(ids[0])
+    assert (assistant.object, assistant.name, assistant.model) == ("assistant", "a0", MODEL)
+    updated = client.beta.assistants.update(ids[0], instructions="be kind", metadata={"v": "2"})
+    assert (updated.instructions, updated.metadata, updated.name) == ("be kind", {"v": "2"}, "a0")
+
+    page = client.beta.assistants.list(limit=2)
+    assert [a.id for a in page.data] == ids[::-1][:2]
+    assert page.has_more is True
+    assert [a.id for a in client.beta.assistants.list(limit=2, order="asc")] == ids
+
+    assert client.beta.assistants.delete(ids[1]).deleted is True
+    assert [a.id for a in client.beta.assistants.list(order="asc")] == [ids[0], ids[2]]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.beta.assistants.create(model=MODEL, tools=[{"type": "function", "function": {}}])  # type: ignore
+    assert caught.value.param == "tools[0].function.name"
+
+
+def test_assistants_api_requires_beta_header(fake: FakeOpenAI) -> None:
+    status, body = raw_request(fake, "GET", "/v1/assistants", headers={"Authorization": f"Bearer {fake.api_key}"})
+    assert status == 400
+    assert "OpenAI-Beta" in body["error"]["message"]
+
+
+def test_threads_and_messages_crud(client: openai.OpenAI) -> None:
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "first"}], metadata={"a": "1"})
+    assert (thread.object, thread.metadata) == ("thread", {"a": "1"})
+    assert client.beta.threads.update(thread.id, metadata={"a": "2"}).metadata == {"a": "2"}
+    assert client.beta.threads.retrieve(thread.id).metadata == {"a": "2"}
+
+    second = client.beta.threads.messages.create(thread.id, role="user",
+                                                 content=[{"type": "text", "text": "second"}])
+    assert second.content[0].text.value == "second"
+    assert second.thread_id == thread.id
+    listed = client.beta.threads.messages.list(thread.id)
+    assert [m.content[0].text.value for m in listed.data] == ["second", "first"]
+    assert client.beta.threads.messages.retrieve(second.id, thread_id=thread.id).id == second.id
+    assert client.beta.threads.messages.update(second.id, thread_id=thread.id, metadata={"m": "x"}).metadata == \
+        {"m": "x"}
+    assert client.beta.threads.messages.delete(second.id, thread_id=thread.id).deleted is True
+    assert len(client.beta.threads.messages.list(thread.id).data) == 1
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.post(f"/threads/{thread.id}/messages", body={"content": "x"}, cast_to=object,
+                    options={"headers": {"OpenAI-Beta": "assistants=v2"}})
+    assert caught.value.param == "role"
+
+    assert client.beta.threads.delete(thread.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.retrieve(thread.id)
+
+
+def test_run_lifecycle_to_completed(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    fake.latency = 0.02
+    assistant = client.beta.assistants.create(model=MODEL, instructions="help")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hello run"}])
+    fake.hold()
+    run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, metadata={"r": "1"})
+    assert (run.status, run.model, run.instructions) == ("queued", MODEL, "help")
+    poll(lambda: client.beta.threads.runs.retrieve(run.id, thread_id=thread.id), lambda r: r.status == "in_progress")
+    stays(lambda: client.beta.threads.runs.retrieve(run.id, thread_id=thread.id),
+          lambda r: r.status == "in_progress", 10 * fake.latency)
+    with pytest.raises(openai.BadRequestError):
+        client.beta.threads.messages.create(thread.id, role="user", content="too early")
+    with pytest.raises(openai.BadRequestError):
+        client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    assert client.beta.threads.runs.update(run.id, thread_id=thread.id, metadata={"r": "2"}).metadata == {"r": "2"}
+    fake.release()
+
+    done = poll(lambda: client.beta.threads.runs.retrieve(run.id, thread_id=thread.id),
+                lambda r: r.status == "completed")
+    assert done.usage is not None and done.usage.completion_tokens == 3
+    reply = client.beta.threads.messages.list(thread.id).data[0]
+    assert (reply.role, reply.run_id, reply.assistant_id) == ("assistant", run.id, assistant.id)
+    assert reply.content[0].text.value == "echo: hello run"
+    assert [r.id for r in client.beta.threads.runs.list(thread.id)] == [run.id]
+
+
+def test_run_create_and_poll_follows_poll_hint(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    assistant = client.beta.assistants.create(model=MODEL)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "quick"}])
+    fake.enqueue("scripted run reply")
+    started = time.monotonic()
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed"
+    assert time.monotonic() - started < 1.0  # the SDK would wait 1 s between polls without the hint
+    assert client.beta.threads.messages.list(thread.id).data[0].content[0].text.value == "scripted run reply"
+
+
+def test_run_requires_action_then_submit_tool_outputs(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    assistant = client.beta.assistants.create(model=MODEL, tools=[tool])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "look it up"}])
+    fake.enqueue({"function_calls": [{"name": "lookup", "arguments": '{"q": "x"}'}]}, "found it")
+    run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    run = poll(lambda: client.beta.threads.runs.retrieve(run.id, thread_id=thread.id),
+               lambda r: r.status == "requires_action")
+    calls = run.required_action.submit_tool_outputs.tool_calls
+    assert [(c.type, c.function.name, c.function.arguments) for c in calls] == [("function", "lookup", '{"q": "x"}')]
+
+    with pytest.raises(openai.BadRequestError):
+        client.beta.threads.runs.submit_tool_outputs(run.id, thread_id=thread.id,
+                                                     tool_outputs=[{"tool_call_id": "call_wrong", "output": "1"}])
+    resumed = client.beta.threads.runs.submit_tool_outputs(
+        run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": calls[0].id, "output": "42"}])
+    assert resumed.status == "queued" and resumed.required_action is None
+    done = poll(lambda: client.beta.threads.runs.retrieve(run.id, thread_id=thread.id),
+                lambda r: r.status == "completed")
+    assert done.status == "completed"
+    assert client.beta.threads.messages.list(thread.id).data[0].content[0].text.value == "found it"
+
+
+def test_run_cancel(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    assistant = client.beta.assistants.create(model=MODEL)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "wait"}])
+    fake.hold()
+    run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    assert client.beta.threads.runs.cancel(run.id, thread_id=thread.id).status == "cancelling"
+    fake.release()
+    assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "cancelled"
+    assert [m.role for m in client.beta.threads.messages.list(thread.id)] == ["user"]
+    with pytest.raises(openai.BadRequestError):
+        client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+
+
+# ---- chat completions ---------------------------------------------------------------------------
+
+def test_chat_completions_echo_and_tool_calls(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "hi chat"}]
+    assert client.chat.completions.create(model=MODEL, messages=messages).choices[0].message.content == \
+        "echo: hi chat"
+    fake.enqueue({"function_calls": [{"name": "f", "arguments": {"x": 1}}]})
+    choice = client.chat.completions.create(model=MODEL, messages=messages).choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert [(c.function.name, c.function.arguments) for c in choice.message.tool_calls] == [("f", '{"x": 1}')]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=[])
+    assert caught.value.param == "messages"
+
+
+def test_chat_completion_held_until_release(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    fake.hold()
+    call = CallInThread(lambda: client.chat.completions.create(model=MODEL,
+                                                               messages=[{"role": "user", "content": "held"}]))
+    fake.wait_for_requests(1, route="POST /v1/chat/completions")
+    call.thread.join(0.2)
+    assert call.thread.is_alive()
+    fake.release()
+    assert call.join().choices[0].message.content == "echo: held"
+
+
+# ---- faults -------------------------------------------------------------------------------------
+
+def test_fail_next_maps_to_sdk_errors_on_any_route(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    fake.fail_next(500)
+    with pytest.raises(openai.InternalServerError):
+        client.conversations.create()
+    fake.fail_next(429, headers={"Retry-After": "7"})
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.beta.assistants.list()
+    assert caught.value.response.headers["retry-after"] == "7"
+    fake.fail_next(503, count=2)
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            client.responses.retrieve("resp_any")
+    assert client.conversations.create().object == "conversation"
+    assert fake.calls("POST /v1/conversations") == 2
+
+
+def test_sdk_retries_through_injected_failures(fake: FakeOpenAI) -> None:
+    fake.fail_next(429, headers={"Retry-After-Ms": "1"}, count=2)
+    with openai.OpenAI(base_url=fake.base_url, api_key=fake.api_key, max_retries=2, timeout=5) as retrying:
+        assert retrying.conversations.create().object == "conversation"
+    assert fake.calls("POST /v1/conversations") == 3
+
+
+def test_timeout_next_delays_the_answer(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    fake.timeout_next(2)
+    with pytest.raises(openai.APITimeoutError):
+        client.conversations.create(timeout=0.2)
+    fake.timeout_next(0.2)
+    started = time.monotonic()
+    assert client.conversations.create().object == "conversation"
+    assert time.monotonic() - started >= 0.2
+
+
+def test_drop_next_closes_the_connection(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    fake.drop_next()
+    with pytest.raises(openai.APIConnectionError) as caught:
+        client.responses.create(model=MODEL, input="x")
+    assert not isinstance(caught.value, openai.APITimeoutError)
+    assert client.responses.create(model=MODEL, input="x").status == "completed"
+
+
+# ---- counters, controls, lifecycle --------------------------------------------------------------
+
+def test_call_counters_per_route(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    response = client.responses.create(model=MODEL, input="count me", background=True)
+    polled = 0
+
+    def retrieve() -> Any:
+        nonlocal polled
+        polled += 1
+        return client.responses.retrieve(response.id)
+
+    poll(retrieve, lambda r: r.status == "completed")
+    assert fake.calls("GET /v1/responses/{id}") == polled
+    assert fake.calls("POST /v1/responses") == 1
+    assert fake.calls() == {"POST /v1/responses": 1, "GET /v1/responses/{id}": polled}
+    assert fake.requests[0]["json"]["background"] is True
+    with pytest.raises(ValueError):
+        fake.calls("GET /v1/nope/{id}")
+    fake.reset()
+    assert fake.calls("GET /v1/responses/{id}") == 0 and fake.requests == []
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+
+
+def test_wait_for_requests_times_out(fake: FakeOpenAI) -> None:
+    with pytest.raises(TimeoutError):
+        fake.wait_for_requests(1, timeout=0.05)
+
+
+def test_enqueue_rejects_malformed_replies(fake: FakeOpenAI) -> None:
+    with pytest.raises(ValueError):
+        fake.enqueue({"text": "x"})
+    with pytest.raises(ValueError):
+        fake.enqueue({"content": "x", "function_calls": [{"name": "f"}]})
+    with pytest.raises(TypeError):
+        fake.enqueue(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        fake.fail_next(200)
+
+
+def test_stop_does_not_hang_on_held_work() -> None:
+    fake = FakeOpenAI().start()
+    sdk = openai.OpenAI(base_url=fake.base_url, api_key=fake.api_key, max_retries=0, timeout=5)
+    fake.hold()
+    sdk.responses.create(model=MODEL, input="held in background", background=True)
+    call = CallInThread(lambda: sdk.responses.create(model=MODEL, input="held in request"))
+    fake.wait_for_requests(2, route="POST /v1/responses")
+    fake.timeout_next(30)
+    delayed = CallInThread(lambda: sdk.conversations.create())
+    fake.wait_for_requests(1, route="POST /v1/conversations")
+    started = time.monotonic()
+    fake.stop()
+    assert time.monotonic() - started < 2
+    for pending in (call, delayed):
+        with pytest.raises(openai.APIConnectionError):
+            pending.join()
+    sdk.close()
