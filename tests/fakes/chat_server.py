@@ -141,52 +141,52 @@ def _completion(body: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class FakeChatServer:
-    """A stateful fake of an OpenAI-compatible Chat Completions server."""
+class LoopbackFake:
+    """Start and stop of a fake served on 127.0.0.1 by `server_class`, shared by every fake here."""
 
-    def __init__(self, api_key: str = "test-upstream-key"):
-        self.api_key = api_key
+    server_class: type[_HTTPServer]
+
+    def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._requests: list[dict[str, Any]] = []
-        self._replies: deque[dict[str, Any]] = deque()
-        self._holding = False
-        # Bumped by release(): a held request waits for a change, so an immediate hold() cannot re-block it.
-        self._releases = 0
         self._stopping = False
         self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serve_thread: threading.Thread | None = None
 
-    def start(self) -> FakeChatServer:
+    def start(self):
         """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
+        name = type(self).__name__
         if self._httpd is not None:
-            raise RuntimeError("FakeChatServer is already running")
+            raise RuntimeError(f"{name} is already running")
         with self._cond:
             self._stopping = False
-        self._httpd = _HTTPServer(self)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"FakeChatServer:{self._httpd.server_port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._httpd = self.server_class(self)
+        self._serve_thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"{name}:{self._httpd.server_port}", daemon=True)
+        self._serve_thread.start()
         return self
 
     def stop(self) -> None:
-        """Shut down, drop held or delayed requests and join all server threads."""
-        httpd, thread = self._httpd, self._thread
+        """Shut down, drop held or delayed requests, and join the server's and the fake's threads."""
+        httpd, thread = self._httpd, self._serve_thread
         if httpd is None or thread is None:
             return
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+            background = self._detach_background()
         httpd.shutdown()
         httpd.close_connections()
         httpd.server_close()
         thread.join()
-        self._httpd = self._thread = None
+        for worker in background:
+            worker.join()
+        self._httpd = self._serve_thread = None
 
-    def __enter__(self) -> FakeChatServer:
+    def _detach_background(self) -> list[threading.Thread]:
+        """Threads of the fake's own to join on stop (called with the lock held)."""
+        return []
+
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -196,8 +196,22 @@ class FakeChatServer:
     def base_url(self) -> str:
         """The URL to pass as the SDK's base_url."""
         if self._httpd is None:
-            raise RuntimeError("FakeChatServer is not running")
+            raise RuntimeError(f"{type(self).__name__} is not running")
         return f"http://127.0.0.1:{self._httpd.server_port}/v1"
+
+
+class FakeChatServer(LoopbackFake):
+    """A stateful fake of an OpenAI-compatible Chat Completions server."""
+
+    def __init__(self, api_key: str = "test-upstream-key"):
+        super().__init__()
+        self.server_class = _HTTPServer
+        self.api_key = api_key
+        self._requests: list[dict[str, Any]] = []
+        self._replies: deque[dict[str, Any]] = deque()
+        self._holding = False
+        # Bumped by release(): a held request waits for a change, so an immediate hold() cannot re-block it.
+        self._releases = 0
 
     @property
     def requests(self) -> list[dict[str, Any]]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .chat_server import MODELS, _completion, _error, _Handler, _HTTPServer, _Response, _validate
+from .chat_server import (MODELS, LoopbackFake, _completion, _error, _Handler, _HTTPServer, _Response,
+                          _validate)
 
 REPLY_KEYS = frozenset({"content", "function_calls", "usage"})
 RESPONSE_ACTIVE = ("queued", "in_progress")
@@ -464,19 +465,17 @@ def _token_counts(reply: dict[str, Any], prompt: int, completion: int) -> tuple[
             usage.get("output_tokens", usage.get("completion_tokens", 0)))
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackFake):
     """A stateful fake of OpenAI's Conversations, Responses, Assistants v2 and Chat Completions APIs."""
 
     def __init__(self, api_key: str = "test-openai-key", latency: float = 0.05, retention: float = 600.0,
                  poll_after_ms: int = 10):
+        super().__init__()
+        self.server_class = _Server
         self.api_key = api_key
         self.latency = latency
         self.retention = retention
         self.poll_after_ms = poll_after_ms
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._httpd: _Server | None = None
-        self._server_thread: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
         self._holding = False
         self._releases = 0
@@ -496,47 +495,9 @@ class FakeOpenAI:
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> FakeOpenAI:
-        """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
-        if self._httpd is not None:
-            raise RuntimeError("FakeOpenAI is already running")
-        with self._cond:
-            self._stopping = False
-        self._httpd = _Server(self)
-        self._server_thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"FakeOpenAI:{self._httpd.server_port}", daemon=True)
-        self._server_thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Shut down, drop held or delayed requests, and join server and worker threads."""
-        httpd, thread = self._httpd, self._server_thread
-        if httpd is None or thread is None:
-            return
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-            workers, self._workers = self._workers, []
-        httpd.shutdown()
-        httpd.close_connections()
-        httpd.server_close()
-        thread.join()
-        for worker in workers:
-            worker.join()
-        self._httpd = self._server_thread = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """The URL to pass as the SDK's base_url."""
-        if self._httpd is None:
-            raise RuntimeError("FakeOpenAI is not running")
-        return f"http://127.0.0.1:{self._httpd.server_port}/v1"
+    def _detach_background(self) -> list[threading.Thread]:
+        workers, self._workers = self._workers, []
+        return workers
 
     # ---- test controls -------------------------------------------------------------------------
 
