@@ -218,6 +218,23 @@ def chat_bridge(start_bridge) -> Bridge:
     return start_bridge("chat")
 
 
+def race_run_creates(bridge: Bridge, thread_id: str, assistant_id: str, attempts: int) -> list[str]:
+    """Start `attempts` runs on one thread at once, each from its own client; the ids that won."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    def attempt(_):
+        try:
+            return bridge.sdk("alice").beta.threads.runs.create(
+                thread_id=thread_id, assistant_id=assistant_id).id
+        except openai.ConflictError:
+            return None
+
+    with ThreadPoolExecutor(attempts) as pool:
+        return [run_id for run_id in pool.map(attempt, range(attempts)) if run_id]
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02):
     """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 from sqlalchemy import text
 
 from bridge.extensions import db
-from tests.conftest import Bridge
+from tests.conftest import Bridge, race_run_creates
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -61,19 +60,10 @@ def test_migrations_build_the_schema_with_the_partial_unique_index(pg_bridge):
 
 
 def test_concurrent_runs_on_one_thread_one_wins(pg_bridge):
-    assistant_id = pg_bridge.assistant()
     client = pg_bridge.sdk("alice")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
 
-    def attempt(_):
-        try:
-            return pg_bridge.sdk("alice").beta.threads.runs.create(
-                thread_id=thread.id, assistant_id=assistant_id).id
-        except openai.ConflictError:
-            return None
-
-    with ThreadPoolExecutor(10) as pool:
-        winners = [run_id for run_id in pool.map(attempt, range(10)) if run_id]
+    winners = race_run_creates(pg_bridge, thread.id, pg_bridge.assistant(), attempts=10)
 
     assert len(winners) == 1
     final = client.beta.threads.runs.cancel(winners[0], thread_id=thread.id)

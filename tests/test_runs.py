@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import race_run_creates, wait_for
 
 
 def test_create_and_poll_completes_with_reply(bridge):
@@ -146,22 +146,11 @@ def test_one_active_run_per_thread(start_bridge):
 
 
 def test_concurrent_run_creates_yield_exactly_one(start_bridge):
-    from concurrent.futures import ThreadPoolExecutor
-
     bridge = _slow_bridge(start_bridge)
-    assistant_id = bridge.assistant()
     client = bridge.sdk("alice")
     thread = client.beta.threads.create()
 
-    def attempt(_):
-        try:
-            return bridge.sdk("alice").beta.threads.runs.create(
-                thread_id=thread.id, assistant_id=assistant_id).id
-        except openai.ConflictError:
-            return None
-
-    with ThreadPoolExecutor(8) as pool:
-        winners = [r for r in pool.map(attempt, range(8)) if r]
+    winners = race_run_creates(bridge, thread.id, bridge.assistant(), attempts=8)
 
     assert len(winners) == 1
     assert [r.id for r in client.beta.threads.runs.list(thread_id=thread.id)] == winners

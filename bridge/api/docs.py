@@ -32,6 +32,7 @@ def openapi_spec() -> dict:
     refs, defs = models_json_schema(sorted(wanted, key=lambda item: (item[0].__name__, item[1])),
                                     ref_template="#/components/schemas/{model}")
     ref = {model: refs[(model, mode)] for model, mode in wanted}
+
     def errors(table: dict[str, str]) -> dict:
         return {code: {"description": text,
                        "content": {"application/json": {"schema": ref[ErrorObject]}}}

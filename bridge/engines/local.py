@@ -254,18 +254,17 @@ class RegistryEngine(Engine):
             return
         # Release the connection before the (possibly slow) upstream call.
         db.session.remove()
-        wake = self._cancel_events.setdefault(run_id, threading.Event())
-        abandoned = threading.Event()
+        cancelled = self._cancel_events.setdefault(run_id, threading.Event())
+        abandoned, answered = threading.Event(), threading.Event()
         call = self._calls.submit(self.responder.respond, request, CancelSignal(wait=abandoned.wait))
-        call.add_done_callback(lambda _: wake.set())
-        # Wait for the answer, but stop at once when the run is cancelled, here or in another
-        # worker process (seen in the registry); an abandoned call finishes on its own.
-        while not call.done():
-            if wake.wait(_CANCEL_CHECK_SECONDS) and call.done():
-                break
-            if wake.is_set() or self._cancel_requested(run_id):
+        call.add_done_callback(lambda _: answered.set())
+        # Wait for the answer, but stop when the run is cancelled, here or in another worker
+        # process (seen in the registry); an abandoned call finishes on its own. A cancel that
+        # lands after the answer is settled by _complete/_fail.
+        while not answered.wait(_CANCEL_CHECK_SECONDS):
+            if cancelled.is_set() or self._cancel_requested(run_id):
                 abandoned.set()
-                self._finish_cancelled(run_id)
+                self._still_executing(run_id)  # settles the cancel
                 return
         try:
             reply = call.result()
@@ -308,12 +307,24 @@ class RegistryEngine(Engine):
                           parallel_tool_calls=run.parallel_tool_calls,
                           tool_exchange=tuple(run.tool_exchange or ()))
 
-    def _complete(self, run_id: str, reply: Reply) -> None:
+    def _still_executing(self, run_id: str) -> Run | None:
+        """The run, locked, if it is still in progress; otherwise settle a pending cancel.
+
+        The thread may have been deleted meanwhile, or the run cancelled: then the executor's
+        result is dropped.
+        """
         run = db.session.scalar(select(Run).where(Run.id == run_id).with_for_update())
-        if run is None:  # the thread was deleted meanwhile
-            return
-        if run.status != "in_progress":
-            self._settle_cancel(run)
+        if run is not None and run.status == "in_progress":
+            return run
+        if run is not None and run.status == "cancelling":
+            run.status = "cancelled"
+            run.cancelled_at = now()
+        db.session.commit()
+        return None
+
+    def _complete(self, run_id: str, reply: Reply) -> None:
+        run = self._still_executing(run_id)
+        if run is None:
             return
         run.usage = _add_usage(run.usage, reply.usage.as_dict())
         if reply.tool_calls:
@@ -343,27 +354,12 @@ class RegistryEngine(Engine):
         db.session.commit()
 
     def _fail(self, run_id: str, code: str, message: str) -> None:
-        run = db.session.scalar(select(Run).where(Run.id == run_id).with_for_update())
+        run = self._still_executing(run_id)
         if run is None:
-            return
-        if run.status != "in_progress":
-            self._settle_cancel(run)
             return
         run.status = "failed"
         run.failed_at = now()
         run.last_error = {"code": code, "message": message}
-        db.session.commit()
-
-    def _finish_cancelled(self, run_id: str) -> None:
-        run = db.session.scalar(select(Run).where(Run.id == run_id).with_for_update())
-        if run is not None:
-            self._settle_cancel(run)
-
-    @staticmethod
-    def _settle_cancel(run: Run) -> None:
-        if run.status == "cancelling":
-            run.status = "cancelled"
-            run.cancelled_at = now()
         db.session.commit()
 
     def warm_up(self) -> None:
