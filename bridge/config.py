@@ -20,8 +20,11 @@ class Settings(BaseSettings):
     # Upgrade the schema to the newest migration when the app starts.
     AUTO_MIGRATE: bool = True
 
-    # Which engine answers runs: offline (built-in responder) or chat (Chat Completions).
-    BRIDGE_ENGINE: Literal["offline", "chat"] | None = None
+    # Which engine keeps threads and answers runs: offline (built-in responder), chat (Chat
+    # Completions, threads in the registry), responses (OpenAI Conversations + background
+    # Responses) or assistants (an upstream that still serves the Assistants API). Unset means
+    # responses when OPENAI_API_KEY is set, offline otherwise.
+    BRIDGE_ENGINE: Literal["offline", "chat", "responses", "assistants"] | None = None
 
     # Upstream provider, for the engines that call one.
     OPENAI_API_KEY: str | None = None
@@ -71,12 +74,14 @@ class Settings(BaseSettings):
             raise ValueError(f"JWT_PUBLIC_KEY is required when JWT_ALGORITHM is {self.JWT_ALGORITHM}")
         if self.engine == "chat" and not self.OPENAI_BASE_URL and not self.OPENAI_API_KEY:
             raise ValueError("BRIDGE_ENGINE=chat needs OPENAI_BASE_URL (and OPENAI_API_KEY if the server wants one)")
+        if self.engine in ("responses", "assistants") and not self.OPENAI_API_KEY:
+            raise ValueError(f"BRIDGE_ENGINE={self.engine} needs OPENAI_API_KEY")
         return self
 
     @property
     def engine(self) -> str:
-        """The selected engine; offline when nothing is configured."""
-        return self.BRIDGE_ENGINE or "offline"
+        """The selected engine: responses when a provider key is set, offline when nothing is."""
+        return self.BRIDGE_ENGINE or ("responses" if self.OPENAI_API_KEY else "offline")
 
 
 def read_pem(value: str) -> str:

@@ -16,6 +16,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from .extensions import db
 
 ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
+# Where a thread's conversation is kept: our registry, OpenAI Conversations, or an Assistants server.
+THREAD_HOMES = ("local", "responses", "assistants")
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled", "incomplete", "expired")
 
 
@@ -53,6 +55,11 @@ class Thread(db.Model):
     created_at: Mapped[int] = mapped_column(Integer, default=now)
     meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
     tool_resources: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # One of THREAD_HOMES; only the engine of that home may change the thread.
+    home: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
+    # "creating" while the upstream object is being made: the row exists first so the registry
+    # never misses an upstream conversation, but clients only ever see "active" threads.
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
 
     messages: Mapped[list["Message"]] = relationship(
         back_populates="thread", cascade="all, delete-orphan", passive_deletes=True)
@@ -121,6 +128,9 @@ class Run(db.Model):
     # Completions message form, replayed to the model when the run continues.
     tool_exchange: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     usage: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    # When the upstream was last asked about this run (Unix seconds, fractional): polls within the
+    # poll interval are served from the registry, so many pollers cost one upstream call.
+    polled_at: Mapped[float | None] = mapped_column(Float)
 
     thread: Mapped[Thread] = relationship(back_populates="runs")
 
@@ -131,3 +141,17 @@ class Run(db.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_RUN_STATUSES
+
+
+class ThreadMove(db.Model):
+    """A thread being copied to another home by `flask migrate-threads`, so a copy can resume."""
+
+    __tablename__ = "thread_moves"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    thread_pk: Mapped[int] = mapped_column(ForeignKey("threads.pk", ondelete="CASCADE"), unique=True)
+    target: Mapped[str] = mapped_column(String(16))
+    upstream_id: Mapped[str | None] = mapped_column(String(128))
+    # Our message id -> the id of its copy at the target, for the messages copied so far.
+    copied: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)

@@ -47,7 +47,12 @@ def thread_for_user(thread_id: str, user_id: str) -> Thread:
     Every route that takes a thread id goes through here; nothing else decides ownership.
     """
     return _lookup(Thread, "thread", "thread", thread_id, Thread.user_id == user_id,
-                   param="thread_id")
+                   Thread.status == "active", param="thread_id")
+
+
+def threads_of_user(user_id: str) -> Select:
+    """The query of the caller's threads, for listing."""
+    return select(Thread).where(Thread.user_id == user_id, Thread.status == "active")
 
 
 def message_in_thread(thread: Thread, message_id: str) -> Message:

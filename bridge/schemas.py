@@ -17,6 +17,9 @@ Text = Annotated[str, StringConstraints(max_length=256_000)]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)]
+# A thread's metadata also carries the owner stamp, and upstreams allow 16 keys in all.
+ThreadMetadata = Annotated[dict[MetadataKey, MetadataValue], Field(
+    max_length=15, description="At most 15 keys: the bridge adds `user_id` as the 16th.")]
 
 RESERVED_METADATA_KEY = "user_id"
 
@@ -91,7 +94,7 @@ class MessageModify(Request):
 
 
 class ThreadModify(Request):
-    metadata: Metadata | None = None
+    metadata: ThreadMetadata | None = None
     tool_resources: dict[str, Any] | None = None
 
     @field_validator("metadata")

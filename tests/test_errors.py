@@ -264,15 +264,27 @@ def test_thread_metadata_user_id_is_reserved(api, route, fields, param):
     assert "reserved" in error["message"]
 
 
+@pytest.mark.parametrize("route", ["thread", "modify_thread"])
+def test_thread_metadata_keeps_a_key_for_the_owner(api, route):
+    error = error_of(post_with(api, route, metadata={f"k{i}": "v" for i in range(16)}), 400)
+
+    assert error["param"] == "metadata"
+    assert "15" in error["message"]
+
+
 def test_metadata_key_error_names_metadata(api):
     error = error_of(post_with(api, "thread", metadata={KEY_65: "v"}), 400)
 
     assert error["param"] in ("metadata", f"metadata.{KEY_65}")
 
 
-@pytest.mark.parametrize("route", ["thread", "message", "run", "modify_thread"])
+# A thread keeps one of the 16 metadata keys for its owner stamp.
+METADATA_KEYS = {"thread": 15, "modify_thread": 15, "message": 16, "run": 16}
+
+
+@pytest.mark.parametrize("route", sorted(METADATA_KEYS))
 def test_metadata_at_the_limits_is_accepted(api, route):
-    metadata = {f"{i:02d}" + "k" * 62: "v" * 512 for i in range(16)}
+    metadata = {f"{i:02d}" + "k" * 62: "v" * 512 for i in range(METADATA_KEYS[route])}
 
     response = post_with(api, route, metadata=metadata)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.engines.base import (EngineError, UpstreamMisconfigured, UpstreamRateLimited,
+from bridge.engines.base import (EngineError, UpstreamConflict, UpstreamMisconfigured,
+                                 UpstreamNotFound, UpstreamRateLimited,
                                  UpstreamRejected, UpstreamTimeout, UpstreamUnavailable)
 from bridge.engines.upstream import OpenAIUpstream
 
@@ -25,7 +26,8 @@ def _complete(client):
     ({"status": 500}, EngineError),
     ({"status": 503}, EngineError),
     ({"status": 400}, UpstreamRejected),
-    ({"status": 404}, UpstreamRejected),
+    ({"status": 404}, UpstreamNotFound),
+    ({"status": 409}, UpstreamConflict),
     ({"status": 401}, UpstreamMisconfigured),
     ({"status": 403}, UpstreamMisconfigured),
     ({"status": 429, "headers": {"retry-after": "7"}}, UpstreamRateLimited),

@@ -1,12 +1,10 @@
 """Threads: create, retrieve, modify, delete, and list the caller's own."""
 
 from flask import Blueprint
-from sqlalchemy import select
-
 from ..auth import current_user_id, require_user
 from ..engines import current_engine
 from ..models import Thread
-from ..registry import paginate, thread_for_user
+from ..registry import paginate, thread_for_user, threads_of_user
 from ..schemas import (DeletedObject, ListObject, ListQuery, ThreadCreate, ThreadModify,
                        ThreadObject, thread_object)
 from . import endpoint
@@ -27,7 +25,7 @@ def create_thread(body: ThreadCreate):
           summary="List the caller's threads (an extension of the Assistants API)")
 def list_threads(query: ListQuery):
     """The caller's own threads, newest first by default."""
-    page = paginate(select(Thread).where(Thread.user_id == current_user_id()), Thread, query)
+    page = paginate(threads_of_user(current_user_id()), Thread, query)
     return list_object(page, thread_object)
 
 

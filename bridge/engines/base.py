@@ -67,6 +67,21 @@ class UpstreamRejected(EngineError):
     public_message = "The model provider rejected the request."
 
 
+class UpstreamConflict(EngineError):
+    """The provider is busy with another response on the same conversation."""
+
+    status = 409
+    code = "thread_locked"
+    public_message = "The thread is busy with another run. Try again when it has finished."
+
+
+class UpstreamNotFound(UpstreamRejected):
+    """The provider no longer knows an object the registry points at."""
+
+    code = "upstream_not_found"
+    public_message = "The model provider no longer has this object."
+
+
 # ---- what a responder sees and returns ------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -12,30 +12,27 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
-from ..errors import Conflict, InvalidRequest, ServiceUnavailable
+from ..errors import InvalidRequest, ServiceUnavailable
 from ..extensions import db
-from ..models import ACTIVE_RUN_STATUSES, Message, Run, Thread, now
+from ..models import Message, Run, Thread, now
 from ..registry import new_id
 from ..schemas import (RESERVED_METADATA_KEY, MessageCreate, MessageModify, RunCreate, RunModify,
-                       ThreadCreate, ThreadModify, ToolOutputsSubmit, text_block)
+                       ThreadCreate, ThreadModify, ToolOutputsSubmit)
 from .base import (CancelSignal, Engine, EngineError, Reply, Responder, RunFailed, RunRequest, Turn,
                    UpstreamRateLimited)
+from .common import (add_usage, check_tool_outputs, insert_run, message_row, message_text, new_run,
+                     refuse_while_active, reply_row, require_home, required_action)
 
 log = logging.getLogger(__name__)
 
-RUN_LIFETIME_SECONDS = 600  # OpenAI expired runs ten minutes after creation
 _CANCEL_CHECK_SECONDS = 0.25
-
-
-def _add_usage(total: dict[str, int] | None, step: dict[str, int]) -> dict[str, int]:
-    # A run that called tools spans several model calls; its usage is their sum.
-    return {key: (total or {}).get(key, 0) + value for key, value in step.items()}
 
 
 class RegistryEngine(Engine):
     """Threads and messages live in the registry; a `Responder` answers runs."""
+
+    home = "local"
 
     def __init__(self, app: Flask, responder: Responder, *, workers: int, queue_limit: int):
         self.app = app
@@ -55,15 +52,16 @@ class RegistryEngine(Engine):
     def create_thread(self, user_id: str, body: ThreadCreate) -> Thread:
         thread = Thread(id=new_id("thread"), user_id=user_id,
                         meta={**(body.metadata or {}), RESERVED_METADATA_KEY: user_id},
-                        tool_resources=body.tool_resources)
+                        tool_resources=body.tool_resources, home=self.home)
         db.session.add(thread)
         db.session.flush()
         for message in body.messages or []:
-            db.session.add(self._new_message(thread, message))
+            db.session.add(message_row(thread, message))
         db.session.commit()
         return thread
 
     def modify_thread(self, thread: Thread, body: ThreadModify) -> Thread:
+        require_home(thread, self.home)
         if body.metadata is not None:
             # The owner stamp survives any replacement of the client's metadata.
             thread.meta = {**body.metadata, RESERVED_METADATA_KEY: thread.user_id}
@@ -73,6 +71,7 @@ class RegistryEngine(Engine):
         return thread
 
     def delete_thread(self, thread: Thread) -> None:
+        require_home(thread, self.home)
         for run in thread.runs:
             if run.is_active:
                 self._signal_cancel(run.id)
@@ -80,43 +79,33 @@ class RegistryEngine(Engine):
         db.session.commit()
 
     def create_message(self, thread: Thread, body: MessageCreate) -> Message:
-        self._refuse_while_active(thread)
-        message = self._new_message(thread, body)
+        require_home(thread, self.home)
+        refuse_while_active(thread)
+        message = message_row(thread, body)
         db.session.add(message)
         db.session.commit()
         return message
 
     def modify_message(self, message: Message, body: MessageModify) -> Message:
+        require_home(message.thread, self.home)
         if body.metadata is not None:
             message.meta = body.metadata
         db.session.commit()
         return message
 
     def delete_message(self, message: Message) -> None:
+        require_home(message.thread, self.home)
         db.session.delete(message)
         db.session.commit()
-
-    @staticmethod
-    def _new_message(thread: Thread, body: MessageCreate) -> Message:
-        return Message(id=new_id("msg"), thread_pk=thread.pk, role=body.role,
-                       content=[text_block(text) for text in body.text_parts()],
-                       attachments=body.attachments or [], meta=body.metadata or {},
-                       status="completed", completed_at=None)
-
-    @staticmethod
-    def _refuse_while_active(thread: Thread) -> None:
-        active = db.session.scalar(select(Run.id).where(
-            Run.thread_pk == thread.pk, Run.status.in_(ACTIVE_RUN_STATUSES)))
-        if active:
-            raise Conflict(f"Can't add messages to {thread.id} while a run {active} is active.",
-                           param="thread_id", code="thread_locked")
 
     # ---- runs --------------------------------------------------------------------------------
 
     def create_run(self, thread: Thread, assistant, body: RunCreate) -> Run:
+        require_home(thread, self.home)
         self._reserve_slot()
         try:
-            run = self._insert_run(thread, assistant, body)
+            run = insert_run(new_run(thread, assistant, body), thread,
+                             [message_row(thread, extra) for extra in body.additional_messages or []])
         except BaseException:
             self._pending.release()
             raise
@@ -129,42 +118,8 @@ class RegistryEngine(Engine):
             raise ServiceUnavailable("Too many runs are waiting to execute. Try again shortly.",
                                      code="engine_overloaded", headers={"Retry-After": "2"})
 
-    def _insert_run(self, thread: Thread, assistant, body: RunCreate) -> Run:
-        instructions = body.instructions if body.instructions is not None else (
-            assistant.instructions or "")
-        if body.additional_instructions:
-            instructions = f"{instructions}\n\n{body.additional_instructions}".strip()
-        created = now()
-        run = Run(
-            id=new_id("run"), thread_pk=thread.pk, assistant_id=assistant.id, status="queued",
-            created_at=created, expires_at=created + RUN_LIFETIME_SECONDS,
-            model=body.model or assistant.model, instructions=instructions,
-            tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools is not None
-            else (assistant.tools or []),
-            meta=body.metadata or {},
-            temperature=body.temperature if body.temperature is not None else assistant.temperature,
-            top_p=body.top_p if body.top_p is not None else assistant.top_p,
-            max_prompt_tokens=body.max_prompt_tokens,
-            max_completion_tokens=body.max_completion_tokens,
-            response_format=body.response_format if body.response_format is not None
-            else assistant.response_format,
-            tool_choice=body.tool_choice,
-            parallel_tool_calls=body.parallel_tool_calls if body.parallel_tool_calls is not None
-            else True,
-            truncation_strategy=body.truncation_strategy)
-        db.session.add(run)
-        for extra in body.additional_messages or []:
-            db.session.add(self._new_message(thread, extra))
-        try:
-            db.session.commit()
-        except IntegrityError:
-            # The partial unique index allows one active run per thread; the loser lands here.
-            db.session.rollback()
-            raise Conflict(f"Thread {thread.id} already has an active run.",
-                           param="thread_id", code="thread_locked") from None
-        return run
-
     def cancel_run(self, run: Run) -> Run:
+        require_home(run.thread, self.home)
         if run.status in ("cancelling", "cancelled"):
             return run
         if not run.is_active:
@@ -186,16 +141,8 @@ class RegistryEngine(Engine):
         return run
 
     def submit_tool_outputs(self, run: Run, body: ToolOutputsSubmit) -> Run:
-        if run.status != "requires_action":
-            raise InvalidRequest(f"Runs in status '{run.status}' do not accept tool outputs.",
-                                 param="run_id")
-        expected = {call["id"] for call in run.required_action["submit_tool_outputs"]["tool_calls"]}
-        given = [output.tool_call_id for output in body.tool_outputs]
-        if sorted(given) != sorted(expected):
-            missing = sorted(expected - set(given))
-            raise InvalidRequest(
-                "Submit exactly one output for each pending tool call"
-                + (f"; missing: {', '.join(missing)}." if missing else "."), param="tool_outputs")
+        require_home(run.thread, self.home)
+        check_tool_outputs(run, body)
         self._reserve_slot()
         outputs = [{"role": "tool", "tool_call_id": o.tool_call_id, "content": o.output}
                    for o in body.tool_outputs]
@@ -215,6 +162,7 @@ class RegistryEngine(Engine):
         return run
 
     def modify_run(self, run: Run, body: RunModify) -> Run:
+        require_home(run.thread, self.home)
         if body.metadata is not None:
             run.meta = body.metadata
         db.session.commit()
@@ -296,9 +244,7 @@ class RegistryEngine(Engine):
         run = db.session.scalar(select(Run).where(Run.id == run_id))
         messages = db.session.scalars(
             select(Message).where(Message.thread_pk == run.thread_pk).order_by(Message.pk))
-        turns = tuple(Turn(role=m.role, text="\n".join(
-            part["text"]["value"] for part in m.content if part.get("type") == "text"))
-            for m in messages)
+        turns = tuple(Turn(role=m.role, text=message_text(m)) for m in messages)
         return RunRequest(run_id=run.id, model=run.model, instructions=run.instructions,
                           turns=turns, temperature=run.temperature, top_p=run.top_p,
                           max_completion_tokens=run.max_completion_tokens,
@@ -326,31 +272,23 @@ class RegistryEngine(Engine):
         run = self._still_executing(run_id)
         if run is None:
             return
-        run.usage = _add_usage(run.usage, reply.usage.as_dict())
+        run.usage = add_usage(run.usage, reply.usage.as_dict())
         if reply.tool_calls:
             calls = [call.as_required_action() for call in reply.tool_calls]
             run.status = "requires_action"
-            run.required_action = {"type": "submit_tool_outputs",
-                                   "submit_tool_outputs": {"tool_calls": calls}}
+            run.required_action = required_action(calls)
             run.tool_exchange = [*(run.tool_exchange or []), {
                 "role": "assistant", "content": reply.text or None, "tool_calls": calls}]
             db.session.commit()
             return
-        stamp = now()
         truncated = reply.finish_reason == "length"
-        message = Message(
-            id=new_id("msg"), thread_pk=run.thread_pk, role="assistant",
-            content=[text_block(reply.text)], attachments=[], meta={},
-            status="incomplete" if truncated else "completed",
-            completed_at=None if truncated else stamp, assistant_id=run.assistant_id,
-            run_id=run.id)
-        db.session.add(message)
+        db.session.add(reply_row(run, reply.text, truncated=truncated))
         if truncated:
             run.status = "incomplete"
             run.incomplete_details = {"reason": "max_completion_tokens"}
         else:
             run.status = "completed"
-            run.completed_at = stamp
+            run.completed_at = now()
         db.session.commit()
 
     def _fail(self, run_id: str, code: str, message: str) -> None:

@@ -9,8 +9,8 @@ import logging
 import threading
 from typing import Any, Callable, TypeVar
 
-from .base import (EngineError, UpstreamMisconfigured, UpstreamRateLimited, UpstreamRejected,
-                   UpstreamTimeout, UpstreamUnavailable)
+from .base import (EngineError, UpstreamConflict, UpstreamMisconfigured, UpstreamNotFound,
+                   UpstreamRateLimited, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,11 @@ class OpenAIUpstream:
             raise UpstreamRateLimited(str(exc), retry_after=_retry_after(exc.response.headers)) from None
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise UpstreamMisconfigured(f"{exc.status_code}: {exc.message}") from None
+        except openai.NotFoundError as exc:
+            raise UpstreamNotFound(f"{exc.status_code}: {exc.message}") from None
         except openai.APIStatusError as exc:
+            if exc.code == "conversation_locked" or exc.status_code == 409:
+                raise UpstreamConflict(f"{exc.status_code}: {exc.message}") from None
             if exc.status_code >= 500:
                 raise EngineError(f"{exc.status_code}: {exc.message}") from None
             raise UpstreamRejected(f"{exc.status_code}: {exc.message}") from None
