@@ -1,7 +1,12 @@
-"""Assistants in the registry: created by admins over the API or by the setup command."""
+"""Assistants in the registry: created by admins over the API or by the setup command.
+
+The registry's copy is the one runs use; an engine whose upstream keeps assistants of its own
+(`assistants`) is told of every change.
+"""
 
 from __future__ import annotations
 
+from .engines import current_engine
 from .extensions import db
 from .models import Assistant
 from .registry import assistant_by_name, new_id
@@ -24,6 +29,12 @@ def create_assistant(body: AssistantCreate) -> Assistant:
         setattr(assistant, name, value)
     db.session.add(assistant)
     db.session.commit()
+    try:
+        current_engine().assistant_saved(assistant)
+    except BaseException:
+        db.session.delete(assistant)  # the admin sees the error: nothing half-made remains
+        db.session.commit()
+        raise
     return assistant
 
 
@@ -34,11 +45,13 @@ def modify_assistant(assistant: Assistant, body: AssistantModify) -> Assistant:
             continue  # an assistant always has a model
         setattr(assistant, name, value)
     db.session.commit()
+    current_engine().assistant_saved(assistant)
     return assistant
 
 
 def delete_assistant(assistant: Assistant) -> None:
     """Remove an assistant; runs that used it keep their copy of its settings."""
+    current_engine().assistant_deleted(assistant)
     db.session.delete(assistant)
     db.session.commit()
 

@@ -20,9 +20,12 @@ from werkzeug.serving import make_server
 from bridge import create_app
 from bridge.extensions import db
 from tests.fakes.chat_server import FakeChatServer
+from tests.fakes.openai_server import FakeOpenAI
 
 JWT_SECRET = "test-secret-" + "x" * 40
-ENGINES = ("offline", "chat")
+ENGINES = ("offline", "chat", "responses", "assistants")
+# Engines whose threads live upstream, at the FakeOpenAI.
+UPSTREAM_ENGINES = ("responses", "assistants")
 
 
 # ---- registry database -------------------------------------------------------------------------
@@ -71,7 +74,9 @@ class Bridge:
     app: Any
     url: str
     engine: str
-    fake: FakeChatServer | None = None
+    # The upstream the engine talks to: FakeChatServer (chat), FakeOpenAI (responses,
+    # assistants) or None (offline).
+    fake: FakeChatServer | FakeOpenAI | None = None
     clients: list = field(default_factory=list)
 
     @property
@@ -168,6 +173,12 @@ def fake_chat():
 
 
 @pytest.fixture
+def fake_openai():
+    with FakeOpenAI(latency=0.05, poll_after_ms=10) as server:
+        yield server
+
+
+@pytest.fixture
 def serve():
     """Serve an app over real HTTP on 127.0.0.1; returns its base URL."""
     servers = []
@@ -182,18 +193,29 @@ def serve():
         server.stop()
 
 
+def engine_settings(request, engine: str) -> tuple[Any, dict[str, Any]]:
+    """The fake upstream an engine talks to in tests (None for offline), and the app settings."""
+    fake = None
+    if engine == "chat":
+        fake = request.getfixturevalue("fake_chat")
+    elif engine in UPSTREAM_ENGINES:
+        fake = request.getfixturevalue("fake_openai")
+    settings: dict[str, Any] = {"BRIDGE_ENGINE": engine}
+    if fake is not None:
+        settings.update(OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY=fake.api_key,
+                        OPENAI_TIMEOUT=10, OPENAI_MAX_RETRIES=0)
+    return fake, settings
+
+
 @pytest.fixture
-def start_bridge(make_app, serve, fake_chat) -> Callable[..., Bridge]:
-    """Start a bridge on an engine, served over HTTP; the chat engine talks to the fake server."""
+def start_bridge(make_app, serve, request) -> Callable[..., Bridge]:
+    """Start a bridge on an engine, served over HTTP; engines with an upstream talk to a fake."""
     bridges: list[Bridge] = []
 
     def start(engine: str = "offline", **overrides) -> Bridge:
-        if engine == "chat":
-            overrides = {"OPENAI_BASE_URL": fake_chat.base_url, "OPENAI_API_KEY": fake_chat.api_key,
-                         "OPENAI_TIMEOUT": 10, **overrides}
-        app = make_app(BRIDGE_ENGINE=engine, **overrides)
-        bridge = Bridge(app=app, url=serve(app), engine=engine,
-                        fake=fake_chat if engine == "chat" else None)
+        fake, settings = engine_settings(request, engine)
+        app = make_app(**{**settings, **overrides})
+        bridge = Bridge(app=app, url=serve(app), engine=engine, fake=fake)
         bridges.append(bridge)
         return bridge
 
@@ -216,6 +238,16 @@ def offline_bridge(start_bridge) -> Bridge:
 @pytest.fixture
 def chat_bridge(start_bridge) -> Bridge:
     return start_bridge("chat")
+
+
+@pytest.fixture
+def responses_bridge(start_bridge) -> Bridge:
+    return start_bridge("responses")
+
+
+@pytest.fixture
+def assistants_bridge(start_bridge) -> Bridge:
+    return start_bridge("assistants")
 
 
 def race_run_creates(bridge: Bridge, thread_id: str, assistant_id: str, attempts: int) -> list[str]:

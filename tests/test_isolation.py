@@ -27,7 +27,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import ENGINES, make_token, wait_for
+from tests.conftest import ENGINES, engine_settings, make_token, wait_for
 
 KINDS = ("thread_id", "message_id", "run_id")
 PREFIX = {"thread_id": "thread", "message_id": "msg", "run_id": "run"}
@@ -175,13 +175,8 @@ def build_world(app) -> World:
 @pytest.fixture(params=ENGINES)
 def world(request, make_app) -> World:
     """The world on each engine, through the Flask test client (no HTTP server to stop)."""
-    if request.param == "chat":
-        fake = request.getfixturevalue("fake_chat")
-        app = make_app(BRIDGE_ENGINE="chat", OPENAI_BASE_URL=fake.base_url,
-                       OPENAI_API_KEY=fake.api_key, OPENAI_TIMEOUT=10)
-    else:
-        app = make_app()
-    return build_world(app)
+    _, settings = engine_settings(request, request.param)
+    return build_world(make_app(**settings))
 
 
 @pytest.fixture

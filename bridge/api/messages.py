@@ -31,6 +31,7 @@ def create_message(thread_id: str, body: MessageCreate):
 def list_messages(thread_id: str, query: MessageListQuery):
     """A page of a thread's messages, optionally only those a run produced."""
     thread = thread_for_user(thread_id, current_user_id())
+    current_engine().refresh_thread(thread)  # a reply that arrived upstream shows up at once
     statement = select(Message).where(Message.thread_pk == thread.pk)
     if query.run_id is not None:
         run_in_thread(thread, query.run_id)  # another user's run id is a 404 like any unknown id

@@ -54,6 +54,7 @@ def create_thread_and_run(body: ThreadAndRunCreate):
 def list_runs(thread_id: str, query: ListQuery):
     """A page of a thread's runs."""
     thread = thread_for_user(thread_id, current_user_id())
+    current_engine().refresh_thread(thread)
     page = paginate(select(Run).where(Run.thread_pk == thread.pk), Run, query)
     return list_object(page, partial(run_object, thread_id=thread.id))
 

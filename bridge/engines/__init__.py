@@ -11,16 +11,27 @@ _EXTENSION_KEY = "bridge.engine"
 
 def build_engine(app: Flask) -> Engine:
     """The engine named by BRIDGE_ENGINE, with its responder and upstream client."""
+    return build_named_engine(app, app.config["BRIDGE_SETTINGS"].engine)
+
+
+def build_named_engine(app: Flask, name: str) -> Engine:
+    """An engine by name, configured from the app's settings."""
     from .local import RegistryEngine
+    from .upstream import OpenAIUpstream
 
     settings = app.config["BRIDGE_SETTINGS"]
-    if settings.engine == "chat":
-        from .chat import ChatCompletionsResponder
-        from .upstream import OpenAIUpstream
+    upstream = OpenAIUpstream(api_key=settings.OPENAI_API_KEY, base_url=settings.OPENAI_BASE_URL,
+                              timeout=settings.OPENAI_TIMEOUT, max_retries=settings.OPENAI_MAX_RETRIES)
+    if name in ("responses", "assistants"):
+        from .assistants import AssistantsEngine
+        from .responses import ResponsesEngine
 
-        responder = ChatCompletionsResponder(OpenAIUpstream(
-            api_key=settings.OPENAI_API_KEY, base_url=settings.OPENAI_BASE_URL,
-            timeout=settings.OPENAI_TIMEOUT, max_retries=settings.OPENAI_MAX_RETRIES))
+        kind = ResponsesEngine if name == "responses" else AssistantsEngine
+        return kind(app, upstream, poll_interval=settings.POLL_AFTER_MS / 1000)
+    if name == "chat":
+        from .chat import ChatCompletionsResponder
+
+        responder = ChatCompletionsResponder(upstream)
     else:
         from .offline import OfflineResponder
 

@@ -233,6 +233,16 @@ class Engine(abc.ABC):
         """Bring a run up to date before it is shown; registry-backed runs already are."""
         return run
 
+    def refresh_thread(self, thread) -> None:
+        """Bring a thread's active run up to date before its messages or runs are listed."""
+
+    def assistant_saved(self, assistant) -> None:
+        """An assistant was created or changed in the registry; upstreams that keep assistants
+        are told."""
+
+    def assistant_deleted(self, assistant) -> None:
+        """An assistant was deleted from the registry."""
+
     def warm_up(self) -> None:
         """Pay start-up costs when a worker starts, not on the first user's request."""
 

@@ -57,12 +57,20 @@ class OpenAIUpstream:
         if self._client is not None:
             self._client.close()
 
-    def call(self, operation: Callable[[Any], T]) -> T:
+    def create(self, operation: Callable[[Any], T]) -> T:
+        """Like `call`, without retries: for requests that create something upstream.
+
+        A retry after a timeout could create it twice; the caller decides what a failure means.
+        """
+        return self.call(operation, retries=False)
+
+    def call(self, operation: Callable[[Any], T], *, retries: bool = True) -> T:
         """Run `operation(client)`, turning SDK exceptions into EngineErrors."""
         import openai
 
+        client = self.client if retries else self.client.with_options(max_retries=0)
         try:
-            return operation(self.client)
+            return operation(client)
         except openai.APITimeoutError as exc:
             raise UpstreamTimeout(str(exc)) from None
         except openai.APIConnectionError as exc:

@@ -1,0 +1,193 @@
+"""The `assistants` engine: a pass-through to servers that still speak the Assistants API v2.
+
+Threads, messages, runs and assistants are created upstream through the SDK's `beta` resources
+and mirrored in the registry behind our ids. A run is started with every setting recorded on it
+(model, instructions, tools, sampling), so what clients see does not depend on how current the
+upstream copy of the assistant is.
+
+Settings read: OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_TIMEOUT, OPENAI_MAX_RETRIES, POLL_AFTER_MS.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import update
+
+from ..extensions import db
+from ..models import Assistant, Run
+from ..schemas import MessageCreate, ToolOutput
+from .base import UpstreamNotFound
+from .remote import RunSnapshot, UpstreamEngine, UpstreamReply, best_effort
+
+log = logging.getLogger(__name__)
+
+_SETTLED = ("completed", "failed", "cancelled", "expired", "incomplete", "requires_action")
+_ASSISTANT_FIELDS = ("name", "description", "model", "instructions", "tools", "temperature",
+                     "top_p", "response_format")
+
+
+def _text(message: dict[str, Any]) -> str:
+    return "".join(block["text"]["value"] for block in message.get("content") or []
+                   if block.get("type") == "text")
+
+
+class AssistantsEngine(UpstreamEngine):
+    """Every object exists upstream too; the registry maps our ids to the upstream ones."""
+
+    name = "assistants"
+    home = "assistants"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._provisioning = threading.Lock()
+
+    # ---- assistants ---------------------------------------------------------------------------
+
+    def assistant_saved(self, assistant: Assistant) -> None:
+        self._sync_assistant(assistant)
+
+    def assistant_deleted(self, assistant: Assistant) -> None:
+        if assistant.upstream_id:
+            upstream_id = assistant.upstream_id
+            best_effort(f"delete assistant {assistant.id} upstream", lambda: self.upstream.call(
+                lambda client: client.beta.assistants.delete(upstream_id)))
+
+    def _sync_assistant(self, assistant: Assistant) -> str:
+        """Create or update the upstream copy of an assistant; its upstream id.
+
+        Idempotent by name, like the setup script: an upstream assistant of the same name is
+        adopted rather than duplicated.
+        """
+        fields = {name: getattr(assistant, name) for name in _ASSISTANT_FIELDS
+                  if getattr(assistant, name) is not None}
+        fields["metadata"] = assistant.meta or {}
+        with self._provisioning:
+            upstream_id = assistant.upstream_id or self._find_assistant(assistant.name)
+            if upstream_id:
+                try:
+                    self.upstream.call(lambda client: client.beta.assistants.update(
+                        upstream_id, **fields))
+                except UpstreamNotFound:
+                    upstream_id = None
+            if not upstream_id:
+                upstream_id = self.upstream.create(
+                    lambda client: client.beta.assistants.create(**fields)).id
+            if assistant.upstream_id != upstream_id:
+                db.session.execute(update(Assistant).where(Assistant.pk == assistant.pk)
+                                   .values(upstream_id=upstream_id))
+                db.session.commit()
+        return upstream_id
+
+    def _find_assistant(self, name: str | None) -> str | None:
+        if not name:
+            return None
+
+        def search(client):
+            for candidate in client.beta.assistants.list(limit=100, order="asc"):
+                if candidate.name == name:
+                    return candidate.id
+            return None
+
+        return self.upstream.call(search)
+
+    # ---- threads and messages -----------------------------------------------------------------
+
+    def _create_container(self, metadata, tool_resources) -> str:
+        options = {"metadata": metadata}
+        if tool_resources:
+            options["tool_resources"] = tool_resources
+        return self.upstream.create(lambda client: client.beta.threads.create(**options)).id
+
+    def _update_container(self, container, metadata, tool_resources) -> None:
+        options: dict[str, Any] = {"metadata": metadata}
+        if tool_resources is not None:
+            options["tool_resources"] = tool_resources
+        self.upstream.call(lambda client: client.beta.threads.update(container, **options))
+
+    def _delete_container(self, container) -> None:
+        self.upstream.call(lambda client: client.beta.threads.delete(container))
+
+    def _add_messages(self, container, messages: list[MessageCreate]) -> list[str]:
+        ids: list[str] = []
+        try:
+            for message in messages:
+                content = [{"type": "text", "text": text} for text in message.text_parts()]
+                options = {"metadata": message.metadata} if message.metadata else {}
+                ids.append(self.upstream.create(lambda client: client.beta.threads.messages.create(
+                    container, role=message.role, content=content, **options)).id)
+        except BaseException:
+            for message_id in ids:  # one failed: the ones before it go too
+                best_effort(f"delete message {message_id}",
+                            lambda message_id=message_id: self._delete_message(container, message_id))
+            raise
+        return ids
+
+    def _delete_message(self, container, upstream_id) -> None:
+        self.upstream.call(lambda client: client.beta.threads.messages.delete(
+            upstream_id, thread_id=container))
+
+    def _update_message(self, container, upstream_id, metadata) -> None:
+        self.upstream.call(lambda client: client.beta.threads.messages.update(
+            upstream_id, thread_id=container, metadata=metadata))
+
+    # ---- runs ---------------------------------------------------------------------------------
+
+    def _start(self, run: Run, container, assistant) -> RunSnapshot:
+        upstream_assistant = assistant.upstream_id or self._sync_assistant(assistant)
+        options = {name: value for name, value in (
+            ("model", run.model), ("instructions", run.instructions), ("tools", run.tools),
+            ("metadata", run.meta or None), ("temperature", run.temperature), ("top_p", run.top_p),
+            ("max_prompt_tokens", run.max_prompt_tokens),
+            ("max_completion_tokens", run.max_completion_tokens),
+            ("response_format", run.response_format), ("tool_choice", run.tool_choice),
+            ("parallel_tool_calls", run.parallel_tool_calls),
+            ("truncation_strategy", run.truncation_strategy)) if value is not None}
+        upstream_run = self.upstream.create(lambda client: client.beta.threads.runs.create(
+            container, assistant_id=upstream_assistant, **options))
+        return self._snapshot(container, upstream_run.to_dict())
+
+    def _fetch(self, container, upstream_run) -> RunSnapshot:
+        return self._snapshot(container, self.upstream.call(
+            lambda client: client.beta.threads.runs.retrieve(upstream_run, thread_id=container))
+            .to_dict())
+
+    def _cancel(self, container, upstream_run) -> RunSnapshot:
+        return self._snapshot(container, self.upstream.call(
+            lambda client: client.beta.threads.runs.cancel(upstream_run, thread_id=container))
+            .to_dict())
+
+    def _continue(self, run, container, upstream_run, outputs: list[ToolOutput]) -> RunSnapshot:
+        tool_outputs = [{"tool_call_id": output.tool_call_id, "output": output.output}
+                        for output in outputs]
+        return self._snapshot(container, self.upstream.create(
+            lambda client: client.beta.threads.runs.submit_tool_outputs(
+                upstream_run, thread_id=container, tool_outputs=tool_outputs)).to_dict())
+
+    def _abandon_tool_calls(self, container, upstream_run, calls) -> None:
+        self.upstream.call(lambda client: client.beta.threads.runs.cancel(
+            upstream_run, thread_id=container))
+
+    def _update_run(self, container, upstream_run, metadata) -> None:
+        self.upstream.call(lambda client: client.beta.threads.runs.update(
+            upstream_run, thread_id=container, metadata=metadata))
+
+    def _snapshot(self, container: str, run: dict[str, Any]) -> RunSnapshot:
+        status = run["status"]
+        snapshot = RunSnapshot(
+            upstream_id=run["id"], status=status, completed_at=run.get("completed_at"),
+            failed_at=run.get("failed_at"), cancelled_at=run.get("cancelled_at"),
+            last_error=run.get("last_error"), incomplete_details=run.get("incomplete_details"),
+            usage=run.get("usage"), usage_is_total=True)
+        if status == "requires_action":
+            snapshot.tool_calls = run["required_action"]["submit_tool_outputs"]["tool_calls"]
+        if status in _SETTLED:
+            # The messages the run wrote; the registry skips those it already mirrors.
+            page = self.upstream.call(lambda client: client.beta.threads.messages.list(
+                container, run_id=run["id"], order="asc", limit=100))
+            snapshot.replies = [UpstreamReply(upstream_id=message.id, text=_text(message.to_dict()),
+                                              truncated=message.status == "incomplete")
+                                for message in page.data if message.role == "assistant"]
+        return snapshot

@@ -1,0 +1,444 @@
+"""Engines whose threads live upstream: the registry mirrors them, runs advance when polled.
+
+The `responses` and `assistants` engines differ only in the upstream calls they make; what is
+written to the registry, in which order, and what is undone when a step fails, is decided here:
+
+- A thread's row is written (status "creating") before its upstream object, and made visible
+  after: the registry is the only list of a user's threads and must never miss one.
+- Objects are created upstream with retries off (creating twice costs twice); when a later step
+  of the same request fails, what the earlier steps created is deleted again.
+- A run is settled from an upstream snapshot by one conditional update, so of several pollers
+  only one writes the reply, and a run seen terminal is never asked about again.
+- Polls within the poll interval are served from the registry: one upstream call per interval
+  however many clients poll.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from flask import Flask
+from sqlalchemy import or_, select, update
+
+from ..errors import InvalidRequest
+from ..extensions import db
+from ..models import Message, Run, Thread, now
+from ..registry import new_id
+from ..schemas import (RESERVED_METADATA_KEY, MessageCreate, MessageModify, RunCreate, RunModify,
+                       ThreadCreate, ThreadModify, ToolOutput, ToolOutputsSubmit)
+from .base import Engine, EngineError, UpstreamNotFound, UpstreamRejected
+from .common import (add_usage, check_tool_outputs, insert_run, message_row, message_text, new_run,
+                     pending_tool_calls, refuse_while_active, reply_row, require_home)
+from .upstream import OpenAIUpstream
+
+log = logging.getLogger(__name__)
+
+# Statuses in which the upstream is still working on a run, so a poll asks it.
+POLLED_STATUSES = ("queued", "in_progress", "cancelling")
+
+
+@dataclass(frozen=True)
+class UpstreamReply:
+    """An assistant message the upstream produced for a run."""
+
+    upstream_id: str
+    text: str
+    truncated: bool = False
+
+
+@dataclass
+class RunSnapshot:
+    """What the upstream says about a run, already in the Assistants vocabulary."""
+
+    upstream_id: str
+    status: str
+    completed_at: int | None = None
+    failed_at: int | None = None
+    cancelled_at: int | None = None
+    last_error: dict[str, str] | None = None
+    incomplete_details: dict[str, str] | None = None
+    # Tool calls in the wire shape, when the run waits for their outputs.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, int] | None = None
+    # True when `usage` counts the whole run, False when only this upstream step.
+    usage_is_total: bool = True
+    replies: list[UpstreamReply] = field(default_factory=list)
+
+
+def best_effort(what: str, operation: Callable[[], Any]) -> None:
+    """Undo or tidy something upstream; a failure is logged, never raised over the real error."""
+    try:
+        operation()
+    except EngineError as exc:
+        log.warning("could not %s: %s", what, exc.log_detail or exc.public_message)
+
+
+class UpstreamEngine(Engine):
+    """Threads, messages and runs kept upstream and mirrored in the registry."""
+
+    home: str
+
+    def __init__(self, app: Flask, upstream: OpenAIUpstream, *, poll_interval: float):
+        self.app = app
+        self.upstream = upstream
+        self.poll_interval = poll_interval
+
+    # ---- the upstream calls an engine makes ---------------------------------------------------
+
+    # `container` is the upstream id of a thread's conversation (or thread); `upstream_run` the
+    # upstream id of a run's current response (or run).
+
+    @abc.abstractmethod
+    def _create_container(self, metadata: dict[str, str],
+                          tool_resources: dict[str, Any] | None) -> str:
+        """Create an empty upstream conversation or thread; its id."""
+
+    @abc.abstractmethod
+    def _update_container(self, container: str, metadata: dict[str, str],
+                          tool_resources: dict[str, Any] | None) -> None:
+        """Replace the upstream object's metadata (and tool resources where it has them)."""
+
+    @abc.abstractmethod
+    def _delete_container(self, container: str) -> None:
+        """Delete the upstream object with everything in it."""
+
+    @abc.abstractmethod
+    def _add_messages(self, container: str, messages: list[MessageCreate]) -> list[str]:
+        """Append messages upstream, in order; their upstream ids."""
+
+    @abc.abstractmethod
+    def _delete_message(self, container: str, upstream_id: str) -> None:
+        """Delete one message upstream."""
+
+    def _update_message(self, container: str, upstream_id: str, metadata: dict[str, str]) -> None:
+        """Replace a message's metadata upstream, where the upstream keeps any."""
+
+    @abc.abstractmethod
+    def _start(self, run: Run, container: str, assistant) -> RunSnapshot:
+        """Start the run upstream with the settings recorded on it."""
+
+    @abc.abstractmethod
+    def _fetch(self, container: str, upstream_run: str) -> RunSnapshot:
+        """Ask the upstream where the run is."""
+
+    @abc.abstractmethod
+    def _cancel(self, container: str, upstream_run: str) -> RunSnapshot:
+        """Cancel the run upstream."""
+
+    @abc.abstractmethod
+    def _continue(self, run: Run, container: str, upstream_run: str,
+                  outputs: list[ToolOutput]) -> RunSnapshot:
+        """Continue a run that waited for tool outputs."""
+
+    @abc.abstractmethod
+    def _abandon_tool_calls(self, container: str, upstream_run: str,
+                            calls: list[dict[str, Any]]) -> None:
+        """Tidy upstream after a run waiting for tool outputs was cancelled or expired."""
+
+    def _update_run(self, container: str, upstream_run: str, metadata: dict[str, str]) -> None:
+        """Replace a run's metadata upstream, where the upstream keeps any."""
+
+    # ---- threads ------------------------------------------------------------------------------
+
+    def create_thread(self, user_id: str, body: ThreadCreate) -> Thread:
+        thread = Thread(id=new_id("thread"), user_id=user_id, home=self.home, status="creating",
+                        meta={**(body.metadata or {}), RESERVED_METADATA_KEY: user_id},
+                        tool_resources=body.tool_resources)
+        db.session.add(thread)
+        db.session.commit()
+        try:
+            thread.upstream_id = self._create_container(thread.meta, thread.tool_resources)
+            db.session.commit()
+            messages = body.messages or []
+            upstream_ids = self._add_messages(thread.upstream_id, messages) if messages else []
+        except BaseException:
+            container = thread.upstream_id
+            if container:
+                best_effort(f"delete the upstream object of {thread.id}",
+                            lambda: self._delete_container(container))
+            db.session.delete(thread)
+            db.session.commit()
+            raise
+        db.session.add_all(message_row(thread, message, upstream_id)
+                           for message, upstream_id in zip(messages, upstream_ids))
+        thread.status = "active"
+        db.session.commit()
+        return thread
+
+    def modify_thread(self, thread: Thread, body: ThreadModify) -> Thread:
+        require_home(thread, self.home)
+        metadata = thread.meta if body.metadata is None else {
+            **body.metadata, RESERVED_METADATA_KEY: thread.user_id}
+        tool_resources = thread.tool_resources if body.tool_resources is None else body.tool_resources
+        self._update_container(thread.upstream_id, metadata, tool_resources)
+        thread.meta, thread.tool_resources = metadata, tool_resources
+        db.session.commit()
+        return thread
+
+    def delete_thread(self, thread: Thread) -> None:
+        require_home(thread, self.home)
+        for run in thread.runs:
+            if run.status in POLLED_STATUSES and run.upstream_id:
+                best_effort(f"cancel {run.id}",
+                            lambda run=run: self._cancel(thread.upstream_id, run.upstream_id))
+        try:
+            self._delete_container(thread.upstream_id)
+        except UpstreamNotFound:
+            pass  # already gone upstream: finish the job here
+        db.session.delete(thread)
+        db.session.commit()
+
+    # ---- messages -----------------------------------------------------------------------------
+
+    def create_message(self, thread: Thread, body: MessageCreate) -> Message:
+        require_home(thread, self.home)
+        refuse_while_active(thread)
+        (upstream_id,) = self._add_messages(thread.upstream_id, [body])
+        message = message_row(thread, body, upstream_id)
+        db.session.add(message)
+        db.session.commit()
+        return message
+
+    def modify_message(self, message: Message, body: MessageModify) -> Message:
+        require_home(message.thread, self.home)
+        if body.metadata is not None:
+            if message.upstream_id:
+                self._update_message(message.thread.upstream_id, message.upstream_id,
+                                     body.metadata)
+            message.meta = body.metadata
+        db.session.commit()
+        return message
+
+    def delete_message(self, message: Message) -> None:
+        require_home(message.thread, self.home)
+        if message.upstream_id:
+            try:
+                self._delete_message(message.thread.upstream_id, message.upstream_id)
+            except UpstreamNotFound:
+                pass
+        db.session.delete(message)
+        db.session.commit()
+
+    # ---- runs ---------------------------------------------------------------------------------
+
+    def create_run(self, thread: Thread, assistant, body: RunCreate) -> Run:
+        require_home(thread, self.home)
+        # Our one-active-run rule holds before the upstream's conversation lock is reached.
+        run = insert_run(new_run(thread, assistant, body), thread)
+        container = thread.upstream_id
+        added: list[Message] = []
+        try:
+            extra = body.additional_messages or []
+            if extra:
+                upstream_ids = self._add_messages(container, extra)
+                added = [message_row(thread, message, upstream_id)
+                         for message, upstream_id in zip(extra, upstream_ids)]
+                db.session.add_all(added)
+                db.session.commit()
+            snapshot = self._start(run, container, assistant)
+        except BaseException:
+            # The client sees an error: leave nothing of this request behind, here or upstream.
+            for message in added:
+                best_effort(f"delete message {message.id} upstream",
+                            lambda message=message: self._delete_message(container,
+                                                                         message.upstream_id))
+                db.session.delete(message)
+            db.session.delete(run)
+            db.session.commit()
+            raise
+        self._record_start(run, snapshot)
+        return run
+
+    def _record_start(self, run: Run, snapshot: RunSnapshot) -> None:
+        """Link a run to the upstream run or response just started, and take in its state."""
+        linked = db.session.execute(
+            update(Run).where(Run.pk == run.pk, Run.status == "queued", Run.upstream_id.is_(None))
+            .values(upstream_id=snapshot.upstream_id, polled_at=time.time())).rowcount
+        db.session.commit()
+        if not linked:
+            # Cancelled (or deleted with its thread) while it was being started.
+            container = db.session.scalar(select(Thread.upstream_id).join(Run).where(Run.pk == run.pk))
+            if container:
+                best_effort(f"cancel {run.id}", lambda: self._cancel(container, snapshot.upstream_id))
+            db.session.execute(
+                update(Run).where(Run.pk == run.pk, Run.status == "cancelling")
+                .values(status="cancelled", cancelled_at=now()))
+            db.session.commit()
+            return
+        self._settle(run, snapshot)
+
+    def refresh_run(self, run: Run) -> Run:
+        if run.is_active and run.expires_at is not None and now() >= run.expires_at:
+            return self._expire(run)
+        if run.status not in POLLED_STATUSES or run.upstream_id is None:
+            return run
+        stamp = time.time()
+        # Claim this poll interval: of concurrent pollers only one asks the upstream.
+        claimed = db.session.execute(
+            update(Run).where(Run.pk == run.pk, Run.status == run.status,
+                              or_(Run.polled_at.is_(None),
+                                  Run.polled_at <= stamp - self.poll_interval))
+            .values(polled_at=stamp)).rowcount
+        db.session.commit()
+        if not claimed:
+            return run
+        try:
+            snapshot = self._fetch(run.thread.upstream_id, run.upstream_id)
+        except UpstreamNotFound as exc:
+            # The upstream keeps background responses for a limited time only.
+            log.warning("run %s: upstream forgot %s: %s", run.id, run.upstream_id, exc.log_detail)
+            return self._expire(run)
+        except EngineError as exc:
+            # A poll does not fail because the provider hiccupped: the registry's state is shown
+            # and the next interval asks again.
+            log.warning("run %s: poll failed: %s", run.id, exc.log_detail or exc.public_message)
+            return run
+        self._settle(run, snapshot)
+        return run
+
+    def refresh_thread(self, thread: Thread) -> None:
+        active = db.session.scalar(select(Run).where(
+            Run.thread_pk == thread.pk, Run.status.in_(POLLED_STATUSES)))
+        if active is not None:
+            self.refresh_run(active)
+
+    def cancel_run(self, run: Run) -> Run:
+        require_home(run.thread, self.home)
+        if run.status in ("cancelling", "cancelled"):
+            return run
+        if not run.is_active:
+            raise InvalidRequest(f"Cannot cancel run with status '{run.status}'.", param="run_id")
+        if run.status == "requires_action":
+            calls = pending_tool_calls(run)
+            if self._transition(run, "requires_action", status="cancelled", cancelled_at=now(),
+                                required_action=None):
+                self._tidy_tool_calls(run, calls)
+            return run
+        if run.upstream_id is None:
+            # Still being started: the starter sees this and cancels upstream.
+            self._transition(run, run.status, status="cancelling")
+            return run
+        container = run.thread.upstream_id
+        try:
+            snapshot = self._cancel(container, run.upstream_id)
+        except UpstreamRejected:
+            snapshot = self._fetch(container, run.upstream_id)  # it finished meanwhile
+        self._settle(run, snapshot)
+        return run
+
+    def submit_tool_outputs(self, run: Run, body: ToolOutputsSubmit) -> Run:
+        require_home(run.thread, self.home)
+        check_tool_outputs(run, body)
+        previous, waiting = run.upstream_id, run.required_action
+        # Unlinked while continuing, so a cancel meanwhile waits for the new upstream id.
+        if not self._transition(run, "requires_action", status="queued", required_action=None,
+                                upstream_id=None):
+            raise InvalidRequest(f"Runs in status '{run.status}' do not accept tool outputs.",
+                                 param="run_id")
+        try:
+            snapshot = self._continue(run, run.thread.upstream_id, previous, body.tool_outputs)
+        except BaseException:
+            self._transition(run, "queued", status="requires_action", required_action=waiting,
+                             upstream_id=previous)
+            raise
+        self._record_start(run, snapshot)
+        return run
+
+    def modify_run(self, run: Run, body: RunModify) -> Run:
+        require_home(run.thread, self.home)
+        if body.metadata is not None:
+            if run.upstream_id:
+                self._update_run(run.thread.upstream_id, run.upstream_id, body.metadata)
+            run.meta = body.metadata
+        db.session.commit()
+        return run
+
+    # ---- settling -----------------------------------------------------------------------------
+
+    def _transition(self, run: Run, source: str, **values) -> bool:
+        """Move a run out of `source` if it is still there; whether this call moved it."""
+        moved = db.session.execute(
+            update(Run).where(Run.pk == run.pk, Run.status == source).values(**values)).rowcount
+        db.session.commit()
+        return bool(moved)
+
+    def _settle(self, run: Run, snapshot: RunSnapshot) -> None:
+        """Write an upstream snapshot to the registry, unless another poller already did."""
+        values: dict[str, Any] = {"status": snapshot.status}
+        if snapshot.status != "queued" and run.started_at is None:
+            values["started_at"] = now()
+        for name in ("completed_at", "failed_at", "cancelled_at", "last_error",
+                     "incomplete_details"):
+            if getattr(snapshot, name) is not None:
+                values[name] = getattr(snapshot, name)
+        if snapshot.status == "requires_action":
+            values["required_action"] = {"type": "submit_tool_outputs",
+                                         "submit_tool_outputs": {"tool_calls": snapshot.tool_calls}}
+        if snapshot.usage is not None:
+            values["usage"] = snapshot.usage if snapshot.usage_is_total else add_usage(
+                run.usage, snapshot.usage)
+        source = run.status
+        moved = db.session.execute(
+            update(Run).where(Run.pk == run.pk, Run.upstream_id == snapshot.upstream_id,
+                              Run.status.in_(POLLED_STATUSES))
+            .values(**values)).rowcount
+        if moved and snapshot.replies:
+            known = set(db.session.scalars(select(Message.upstream_id).where(
+                Message.thread_pk == run.thread_pk, Message.run_id == run.id)))
+            db.session.add_all(reply_row(run, reply.text, upstream_id=reply.upstream_id,
+                                         truncated=reply.truncated)
+                               for reply in snapshot.replies if reply.upstream_id not in known)
+        db.session.commit()
+        if moved and source != snapshot.status:
+            log.info("run %s: %s -> %s", run.id, source, snapshot.status)
+
+    def _expire(self, run: Run) -> Run:
+        """A run past its `expires_at` ends as `expired`; the upstream is told to stop."""
+        calls = pending_tool_calls(run)
+        source, container, upstream_run = run.status, run.thread.upstream_id, run.upstream_id
+        if upstream_run and source in POLLED_STATUSES:
+            best_effort(f"cancel expired {run.id}", lambda: self._cancel(container, upstream_run))
+        if self._transition(run, source, status="expired", required_action=None, last_error={
+                "code": "server_error",
+                "message": "The run expired before the model provider finished it."}):
+            self._tidy_tool_calls(run, calls, container, upstream_run)
+        return run
+
+    def _tidy_tool_calls(self, run: Run, calls: list[dict[str, Any]],
+                         container: str | None = None, upstream_run: str | None = None) -> None:
+        if calls and (container or run.thread.upstream_id):
+            container = container or run.thread.upstream_id
+            upstream_run = upstream_run or run.upstream_id
+            best_effort(f"tidy the tool calls of {run.id}",
+                        lambda: self._abandon_tool_calls(container, upstream_run, calls))
+
+    # ---- moving threads -----------------------------------------------------------------------
+
+    def copy_container(self, thread: Thread) -> str:
+        """Create an empty upstream object for a registry thread being moved here; its id."""
+        return self._create_container(thread.meta, thread.tool_resources)
+
+    def copy_messages(self, container: str, messages: list[Message]) -> list[str]:
+        """Append copies of registry messages to an upstream object; their upstream ids."""
+        bodies = [MessageCreate(role=m.role, content=message_text(m) or " ") for m in messages]
+        return self._add_messages(container, bodies) if bodies else []
+
+    def discard_container(self, container: str) -> None:
+        """Delete an upstream object this engine made."""
+        self._delete_container(container)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        self.upstream.warm_up()
+
+    def shutdown(self) -> None:
+        self.upstream.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "poll_interval_ms": int(self.poll_interval * 1000)}
+

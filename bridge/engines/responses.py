@@ -1,0 +1,196 @@
+"""The `responses` engine: threads are OpenAI Conversations, runs are background Responses.
+
+OpenAI keeps no assistants any more: a run's model, instructions and tools come from the
+assistant in our registry, with the run's overrides, on every response. What the Responses API
+does differently from the Assistants API, and how it is bridged:
+
+- It has no `requires_action`: a finished response whose output holds `function_call` items is
+  reported as `requires_action`; the tool outputs go in as `function_call_output` items of a
+  new background response on the same conversation.
+- A conversation takes one response at a time (`conversation_locked`): our own
+  one-active-run rule answers 409 first, and an upstream lock maps to 409 too.
+- Background responses are kept for a limited time: a run's end state, reply and usage are
+  written to the registry the first time they are seen.
+
+Settings read: OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_TIMEOUT, OPENAI_MAX_RETRIES, POLL_AFTER_MS.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..models import Run
+from ..schemas import MessageCreate, ToolOutput
+from .remote import RunSnapshot, UpstreamEngine, UpstreamReply, best_effort
+
+# A conversation takes at most this many items per request.
+_ITEMS_PER_CALL = 20
+_STATUSES = {"queued": "queued", "in_progress": "in_progress", "completed": "completed",
+             "failed": "failed", "cancelled": "cancelled", "incomplete": "incomplete"}
+# Assistants `last_error.code` has three values; Responses errors have many more.
+_ERROR_CODES = {"rate_limit_exceeded": "rate_limit_exceeded", "invalid_prompt": "invalid_prompt"}
+_INCOMPLETE_REASONS = {"max_output_tokens": "max_completion_tokens"}
+
+
+def _item(message: MessageCreate) -> dict[str, Any]:
+    part = "output_text" if message.role == "assistant" else "input_text"
+    return {"type": "message", "role": message.role,
+            "content": [{"type": part, "text": text} for text in message.text_parts()]}
+
+
+def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Assistants tools in the Responses shape: function fields move up one level."""
+    converted = []
+    for tool in tools:
+        if tool.get("type") == "function":
+            function = tool["function"]
+            converted.append({"type": "function", **{key: function[key] for key in (
+                "name", "description", "parameters", "strict") if function.get(key) is not None}})
+        elif tool.get("type") == "code_interpreter":
+            converted.append({"type": "code_interpreter", "container": {"type": "auto"}})
+        # file_search needs vector stores this bridge does not manage: left out.
+    return converted
+
+
+def response_tool_choice(choice: Any) -> Any:
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "function", "name": choice.get("function", {}).get("name")}
+    return choice
+
+
+def response_text_format(response_format: Any) -> dict[str, Any] | None:
+    """Assistants `response_format` as the Responses `text` parameter."""
+    if not isinstance(response_format, dict):
+        return None  # "auto" or unset: the model's default
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        schema = response_format.get("json_schema") or {}
+        return {"format": {"type": "json_schema", **{key: schema[key] for key in (
+            "name", "schema", "description", "strict") if schema.get(key) is not None}}}
+    if kind in ("text", "json_object"):
+        return {"format": {"type": kind}}
+    return None
+
+
+def snapshot_of(response: dict[str, Any]) -> RunSnapshot:
+    """A Responses `response` object as a run snapshot."""
+    status = _STATUSES.get(response.get("status"), "failed")
+    output = response.get("output") or []
+    calls = [item for item in output if item.get("type") == "function_call"]
+    replies = [UpstreamReply(upstream_id=item["id"], truncated=status == "incomplete", text="".join(
+        part.get("text") or part.get("refusal") or "" for part in item.get("content") or []))
+        for item in output if item.get("type") == "message" and item.get("role") == "assistant"]
+    snapshot = RunSnapshot(upstream_id=response["id"], status=status, replies=replies,
+                           usage_is_total=False)
+    usage = response.get("usage")
+    if usage:
+        snapshot.usage = {"prompt_tokens": usage.get("input_tokens", 0),
+                          "completion_tokens": usage.get("output_tokens", 0),
+                          "total_tokens": usage.get("total_tokens", 0)}
+    stamp = response.get("completed_at") or response.get("created_at")
+    if status == "completed" and calls:
+        snapshot.status = "requires_action"
+        snapshot.tool_calls = [{"id": call["call_id"], "type": "function", "function": {
+            "name": call["name"], "arguments": call["arguments"]}} for call in calls]
+    elif status == "completed":
+        snapshot.completed_at = stamp
+    elif status == "failed":
+        error = response.get("error") or {}
+        snapshot.failed_at = stamp
+        snapshot.last_error = {"code": _ERROR_CODES.get(error.get("code"), "server_error"),
+                               "message": error.get("message") or "The model provider failed the run."}
+    elif status == "cancelled":
+        snapshot.cancelled_at = stamp
+    elif status == "incomplete":
+        reason = (response.get("incomplete_details") or {}).get("reason") or "max_completion_tokens"
+        snapshot.incomplete_details = {"reason": _INCOMPLETE_REASONS.get(reason, reason)}
+    return snapshot
+
+
+class ResponsesEngine(UpstreamEngine):
+    """Conversations hold the thread; each run is one or more background responses on it."""
+
+    name = "responses"
+    home = "responses"
+
+    # ---- conversations and items --------------------------------------------------------------
+
+    def _create_container(self, metadata, tool_resources) -> str:
+        # Tool resources name files and vector stores: kept in the registry only.
+        return self.upstream.create(lambda client: client.conversations.create(metadata=metadata)).id
+
+    def _update_container(self, container, metadata, tool_resources) -> None:
+        self.upstream.call(lambda client: client.conversations.update(container, metadata=metadata))
+
+    def _delete_container(self, container) -> None:
+        self.upstream.call(lambda client: client.conversations.delete(container))
+
+    def _add_messages(self, container, messages) -> list[str]:
+        ids: list[str] = []
+        try:
+            for start in range(0, len(messages), _ITEMS_PER_CALL):
+                batch = [_item(message) for message in messages[start:start + _ITEMS_PER_CALL]]
+                page = self.upstream.create(lambda client: client.conversations.items.create(
+                    container, items=batch))
+                ids += [item.id for item in page.data]
+        except BaseException:
+            for item_id in ids:  # a later batch failed: the earlier ones go too
+                self._forget_item(container, item_id)
+            raise
+        return ids
+
+    def _forget_item(self, container: str, item_id: str) -> None:
+        best_effort(f"delete item {item_id}", lambda: self._delete_message(container, item_id))
+
+    def _delete_message(self, container, upstream_id) -> None:
+        self.upstream.call(lambda client: client.conversations.items.delete(
+            upstream_id, conversation_id=container))
+
+    # Conversation items carry no metadata: a message's metadata lives in the registry only.
+
+    # ---- responses ----------------------------------------------------------------------------
+
+    def _request(self, run: Run, container: str) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "model": run.model, "conversation": container, "background": True, "store": True,
+            "instructions": run.instructions or None, "metadata": run.meta or None,
+            "temperature": run.temperature, "top_p": run.top_p,
+            "max_output_tokens": run.max_completion_tokens,
+            "text": response_text_format(run.response_format),
+        }
+        tools = response_tools(run.tools or [])
+        if tools:
+            options["tools"] = tools
+            options["parallel_tool_calls"] = run.parallel_tool_calls
+            if run.tool_choice is not None:
+                options["tool_choice"] = response_tool_choice(run.tool_choice)
+        if (run.truncation_strategy or {}).get("type") in ("auto", "disabled"):
+            options["truncation"] = run.truncation_strategy["type"]
+        return {key: value for key, value in options.items() if value is not None}
+
+    def _start(self, run, container, assistant) -> RunSnapshot:
+        request = self._request(run, container)
+        return snapshot_of(self.upstream.create(
+            lambda client: client.responses.create(**request)).to_dict())
+
+    def _fetch(self, container, upstream_run) -> RunSnapshot:
+        return snapshot_of(self.upstream.call(
+            lambda client: client.responses.retrieve(upstream_run)).to_dict())
+
+    def _cancel(self, container, upstream_run) -> RunSnapshot:
+        return snapshot_of(self.upstream.call(
+            lambda client: client.responses.cancel(upstream_run)).to_dict())
+
+    def _continue(self, run, container, upstream_run, outputs: list[ToolOutput]) -> RunSnapshot:
+        request = self._request(run, container)
+        request["input"] = [{"type": "function_call_output", "call_id": output.tool_call_id,
+                             "output": output.output} for output in outputs]
+        return snapshot_of(self.upstream.create(
+            lambda client: client.responses.create(**request)).to_dict())
+
+    def _abandon_tool_calls(self, container, upstream_run, calls) -> None:
+        # A conversation with a function call left unanswered refuses every later response.
+        items = [{"type": "function_call_output", "call_id": call["id"],
+                  "output": json.dumps({"error": "The run was cancelled."})} for call in calls]
+        self.upstream.create(lambda client: client.conversations.items.create(container, items=items))
