@@ -23,6 +23,7 @@ from tests.conftest import JWT_SECRET, make_token
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart.py"
+TOOLS_EXAMPLE = ROOT / "examples" / "tools.py"
 SETUP_SCRIPT = ROOT / "scripts" / "setup_assistant.py"
 ENV_EXAMPLE = ROOT / ".env.example"
 GUNICORN_SETTINGS = ("BIND", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT")
@@ -40,11 +41,15 @@ def _clean_env(**values: str) -> dict[str, str]:
 
 # ---- examples/quickstart.py ----------------------------------------------------------------
 
-def run_quickstart(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+def run_example(script: Path, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     # An empty .env in cwd stops the example's .env lookup from finding one further up.
     (cwd / ".env").touch()
-    return subprocess.run([sys.executable, str(QUICKSTART), *args], cwd=cwd, env=_clean_env(**env),
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=_clean_env(**env),
                           capture_output=True, text=True, timeout=60)
+
+
+def run_quickstart(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return run_example(QUICKSTART, cwd, *args, **env)
 
 
 def test_quickstart_on_offline_engine(offline_bridge, tmp_path):
@@ -81,6 +86,33 @@ def test_quickstart_on_chat_engine_prints_the_model_reply(chat_bridge, tmp_path)
     assert sent["model"] == "fake-model"
     assert sent["messages"] == [{"role": "system", "content": "Answer in one sentence."},
                                 {"role": "user", "content": "Where is my parcel?"}]
+
+
+def test_quickstart_on_responses_engine_prints_the_model_reply(responses_bridge, tmp_path):
+    bridge = responses_bridge
+    assistant_id = bridge.assistant(instructions="Answer in one sentence.")
+    bridge.fake.enqueue("Your parcel is in Lyon.")
+
+    result = run_quickstart(tmp_path, "Where is my parcel?", BRIDGE_URL=bridge.api,
+                            BRIDGE_TOKEN=bridge.token("alice"), ASSISTANT_ID=assistant_id)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Your parcel is in Lyon.\n"
+    assert "DeprecationWarning" not in result.stderr
+    # The thread is a conversation upstream, the message an item of it, the run a background
+    # response on it.
+    sent = {r["route"]: r for r in bridge.fake.requests if r["method"] == "POST"}
+    assert list(sent) == ["POST /v1/conversations", "POST /v1/conversations/{id}/items",
+                          "POST /v1/responses"]
+    conversation_id = sent["POST /v1/conversations/{id}/items"]["path"].split("/")[3]
+    assert sent["POST /v1/conversations/{id}/items"]["json"]["items"] == [
+        {"type": "message", "role": "user",
+         "content": [{"type": "input_text", "text": "Where is my parcel?"}]}]
+    response = sent["POST /v1/responses"]["json"]
+    assert response["conversation"] == conversation_id
+    assert response["background"] is True
+    assert response["model"] == "fake-model"
+    assert response["instructions"] == "Answer in one sentence."
 
 
 def test_quickstart_exits_non_zero_when_the_run_fails(chat_bridge, tmp_path):
