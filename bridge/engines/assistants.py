@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import update
 
 from ..extensions import db
-from ..models import Assistant, Run
+from ..models import Assistant
 from ..schemas import MessageCreate, ToolOutput
 from .base import UpstreamNotFound
-from .remote import RunSnapshot, UpstreamEngine, UpstreamReply, best_effort
+from .remote import RunSettings, RunSnapshot, UpstreamEngine, UpstreamReply, best_effort
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,10 @@ class AssistantsEngine(UpstreamEngine):
         fields = {name: getattr(assistant, name) for name in _ASSISTANT_FIELDS
                   if getattr(assistant, name) is not None}
         fields["metadata"] = assistant.meta or {}
+        pk, known, name = assistant.pk, assistant.upstream_id, assistant.name
+        db.session.commit()  # no registry transaction held while the upstream answers
         with self._provisioning:
-            upstream_id = assistant.upstream_id or self._find_assistant(assistant.name)
+            upstream_id = known or self._find_assistant(name)
             if upstream_id:
                 try:
                     self.upstream.call(lambda client: client.beta.assistants.update(
@@ -75,8 +77,8 @@ class AssistantsEngine(UpstreamEngine):
             if not upstream_id:
                 upstream_id = self.upstream.create(
                     lambda client: client.beta.assistants.create(**fields)).id
-            if assistant.upstream_id != upstream_id:
-                db.session.execute(update(Assistant).where(Assistant.pk == assistant.pk)
+            if known != upstream_id:
+                db.session.execute(update(Assistant).where(Assistant.pk == pk)
                                    .values(upstream_id=upstream_id))
                 db.session.commit()
         return upstream_id
@@ -135,11 +137,14 @@ class AssistantsEngine(UpstreamEngine):
 
     # ---- runs ---------------------------------------------------------------------------------
 
-    def _start(self, run: Run, container, assistant) -> RunSnapshot:
-        upstream_assistant = assistant.upstream_id or self._sync_assistant(assistant)
+    def _upstream_assistant(self, assistant: Assistant) -> str:
+        return assistant.upstream_id or self._sync_assistant(assistant)
+
+    def _start(self, run: RunSettings, container, upstream_assistant) -> RunSnapshot:
         options = {name: value for name, value in (
             ("model", run.model), ("instructions", run.instructions), ("tools", run.tools),
-            ("metadata", run.meta or None), ("temperature", run.temperature), ("top_p", run.top_p),
+            ("metadata", run.metadata or None), ("temperature", run.temperature),
+            ("top_p", run.top_p),
             ("max_prompt_tokens", run.max_prompt_tokens),
             ("max_completion_tokens", run.max_completion_tokens),
             ("response_format", run.response_format), ("tool_choice", run.tool_choice),

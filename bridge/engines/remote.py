@@ -69,6 +69,34 @@ class RunSnapshot:
     replies: list[UpstreamReply] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """A run's model settings, read out of the registry before the upstream is called."""
+
+    model: str
+    instructions: str
+    tools: list[dict[str, Any]]
+    metadata: dict[str, str]
+    temperature: float | None
+    top_p: float | None
+    max_prompt_tokens: int | None
+    max_completion_tokens: int | None
+    response_format: Any
+    tool_choice: Any
+    parallel_tool_calls: bool
+    truncation_strategy: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, run: Run) -> "RunSettings":
+        return cls(model=run.model, instructions=run.instructions, tools=list(run.tools or []),
+                   metadata=dict(run.meta or {}), temperature=run.temperature, top_p=run.top_p,
+                   max_prompt_tokens=run.max_prompt_tokens,
+                   max_completion_tokens=run.max_completion_tokens,
+                   response_format=run.response_format, tool_choice=run.tool_choice,
+                   parallel_tool_calls=run.parallel_tool_calls,
+                   truncation_strategy=run.truncation_strategy)
+
+
 def best_effort(what: str, operation: Callable[[], Any]) -> None:
     """Undo or tidy something upstream; a failure is logged, never raised over the real error."""
     try:
@@ -117,8 +145,13 @@ class UpstreamEngine(Engine):
     def _update_message(self, container: str, upstream_id: str, metadata: dict[str, str]) -> None:
         """Replace a message's metadata upstream, where the upstream keeps any."""
 
+    def _upstream_assistant(self, assistant) -> str | None:
+        """The upstream id of the assistant a run names, where the upstream keeps assistants."""
+        return None
+
     @abc.abstractmethod
-    def _start(self, run: Run, container: str, assistant) -> RunSnapshot:
+    def _start(self, settings: RunSettings, container: str,
+               upstream_assistant: str | None) -> RunSnapshot:
         """Start the run upstream with the settings recorded on it."""
 
     @abc.abstractmethod
@@ -130,7 +163,7 @@ class UpstreamEngine(Engine):
         """Cancel the run upstream."""
 
     @abc.abstractmethod
-    def _continue(self, run: Run, container: str, upstream_run: str,
+    def _continue(self, settings: RunSettings, container: str, upstream_run: str,
                   outputs: list[ToolOutput]) -> RunSnapshot:
         """Continue a run that waited for tool outputs."""
 
@@ -142,6 +175,12 @@ class UpstreamEngine(Engine):
     def _update_run(self, container: str, upstream_run: str, metadata: dict[str, str]) -> None:
         """Replace a run's metadata upstream, where the upstream keeps any."""
 
+    def _call(self, hook: Callable[..., Any], *args: Any) -> Any:
+        """Call the upstream, after ending the registry transaction: a slow provider must not
+        hold a pooled database connection. The arguments were read before the commit."""
+        db.session.commit()
+        return hook(*args)
+
     # ---- threads ------------------------------------------------------------------------------
 
     def create_thread(self, user_id: str, body: ThreadCreate) -> Thread:
@@ -151,15 +190,16 @@ class UpstreamEngine(Engine):
         db.session.add(thread)
         db.session.commit()
         try:
-            thread.upstream_id = self._create_container(thread.meta, thread.tool_resources)
+            thread.upstream_id = self._call(self._create_container, thread.meta, thread.tool_resources)
             db.session.commit()
             messages = body.messages or []
-            upstream_ids = self._add_messages(thread.upstream_id, messages) if messages else []
+            upstream_ids = self._call(self._add_messages, thread.upstream_id, messages) if messages else []
         except BaseException:
+            db.session.rollback()
             container = thread.upstream_id
             if container:
                 best_effort(f"delete the upstream object of {thread.id}",
-                            lambda: self._delete_container(container))
+                            lambda: self._call(self._delete_container, container))
             db.session.delete(thread)
             db.session.commit()
             raise
@@ -174,7 +214,7 @@ class UpstreamEngine(Engine):
         metadata = thread.meta if body.metadata is None else {
             **body.metadata, RESERVED_METADATA_KEY: thread.user_id}
         tool_resources = thread.tool_resources if body.tool_resources is None else body.tool_resources
-        self._update_container(thread.upstream_id, metadata, tool_resources)
+        self._call(self._update_container, thread.upstream_id, metadata, tool_resources)
         thread.meta, thread.tool_resources = metadata, tool_resources
         db.session.commit()
         return thread
@@ -184,9 +224,9 @@ class UpstreamEngine(Engine):
         for run in thread.runs:
             if run.status in POLLED_STATUSES and run.upstream_id:
                 best_effort(f"cancel {run.id}",
-                            lambda run=run: self._cancel(thread.upstream_id, run.upstream_id))
+                            lambda run=run: self._call(self._cancel, thread.upstream_id, run.upstream_id))
         try:
-            self._delete_container(thread.upstream_id)
+            self._call(self._delete_container, thread.upstream_id)
         except UpstreamNotFound:
             pass  # already gone upstream: finish the job here
         db.session.delete(thread)
@@ -197,7 +237,7 @@ class UpstreamEngine(Engine):
     def create_message(self, thread: Thread, body: MessageCreate) -> Message:
         require_home(thread, self.home)
         refuse_while_active(thread)
-        (upstream_id,) = self._add_messages(thread.upstream_id, [body])
+        (upstream_id,) = self._call(self._add_messages, thread.upstream_id, [body])
         message = message_row(thread, body, upstream_id)
         db.session.add(message)
         db.session.commit()
@@ -207,7 +247,7 @@ class UpstreamEngine(Engine):
         require_home(message.thread, self.home)
         if body.metadata is not None:
             if message.upstream_id:
-                self._update_message(message.thread.upstream_id, message.upstream_id,
+                self._call(self._update_message, message.thread.upstream_id, message.upstream_id,
                                      body.metadata)
             message.meta = body.metadata
         db.session.commit()
@@ -217,7 +257,7 @@ class UpstreamEngine(Engine):
         require_home(message.thread, self.home)
         if message.upstream_id:
             try:
-                self._delete_message(message.thread.upstream_id, message.upstream_id)
+                self._call(self._delete_message, message.thread.upstream_id, message.upstream_id)
             except UpstreamNotFound:
                 pass
         db.session.delete(message)
@@ -234,17 +274,19 @@ class UpstreamEngine(Engine):
         try:
             extra = body.additional_messages or []
             if extra:
-                upstream_ids = self._add_messages(container, extra)
+                upstream_ids = self._call(self._add_messages, container, extra)
                 added = [message_row(thread, message, upstream_id)
                          for message, upstream_id in zip(extra, upstream_ids)]
                 db.session.add_all(added)
                 db.session.commit()
-            snapshot = self._start(run, container, assistant)
+            snapshot = self._call(self._start, RunSettings.of(run), container,
+                                  self._upstream_assistant(assistant))
         except BaseException:
             # The client sees an error: leave nothing of this request behind, here or upstream.
+            db.session.rollback()
             for message in added:
                 best_effort(f"delete message {message.id} upstream",
-                            lambda message=message: self._delete_message(container,
+                            lambda message=message: self._call(self._delete_message, container,
                                                                          message.upstream_id))
                 db.session.delete(message)
             db.session.delete(run)
@@ -263,7 +305,7 @@ class UpstreamEngine(Engine):
             # Cancelled (or deleted with its thread) while it was being started.
             container = db.session.scalar(select(Thread.upstream_id).join(Run).where(Run.pk == run.pk))
             if container:
-                best_effort(f"cancel {run.id}", lambda: self._cancel(container, snapshot.upstream_id))
+                best_effort(f"cancel {run.id}", lambda: self._call(self._cancel, container, snapshot.upstream_id))
             db.session.execute(
                 update(Run).where(Run.pk == run.pk, Run.status == "cancelling")
                 .values(status="cancelled", cancelled_at=now()))
@@ -287,7 +329,7 @@ class UpstreamEngine(Engine):
         if not claimed:
             return run
         try:
-            snapshot = self._fetch(run.thread.upstream_id, run.upstream_id)
+            snapshot = self._call(self._fetch, run.thread.upstream_id, run.upstream_id)
         except UpstreamNotFound as exc:
             # The upstream keeps background responses for a limited time only.
             log.warning("run %s: upstream forgot %s: %s", run.id, run.upstream_id, exc.log_detail)
@@ -324,9 +366,9 @@ class UpstreamEngine(Engine):
             return run
         container = run.thread.upstream_id
         try:
-            snapshot = self._cancel(container, run.upstream_id)
+            snapshot = self._call(self._cancel, container, run.upstream_id)
         except UpstreamRejected:
-            snapshot = self._fetch(container, run.upstream_id)  # it finished meanwhile
+            snapshot = self._call(self._fetch, container, run.upstream_id)  # it finished meanwhile
         self._settle(run, snapshot)
         return run
 
@@ -340,7 +382,8 @@ class UpstreamEngine(Engine):
             raise InvalidRequest(f"Runs in status '{run.status}' do not accept tool outputs.",
                                  param="run_id")
         try:
-            snapshot = self._continue(run, run.thread.upstream_id, previous, body.tool_outputs)
+            snapshot = self._call(self._continue, RunSettings.of(run), run.thread.upstream_id,
+                                  previous, body.tool_outputs)
         except BaseException:
             self._transition(run, "queued", status="requires_action", required_action=waiting,
                              upstream_id=previous)
@@ -352,7 +395,7 @@ class UpstreamEngine(Engine):
         require_home(run.thread, self.home)
         if body.metadata is not None:
             if run.upstream_id:
-                self._update_run(run.thread.upstream_id, run.upstream_id, body.metadata)
+                self._call(self._update_run, run.thread.upstream_id, run.upstream_id, body.metadata)
             run.meta = body.metadata
         db.session.commit()
         return run
@@ -401,7 +444,7 @@ class UpstreamEngine(Engine):
         calls = pending_tool_calls(run)
         source, container, upstream_run = run.status, run.thread.upstream_id, run.upstream_id
         if upstream_run and source in POLLED_STATUSES:
-            best_effort(f"cancel expired {run.id}", lambda: self._cancel(container, upstream_run))
+            best_effort(f"cancel expired {run.id}", lambda: self._call(self._cancel, container, upstream_run))
         if self._transition(run, source, status="expired", required_action=None, last_error={
                 "code": "server_error",
                 "message": "The run expired before the model provider finished it."}):
@@ -414,22 +457,22 @@ class UpstreamEngine(Engine):
             container = container or run.thread.upstream_id
             upstream_run = upstream_run or run.upstream_id
             best_effort(f"tidy the tool calls of {run.id}",
-                        lambda: self._abandon_tool_calls(container, upstream_run, calls))
+                        lambda: self._call(self._abandon_tool_calls, container, upstream_run, calls))
 
     # ---- moving threads -----------------------------------------------------------------------
 
     def copy_container(self, thread: Thread) -> str:
         """Create an empty upstream object for a registry thread being moved here; its id."""
-        return self._create_container(thread.meta, thread.tool_resources)
+        return self._call(self._create_container, thread.meta, thread.tool_resources)
 
     def copy_messages(self, container: str, messages: list[Message]) -> list[str]:
         """Append copies of registry messages to an upstream object; their upstream ids."""
         bodies = [MessageCreate(role=m.role, content=message_text(m) or " ") for m in messages]
-        return self._add_messages(container, bodies) if bodies else []
+        return self._call(self._add_messages, container, bodies) if bodies else []
 
     def discard_container(self, container: str) -> None:
         """Delete an upstream object this engine made."""
-        self._delete_container(container)
+        self._call(self._delete_container, container)
 
     # ---- lifecycle ----------------------------------------------------------------------------
 

@@ -20,9 +20,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..models import Run
 from ..schemas import MessageCreate, ToolOutput
-from .remote import RunSnapshot, UpstreamEngine, UpstreamReply, best_effort
+from .remote import RunSettings, RunSnapshot, UpstreamEngine, UpstreamReply, best_effort
 
 # A conversation takes at most this many items per request.
 _ITEMS_PER_CALL = 20
@@ -151,15 +150,15 @@ class ResponsesEngine(UpstreamEngine):
 
     # ---- responses ----------------------------------------------------------------------------
 
-    def _request(self, run: Run, container: str) -> dict[str, Any]:
+    def _request(self, run: RunSettings, container: str) -> dict[str, Any]:
         options: dict[str, Any] = {
             "model": run.model, "conversation": container, "background": True, "store": True,
-            "instructions": run.instructions or None, "metadata": run.meta or None,
+            "instructions": run.instructions or None, "metadata": run.metadata or None,
             "temperature": run.temperature, "top_p": run.top_p,
             "max_output_tokens": run.max_completion_tokens,
             "text": response_text_format(run.response_format),
         }
-        tools = response_tools(run.tools or [])
+        tools = response_tools(run.tools)
         if tools:
             options["tools"] = tools
             options["parallel_tool_calls"] = run.parallel_tool_calls
@@ -169,7 +168,7 @@ class ResponsesEngine(UpstreamEngine):
             options["truncation"] = run.truncation_strategy["type"]
         return {key: value for key, value in options.items() if value is not None}
 
-    def _start(self, run, container, assistant) -> RunSnapshot:
+    def _start(self, run, container, upstream_assistant) -> RunSnapshot:
         request = self._request(run, container)
         return snapshot_of(self.upstream.create(
             lambda client: client.responses.create(**request)).to_dict())
