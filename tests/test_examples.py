@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from urllib.request import Request, urlopen
 
+import openai
 import pytest
 
 from bridge import create_app
@@ -101,14 +102,15 @@ def test_quickstart_on_responses_engine_prints_the_model_reply(responses_bridge,
     assert "DeprecationWarning" not in result.stderr
     # The thread is a conversation upstream, the message an item of it, the run a background
     # response on it.
-    sent = {r["route"]: r for r in bridge.fake.requests if r["method"] == "POST"}
-    assert list(sent) == ["POST /v1/conversations", "POST /v1/conversations/{id}/items",
-                          "POST /v1/responses"]
-    conversation_id = sent["POST /v1/conversations/{id}/items"]["path"].split("/")[3]
-    assert sent["POST /v1/conversations/{id}/items"]["json"]["items"] == [
-        {"type": "message", "role": "user",
-         "content": [{"type": "input_text", "text": "Where is my parcel?"}]}]
-    response = sent["POST /v1/responses"]["json"]
+    posts = [r for r in bridge.fake.requests if r["method"] == "POST"]
+    assert [r["route"] for r in posts] == ["POST /v1/conversations",
+                                           "POST /v1/conversations/{id}/items",
+                                           "POST /v1/responses"]
+    _, items, response = posts
+    conversation_id = items["path"].split("/")[3]
+    assert items["json"]["items"] == [{"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": "Where is my parcel?"}]}]
+    response = response["json"]
     assert response["conversation"] == conversation_id
     assert response["background"] is True
     assert response["model"] == "fake-model"
@@ -138,17 +140,135 @@ def test_quickstart_reports_a_refused_token(offline_bridge, tmp_path):
     assert "401" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("script", [QUICKSTART, TOOLS_EXAMPLE], ids=lambda path: path.name)
 @pytest.mark.parametrize("missing", ["BRIDGE_TOKEN", "ASSISTANT_ID"])
-def test_quickstart_names_a_missing_setting(tmp_path, missing):
+def test_examples_name_a_missing_setting(tmp_path, missing, script):
     env = {"BRIDGE_URL": "http://127.0.0.1:9/v1", "BRIDGE_TOKEN": "t",
            "ASSISTANT_ID": "asst_" + "a" * 24}
     del env[missing]
 
-    result = run_quickstart(tmp_path, **env)
+    result = run_example(script, tmp_path, **env)
 
     assert result.returncode != 0
     assert f"{missing} is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---- examples/tools.py -----------------------------------------------------------------------
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+# What the example's local get_weather returns for these cities, as the output it submits.
+PARIS = '{"city": "Paris", "sky": "sunny", "temperature_c": 24}'
+OSLO = '{"city": "Oslo", "sky": "rain", "temperature_c": 9}'
+
+
+def run_tools(bridge, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """examples/tools.py as alice, with an assistant that has the get_weather tool."""
+    return run_example(TOOLS_EXAMPLE, cwd, *args, BRIDGE_URL=bridge.api,
+                       BRIDGE_TOKEN=bridge.token("alice"),
+                       ASSISTANT_ID=bridge.assistant(tools=[WEATHER_TOOL]))
+
+
+def _chat_call(call_id: str, name: str, arguments: str) -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def test_tools_round_trip_on_responses_engine(responses_bridge, tmp_path):
+    bridge = responses_bridge
+    bridge.fake.enqueue({"function_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+                        "Sunny and 24 degrees in Paris.")
+
+    result = run_tools(bridge, tmp_path, "Weather in Paris?")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Sunny and 24 degrees in Paris.\n"
+    assert "DeprecationWarning" not in result.stderr and "Traceback" not in result.stderr
+    assert f'get_weather({{"city": "Paris"}}) = {PARIS}' in result.stderr
+    first, second = [r["json"] for r in bridge.fake.requests if r["route"] == "POST /v1/responses"]
+    assert first["tools"][0]["name"] == "get_weather" and "input" not in first
+    # The tool output went back as a new background response on the same conversation.
+    assert second["conversation"] == first["conversation"] and second["background"] is True
+    [output] = second["input"]
+    assert output["type"] == "function_call_output" and output["output"] == PARIS
+    # ... answering the call the model made: the conversation holds both, then the reply.
+    upstream = openai.OpenAI(base_url=bridge.fake.base_url, api_key=bridge.fake.api_key)
+    with upstream:
+        items = upstream.conversations.items.list(first["conversation"], order="asc").data
+    assert [item.type for item in items] == ["message", "function_call", "function_call_output",
+                                             "message"]
+    assert items[1].call_id == items[2].call_id == output["call_id"]
+
+
+def test_tools_round_trip_on_chat_engine_answers_every_call(chat_bridge, tmp_path):
+    bridge = chat_bridge
+    bridge.fake.enqueue({"tool_calls": [_chat_call("call_1", "get_weather", '{"city": "Oslo"}'),
+                                        _chat_call("call_2", "get_time", "{}"),
+                                        _chat_call("call_3", "get_weather", '{"town": "Oslo"}')]},
+                        "Rain in Oslo: take an umbrella.")
+
+    result = run_tools(bridge, tmp_path, "Umbrella", "in", "Oslo?")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Rain in Oslo: take an umbrella.\n"
+    first, second = [r["json"] for r in bridge.fake.requests]
+    assert first["tools"] == [WEATHER_TOOL]
+    assert first["messages"][-1] == {"role": "user", "content": "Umbrella in Oslo?"}
+    tool_messages = second["messages"][-3:]
+    assert [(m["role"], m["tool_call_id"]) for m in tool_messages] == [
+        ("tool", "call_1"), ("tool", "call_2"), ("tool", "call_3")]
+    assert tool_messages[0]["content"] == OSLO
+    # A call the script cannot run is answered with an error for the model, not a crash.
+    assert json.loads(tool_messages[1]["content"]) == {"error": "unknown function 'get_time'"}
+    assert "bad arguments" in json.loads(tool_messages[2]["content"])["error"]
+
+
+def test_tools_round_trip_on_assistants_engine(assistants_bridge, tmp_path):
+    bridge = assistants_bridge
+    bridge.fake.enqueue({"function_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
+                        "Sunny in Paris.")
+
+    result = run_tools(bridge, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Sunny in Paris.\n"
+    [submitted] = [r["json"] for r in bridge.fake.requests
+                   if r["route"] == "POST /v1/threads/{id}/runs/{run_id}/submit_tool_outputs"]
+    [output] = submitted["tool_outputs"]
+    assert output["output"] == PARIS
+
+
+def test_tools_exits_non_zero_when_the_run_fails_after_a_tool_call(chat_bridge, tmp_path):
+    bridge = chat_bridge
+    bridge.fake.enqueue({"tool_calls": [_chat_call("call_1", "get_weather", '{"city": "Paris"}')]},
+                        {"status": 500})
+
+    result = run_tools(bridge, tmp_path)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "ended failed: server_error" in result.stderr and "Traceback" not in result.stderr
+    # The tool output was sent before the model failed.
+    assert bridge.fake.requests[1]["json"]["messages"][-1]["content"] == PARIS
+
+
+def test_tools_gives_up_on_a_model_that_keeps_calling_tools(chat_bridge, tmp_path):
+    bridge = chat_bridge
+    bridge.fake.enqueue(*[{"tool_calls": [_chat_call(f"call_{n}", "get_weather",
+                                                     '{"city": "Lyon"}')]} for n in range(10)])
+
+    result = run_tools(bridge, tmp_path)
+
+    assert result.returncode == 1
+    assert "cancelled" in result.stderr and "Traceback" not in result.stderr
+    assert len(bridge.fake.requests) == 6  # the first call and five rounds of tool outputs
+    with urlopen(Request(bridge.api + "/threads", headers=bridge.headers("alice")),
+                 timeout=10) as listed:
+        [thread] = json.load(listed)["data"]
+    [run] = bridge.sdk("alice").beta.threads.runs.list(thread_id=thread["id"]).data
+    assert run.status in ("cancelling", "cancelled")
 
 
 # ---- scripts/setup_assistant.py --------------------------------------------------------------
