@@ -40,13 +40,12 @@ def create_run(thread_id: str, body: RunCreate):
 def create_thread_and_run(body: ThreadAndRunCreate):
     """Create a thread for the caller and queue a run on it."""
     assistant = assistant_by_id(body.assistant_id)
-    engine = current_engine()
     thread_body = body.thread or ThreadCreate()
     if body.tool_resources is not None and thread_body.tool_resources is None:
         thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
-    thread = engine.create_thread(current_user_id(), thread_body)
     run_body = RunCreate(**body.model_dump(exclude={"thread", "tool_resources"}, exclude_unset=True))
-    return _with_poll_hint(engine.create_run(thread, assistant, run_body))
+    run = current_engine().create_thread_and_run(current_user_id(), thread_body, assistant, run_body)
+    return _with_poll_hint(run)
 
 
 @endpoint(bp, "/threads/<thread_id>/runs", "GET", query=ListQuery, response=ListObject[RunObject],

@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from ..extensions import db
 from ..models import Assistant
@@ -84,12 +84,16 @@ class AssistantsEngine(UpstreamEngine):
         return upstream_id
 
     def _find_assistant(self, name: str | None) -> str | None:
+        """An upstream assistant of this name that no registry assistant uses yet."""
         if not name:
             return None
+        taken = set(db.session.scalars(select(Assistant.upstream_id).where(
+            Assistant.upstream_id.is_not(None))))
+        db.session.commit()
 
         def search(client):
             for candidate in client.beta.assistants.list(limit=100, order="asc"):
-                if candidate.name == name:
+                if candidate.name == name and candidate.id not in taken:
                     return candidate.id
             return None
 

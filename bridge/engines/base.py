@@ -7,12 +7,15 @@ Two questions are kept apart: where threads live (an `Engine`) and who answers a
 from __future__ import annotations
 
 import abc
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from ..schemas import (MessageCreate, MessageModify, RunCreate, RunModify, ThreadCreate,
                            ThreadModify, ToolOutputsSubmit)
+
+log = logging.getLogger(__name__)
 
 
 # ---- errors -------------------------------------------------------------------------------
@@ -216,6 +219,22 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def create_run(self, thread, assistant, body: "RunCreate"):
         """Queue a run on a thread and start executing it."""
+
+    def create_thread_and_run(self, user_id: str, thread_body: "ThreadCreate", assistant,
+                              run_body: "RunCreate"):
+        """Create a thread and start a run on it; if the run can't start, the thread goes too.
+
+        The client gets an error and no thread id, so a thread left behind would be lost to it.
+        """
+        thread = self.create_thread(user_id, thread_body)
+        try:
+            return self.create_run(thread, assistant, run_body)
+        except BaseException:
+            try:
+                self.delete_thread(thread)
+            except Exception:
+                log.exception("could not delete thread %s after its run failed to start", thread.id)
+            raise
 
     @abc.abstractmethod
     def cancel_run(self, run):

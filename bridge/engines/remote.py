@@ -314,6 +314,8 @@ class UpstreamEngine(Engine):
         self._settle(run, snapshot)
 
     def refresh_run(self, run: Run) -> Run:
+        if run.thread.home != self.home:
+            return run  # its upstream is another engine's: ours would not know it
         if run.is_active and run.expires_at is not None and now() >= run.expires_at:
             return self._expire(run)
         if run.status not in POLLED_STATUSES or run.upstream_id is None:
@@ -343,6 +345,8 @@ class UpstreamEngine(Engine):
         return run
 
     def refresh_thread(self, thread: Thread) -> None:
+        if thread.home != self.home:
+            return
         active = db.session.scalar(select(Run).where(
             Run.thread_pk == thread.pk, Run.status.in_(POLLED_STATUSES)))
         if active is not None:
@@ -367,6 +371,8 @@ class UpstreamEngine(Engine):
         container = run.thread.upstream_id
         try:
             snapshot = self._call(self._cancel, container, run.upstream_id)
+        except UpstreamNotFound:
+            return self._expire(run)  # the upstream no longer keeps it: nothing left to stop
         except UpstreamRejected:
             snapshot = self._call(self._fetch, container, run.upstream_id)  # it finished meanwhile
         self._settle(run, snapshot)

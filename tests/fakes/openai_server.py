@@ -17,7 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 from .chat_server import (MODELS, LoopbackFake, _completion, _error, _Handler, _HTTPServer, _Response,
                           _validate)
 
-REPLY_KEYS = frozenset({"content", "function_calls", "usage"})
+REPLY_KEYS = frozenset({"content", "function_calls", "usage", "status", "error"})
+# Scripted end states besides "completed": a failed or a length-cut (incomplete) model output.
+SCRIPTED_STATUSES = ("completed", "failed", "incomplete")
 RESPONSE_ACTIVE = ("queued", "in_progress")
 RUN_ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
@@ -437,6 +439,13 @@ def _script(reply: str | dict[str, Any]) -> dict[str, Any]:
         raise ValueError("a scripted reply has content or function_calls, not both")
     if "content" in reply and not isinstance(reply["content"], str):
         raise ValueError("scripted content must be a str")
+    status = reply.get("status", "completed")
+    if status not in SCRIPTED_STATUSES:
+        raise ValueError(f"scripted status must be one of {SCRIPTED_STATUSES}, not {status!r}")
+    if status != "completed" and "function_calls" in reply:
+        raise ValueError(f"a {status} reply has no function_calls")
+    if "error" in reply and (status != "failed" or not isinstance(reply["error"], dict)):
+        raise ValueError("error is a dict {code, message} of a reply with status 'failed'")
     script = dict(reply)
     if "function_calls" in reply:
         calls = reply["function_calls"]
@@ -488,6 +497,8 @@ class FakeOpenAI(LoopbackFake):
         self._calls: Counter[str] = Counter()
         self._replies: deque[dict[str, Any]] = deque()
         self._faults: deque[_Fault] = deque()
+        # Faults for one route only ("POST /v1/responses"), consumed before the route-less ones.
+        self._route_faults: dict[str, deque[_Fault]] = {}
         self._conversations: dict[str, _Conversation] = {}
         self._responses: dict[str, _Job] = {}
         self._assistants: dict[str, dict[str, Any]] = {}
@@ -551,6 +562,28 @@ class FakeOpenAI(LoopbackFake):
         with self._cond:
             self._faults.extend(copy.deepcopy(fault) for _ in range(count))
 
+    def fail_on(self, route: str, status: int, headers: dict[str, str] | None = None, count: int = 1) -> None:
+        """Answer the next `count` requests to one route (a key of calls()) with an error status."""
+        if not (isinstance(status, int) and 400 <= status <= 599):
+            raise ValueError(f"status must be an int error status (4xx or 5xx), not {status!r}")
+        extra = {name: str(value) for name, value in (headers or {}).items()}
+        self._add_route_faults(route, _Fault("fail", status=status, headers=extra), count)
+
+    def delay_on(self, route: str, seconds: float, count: int = 1) -> None:
+        """Wait `seconds` before handling each of the next `count` requests to one route."""
+        self._add_route_faults(route, _Fault("timeout", seconds=seconds), count)
+
+    def drop_on(self, route: str, count: int = 1) -> None:
+        """Close the connection of the next `count` requests to one route without answering."""
+        self._add_route_faults(route, _Fault("drop"), count)
+
+    def _add_route_faults(self, route: str, fault: _Fault, count: int) -> None:
+        """Queue count copies of a fault for one route."""
+        if route not in ROUTE_KEYS:
+            raise ValueError(f"unknown route {route!r}; known routes: {sorted(ROUTE_KEYS)}")
+        with self._cond:
+            self._route_faults.setdefault(route, deque()).extend(copy.deepcopy(fault) for _ in range(count))
+
     def hold(self) -> None:
         """Keep model output from now on (responses, runs, chat) in progress until release()."""
         with self._cond:
@@ -596,7 +629,8 @@ class FakeOpenAI(LoopbackFake):
                                    "headers": headers, "json": None if body is _INVALID_JSON else body})
             self._calls[route] += 1
             self._cond.notify_all()
-            fault = self._faults.popleft() if self._faults else None
+            routed = self._route_faults.get(route)
+            fault = routed.popleft() if routed else self._faults.popleft() if self._faults else None
             if fault is not None:
                 if fault.kind == "drop":
                     return None
@@ -668,13 +702,20 @@ class FakeOpenAI(LoopbackFake):
         conversation = self._conversations.get(job.conversation or "")
         context = conversation.items if conversation else job.context
         reply = self._next_reply()
+        if reply.get("status") == "failed":
+            job.obj.update(status="failed", output=[], error=dict(reply.get("error") or {
+                "code": "server_error", "message": "The model failed (scripted)."}))
+            self._cond.notify_all()
+            return
+        incomplete = reply.get("status") == "incomplete"
         if "function_calls" in reply:
             output = [{"id": _id("fc"), "type": "function_call", "call_id": _id("call"), "name": call["name"],
                        "arguments": call["arguments"], "status": "completed"} for call in reply["function_calls"]]
             produced = " ".join(call["arguments"] for call in reply["function_calls"])
         else:
             produced = reply.get("content", "echo: " + _last_user_text(context))
-            output = [{"id": _id("msg"), "type": "message", "role": "assistant", "status": "completed",
+            output = [{"id": _id("msg"), "type": "message", "role": "assistant",
+                       "status": "incomplete" if incomplete else "completed",
                        "content": [{"type": "output_text", "text": produced, "annotations": [], "logprobs": []}]}]
         prompt = _words(job.obj["instructions"] or "") + sum(_words(_item_text(item)) for item in context)
         input_tokens, output_tokens = _token_counts(reply, prompt, _words(produced))
@@ -684,6 +725,9 @@ class FakeOpenAI(LoopbackFake):
             "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens_details": {"reasoning_tokens": 0},
         })
+        if incomplete:
+            job.obj.update(status="incomplete", completed_at=None,
+                           incomplete_details={"reason": "max_output_tokens"})
         if conversation is not None:
             conversation.items.extend(copy.deepcopy(output))
         self._cond.notify_all()
@@ -709,6 +753,12 @@ class FakeOpenAI(LoopbackFake):
             self._cond.notify_all()
             return
         reply = self._next_reply()
+        if reply.get("status") == "failed":
+            run.update(status="failed", failed_at=_now(), last_error=dict(reply.get("error") or {
+                "code": "server_error", "message": "The model failed (scripted)."}))
+            self._cond.notify_all()
+            return
+        incomplete = reply.get("status") == "incomplete"
         if "function_calls" in reply:
             calls = [{"id": _id("call"), "type": "function", "function": dict(call)}
                      for call in reply["function_calls"]]
@@ -725,11 +775,17 @@ class FakeOpenAI(LoopbackFake):
             "assistant_id": run["assistant_id"], "run_id": run["id"], "attachments": [], "metadata": {},
             "status": "completed", "completed_at": now, "incomplete_at": None, "incomplete_details": None,
         })
+        if incomplete:
+            thread.messages[-1].update(status="incomplete", completed_at=None, incomplete_at=now,
+                                       incomplete_details={"reason": "max_tokens"})
         prompt = _words(run["instructions"]) + sum(_words(_message_text(m)) for m in thread.messages[:-1])
         prompt_tokens, completion_tokens = _token_counts(reply, prompt, _words(text))
         run.update(status="completed", completed_at=now, usage={
             "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens})
+        if incomplete:
+            run.update(status="incomplete", completed_at=None,
+                       incomplete_details={"reason": "max_completion_tokens"})
         self._cond.notify_all()
 
     # ---- chat completions and models -----------------------------------------------------------
