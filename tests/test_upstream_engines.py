@@ -445,7 +445,7 @@ def test_tool_outputs_are_accepted_after_the_upstream_forgot_the_response(respon
 
 def test_run_forgotten_upstream_before_it_was_seen_terminal_expires(responses_bridge):
     bridge = responses_bridge
-    fake, client = bridge.fake, bridge.sdk("alice")
+    client = bridge.sdk("alice")
     assistant_id = bridge.assistant()
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant_id)
@@ -467,7 +467,7 @@ def test_run_forgotten_upstream_before_it_was_seen_terminal_expires(responses_br
 
 def test_cancel_after_the_upstream_forgot_the_response_expires_the_run(responses_bridge):
     bridge = responses_bridge
-    fake, client = bridge.fake, bridge.sdk("alice")
+    client = bridge.sdk("alice")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=bridge.assistant())
     wait_for(lambda: upstream_run_status(bridge, thread.id, run.id) == "completed", timeout=5)
