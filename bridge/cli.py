@@ -1,4 +1,4 @@
-"""Flask commands: `flask setup-assistant` and `flask token`."""
+"""Flask commands: `flask setup-assistant`, `flask token` and `flask migrate-threads`."""
 
 from __future__ import annotations
 
@@ -112,9 +112,42 @@ def token(user_id, admin, ttl):
                                    expires_delta=timedelta(seconds=ttl)))
 
 
+_ENGINE_NAMES = ("offline", "chat", "responses", "assistants", "local")
+
+
+@click.command("migrate-threads")
+@click.option("--to", "target", required=True, type=click.Choice(_ENGINE_NAMES),
+              help="Engine to move threads to (offline, chat and local all mean the registry).")
+@click.option("--from", "source", type=click.Choice(_ENGINE_NAMES),
+              help="Only threads kept by this engine or home (default: every other home).")
+@click.option("--user", help="Only the threads of this user id.")
+@click.option("--limit", type=click.IntRange(min=1), help="Move at most N threads this time.")
+@click.option("--dry-run", is_flag=True, help="Report what would be moved; change nothing.")
+@click.option("--delete-source", is_flag=True,
+              help="After a thread is moved, delete its old upstream conversation or thread.")
+@with_appcontext
+def migrate_threads(target, source, user, limit, dry_run, delete_source):
+    """Copy threads (messages, metadata, owner) to another engine, keeping their ids.
+
+    Resumable: a move that was interrupted continues where it stopped when run again. Threads
+    with an active run are skipped. Exits with 1 when a thread could not be moved.
+    """
+    from .moving import home_of, move_threads
+
+    if source and home_of(source) == home_of(target):
+        raise click.UsageError("--from and --to name the same home.")
+    summary = move_threads(target, source=source, user=user, limit=limit, dry_run=dry_run,
+                           delete_source=delete_source,
+                           report=lambda outcome: click.echo(outcome.line()))
+    click.echo(summary.line())
+    if summary.failed:
+        sys.exit(1)
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(setup_assistant)
     app.cli.add_command(token)
+    app.cli.add_command(migrate_threads)
 
 
 def setup_assistant_main() -> None:

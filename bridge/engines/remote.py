@@ -480,6 +480,10 @@ class UpstreamEngine(Engine):
         """Delete an upstream object this engine made."""
         self._call(self._delete_container, container)
 
+    def discard_message(self, container: str, upstream_id: str) -> None:
+        """Delete one message copy from an upstream object this engine made."""
+        self._call(self._delete_message, container, upstream_id)
+
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def warm_up(self) -> None:
