@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from bridge.extensions import db
-from bridge.models import Message, Run, Thread
+from bridge.models import Assistant, Message, Run, Thread
 from tests.conftest import race_run_creates, wait_for
 
 ENGINES = ("responses", "assistants")
@@ -1109,3 +1109,39 @@ def test_assistants_with_the_same_name_keep_separate_upstream_copies(assistants_
         status = (exc.status_code, exc.code)
     assert status == "completed"
     assert len(upstream_assistants(bridge.fake)) == 1
+
+
+def test_setup_command_provisions_the_assistant_upstream_once(assistants_bridge):
+    bridge = assistants_bridge
+    runner = bridge.app.test_cli_runner()
+    command = ["setup-assistant", "--name", "support", "--model", "fake-model",
+               "--instructions", "Be brief."]
+
+    first = runner.invoke(args=command)
+    again = runner.invoke(args=[*command[:-1], "Be thorough."])
+
+    assert first.exit_code == 0 and again.exit_code == 0, (first.output, again.output)
+    assert first.stdout.strip() == again.stdout.strip()  # idempotent by name, here ...
+    ((upstream_key, upstream),) = upstream_assistants(bridge.fake).items()  # ... and upstream
+    assert (upstream["name"], upstream["instructions"]) == ("support", "Be thorough.")
+    with bridge.app.app_context():
+        stored = db.session.scalar(select(Assistant).where(Assistant.name == "support"))
+        assert stored.upstream_id == upstream_key and stored.id == first.stdout.strip()
+
+
+def test_setup_command_adopts_an_upstream_assistant_of_the_same_name(assistants_bridge):
+    # A fresh registry in front of an upstream that has the assistant already: no duplicate.
+    bridge = assistants_bridge
+    upstream = openai.OpenAI(base_url=bridge.fake.base_url, api_key=bridge.fake.api_key,
+                             max_retries=0)
+    made = upstream.beta.assistants.create(model="fake-model", name="support")
+    upstream.close()
+
+    result = bridge.app.test_cli_runner().invoke(
+        args=["setup-assistant", "--name", "support", "--model", "fake-model"])
+
+    assert result.exit_code == 0, result.output
+    assert list(upstream_assistants(bridge.fake)) == [made.id]
+    with bridge.app.app_context():
+        stored = db.session.scalar(select(Assistant).where(Assistant.name == "support"))
+        assert stored.upstream_id == made.id
