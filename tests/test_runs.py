@@ -1,11 +1,11 @@
-"""Run lifecycle through the official SDK, on every engine."""
+"""Run lifecycle through the official SDK, on every engine (the `bridge` fixture runs each test on all four)."""
 
 from __future__ import annotations
 
 import openai
 import pytest
 
-from tests.conftest import race_run_creates, wait_for
+from tests.conftest import ENGINES, race_run_creates, wait_for
 
 
 def test_create_and_poll_completes_with_reply(bridge):
@@ -49,14 +49,19 @@ def test_chat_engine_sends_instructions_and_thread(chat_bridge):
     assert reply.content[0].text.value == "Bonjour"
 
 
-def _slow_bridge(start_bridge):
-    # The offline responder waits this long unless the run is cancelled first.
-    return start_bridge("offline", OFFLINE_REPLY_DELAY=30)
+def _slow_bridge(start_bridge, engine: str = "offline"):
+    """A bridge whose runs stay in progress until cancelled."""
+    if engine == "offline":
+        # The offline responder waits this long unless the run is cancelled first.
+        return start_bridge("offline", OFFLINE_REPLY_DELAY=30)
+    bridge = start_bridge(engine)
+    bridge.fake.hold()  # the fake upstream keeps every answer in progress
+    return bridge
 
 
-def test_run_is_queued_at_once_then_completes(offline_bridge):
-    client = offline_bridge.sdk("alice")
-    assistant_id = offline_bridge.assistant()
+def test_run_is_queued_at_once_then_completes(bridge):
+    client = bridge.sdk("alice")
+    assistant_id = bridge.assistant()
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
 
     response = client.beta.threads.runs.with_raw_response.create(thread_id=thread.id,
@@ -70,18 +75,19 @@ def test_run_is_queued_at_once_then_completes(offline_bridge):
     assert done.completed_at >= done.started_at >= done.created_at
 
 
-def test_finished_run_poll_has_no_poll_hint(offline_bridge):
-    client = offline_bridge.sdk("alice")
+def test_finished_run_poll_has_no_poll_hint(bridge):
+    client = bridge.sdk("alice")
     run = client.beta.threads.create_and_run_poll(
-        assistant_id=offline_bridge.assistant(), poll_interval_ms=20,
+        assistant_id=bridge.assistant(), poll_interval_ms=20,
         thread={"messages": [{"role": "user", "content": "hi"}]})
     response = client.beta.threads.runs.with_raw_response.retrieve(run.id, thread_id=run.thread_id)
     assert response.parse().status == "completed"
     assert "openai-poll-after-ms" not in response.headers
 
 
-def test_cancel_stops_a_run_in_flight(start_bridge):
-    bridge = _slow_bridge(start_bridge)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cancel_stops_a_run_in_flight(start_bridge, engine):
+    bridge = _slow_bridge(start_bridge, engine)
     client = bridge.sdk("alice")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
     run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=bridge.assistant())
@@ -115,18 +121,19 @@ def test_cancel_chat_run_while_upstream_is_answering(chat_bridge):
     assert [m.role for m in client.beta.threads.messages.list(thread_id=thread.id)] == ["user"]
 
 
-def test_cancel_finished_run_is_refused(offline_bridge):
-    client = offline_bridge.sdk("alice")
+def test_cancel_finished_run_is_refused(bridge):
+    client = bridge.sdk("alice")
     run = client.beta.threads.create_and_run_poll(
-        assistant_id=offline_bridge.assistant(), poll_interval_ms=20,
+        assistant_id=bridge.assistant(), poll_interval_ms=20,
         thread={"messages": [{"role": "user", "content": "hi"}]})
     with pytest.raises(openai.BadRequestError) as caught:
         client.beta.threads.runs.cancel(run.id, thread_id=run.thread_id)
     assert "completed" in caught.value.message
 
 
-def test_one_active_run_per_thread(start_bridge):
-    bridge = _slow_bridge(start_bridge)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_one_active_run_per_thread(start_bridge, engine):
+    bridge = _slow_bridge(start_bridge, engine)
     client = bridge.sdk("alice")
     assistant_id = bridge.assistant()
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
@@ -145,8 +152,9 @@ def test_one_active_run_per_thread(start_bridge):
     client.beta.threads.runs.cancel(again.id, thread_id=thread.id)
 
 
-def test_concurrent_run_creates_yield_exactly_one(start_bridge):
-    bridge = _slow_bridge(start_bridge)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_concurrent_run_creates_yield_exactly_one(start_bridge, engine):
+    bridge = _slow_bridge(start_bridge, engine)
     client = bridge.sdk("alice")
     thread = client.beta.threads.create()
 
@@ -157,9 +165,9 @@ def test_concurrent_run_creates_yield_exactly_one(start_bridge):
     client.beta.threads.runs.cancel(winners[0], thread_id=thread.id)
 
 
-def test_run_overrides_and_additional_messages(offline_bridge):
-    client = offline_bridge.sdk("alice")
-    assistant_id = offline_bridge.assistant(instructions="Base.", model="model-a")
+def test_run_overrides_and_additional_messages(bridge):
+    client = bridge.sdk("alice")
+    assistant_id = bridge.assistant(instructions="Base.", model="model-a")
     thread = client.beta.threads.create()
 
     run = client.beta.threads.runs.create_and_poll(
