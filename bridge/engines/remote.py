@@ -190,10 +190,12 @@ class UpstreamEngine(Engine):
         db.session.add(thread)
         db.session.commit()
         try:
-            thread.upstream_id = self._call(self._create_container, thread.meta, thread.tool_resources)
+            thread.upstream_id = self._call(self._create_container, thread.meta,
+                                            thread.tool_resources)
             db.session.commit()
             messages = body.messages or []
-            upstream_ids = self._call(self._add_messages, thread.upstream_id, messages) if messages else []
+            upstream_ids = (self._call(self._add_messages, thread.upstream_id, messages)
+                            if messages else [])
         except BaseException:
             db.session.rollback()
             container = thread.upstream_id
@@ -224,7 +226,8 @@ class UpstreamEngine(Engine):
         for run in thread.runs:
             if run.status in POLLED_STATUSES and run.upstream_id:
                 best_effort(f"cancel {run.id}",
-                            lambda run=run: self._call(self._cancel, thread.upstream_id, run.upstream_id))
+                            lambda run=run: self._call(self._cancel, thread.upstream_id,
+                                                       run.upstream_id))
         try:
             self._call(self._delete_container, thread.upstream_id)
         except UpstreamNotFound:
@@ -286,8 +289,8 @@ class UpstreamEngine(Engine):
             db.session.rollback()
             for message in added:
                 best_effort(f"delete message {message.id} upstream",
-                            lambda message=message: self._call(self._delete_message, container,
-                                                                         message.upstream_id))
+                            lambda message=message: self._call(
+                                self._delete_message, container, message.upstream_id))
                 db.session.delete(message)
             db.session.delete(run)
             db.session.commit()
@@ -303,9 +306,11 @@ class UpstreamEngine(Engine):
         db.session.commit()
         if not linked:
             # Cancelled (or deleted with its thread) while it was being started.
-            container = db.session.scalar(select(Thread.upstream_id).join(Run).where(Run.pk == run.pk))
+            container = db.session.scalar(
+                select(Thread.upstream_id).join(Run).where(Run.pk == run.pk))
             if container:
-                best_effort(f"cancel {run.id}", lambda: self._call(self._cancel, container, snapshot.upstream_id))
+                best_effort(f"cancel {run.id}",
+                            lambda: self._call(self._cancel, container, snapshot.upstream_id))
             db.session.execute(
                 update(Run).where(Run.pk == run.pk, Run.status == "cancelling")
                 .values(status="cancelled", cancelled_at=now()))
@@ -450,7 +455,8 @@ class UpstreamEngine(Engine):
         calls = pending_tool_calls(run)
         source, container, upstream_run = run.status, run.thread.upstream_id, run.upstream_id
         if upstream_run and source in POLLED_STATUSES:
-            best_effort(f"cancel expired {run.id}", lambda: self._call(self._cancel, container, upstream_run))
+            best_effort(f"cancel expired {run.id}",
+                        lambda: self._call(self._cancel, container, upstream_run))
         if self._transition(run, source, status="expired", required_action=None, last_error={
                 "code": "server_error",
                 "message": "The run expired before the model provider finished it."}):
