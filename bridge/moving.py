@@ -325,6 +325,8 @@ def _switch(pk: int, outcome: Outcome, container: str | None, copies: dict[str, 
         Message.thread_pk == pk, Message.id.not_in(list(copies))))
     if arrived:
         raise _Refused("failed", "a message arrived while the thread was switched; run again")
+    # The runs (all finished) were the old home's: their upstream ids mean nothing at the new one.
+    db.session.execute(update(Run).where(Run.thread_pk == pk).values(upstream_id=None))
     if container is None:
         db.session.execute(update(Message).where(Message.thread_pk == pk).values(upstream_id=None))
     elif copies:

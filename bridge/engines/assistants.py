@@ -144,6 +144,20 @@ class AssistantsEngine(UpstreamEngine):
     def _upstream_assistant(self, assistant: Assistant) -> str:
         return assistant.upstream_id or self._sync_assistant(assistant)
 
+    def _replace_upstream_assistant(self, assistant: Assistant, upstream_id) -> str | None:
+        if upstream_id is None:
+            return None
+        try:
+            self.upstream.call(lambda client: client.beta.assistants.retrieve(upstream_id))
+            return None  # it is there: the 404 was about something else
+        except UpstreamNotFound:
+            pass
+        db.session.execute(update(Assistant).where(
+            Assistant.pk == assistant.pk, Assistant.upstream_id == upstream_id)
+            .values(upstream_id=None))
+        db.session.commit()
+        return self._sync_assistant(assistant)
+
     def _start(self, run: RunSettings, container, upstream_assistant) -> RunSnapshot:
         options = {name: value for name, value in (
             ("model", run.model), ("instructions", run.instructions), ("tools", run.tools),
@@ -176,6 +190,8 @@ class AssistantsEngine(UpstreamEngine):
                 upstream_run, thread_id=container, tool_outputs=tool_outputs)).to_dict())
 
     def _abandon_tool_calls(self, container, upstream_run, calls) -> None:
+        if not calls or not upstream_run:
+            return  # an upstream run that was not waiting has been cancelled already
         self.upstream.call(lambda client: client.beta.threads.runs.cancel(
             upstream_run, thread_id=container))
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from flask import Flask
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, NotFound
 from ..extensions import db
 from ..models import Message, Run, Thread, now
 from ..registry import new_id
@@ -272,31 +272,50 @@ class UpstreamEngine(Engine):
         require_home(thread, self.home)
         # Our one-active-run rule holds before the upstream's conversation lock is reached.
         run = insert_run(new_run(thread, assistant, body), thread)
-        container = thread.upstream_id
-        added: list[Message] = []
+        run_pk, thread_id, container = run.pk, thread.id, thread.upstream_id
+        added: list[tuple[int, str]] = []  # (pk, upstream id) of the additional messages
         try:
             extra = body.additional_messages or []
             if extra:
                 upstream_ids = self._call(self._add_messages, container, extra)
-                added = [message_row(thread, message, upstream_id)
-                         for message, upstream_id in zip(extra, upstream_ids)]
-                db.session.add_all(added)
+                rows = [message_row(thread, message, upstream_id)
+                        for message, upstream_id in zip(extra, upstream_ids)]
+                db.session.add_all(rows)
+                db.session.flush()
+                added = [(row.pk, row.upstream_id) for row in rows]
                 db.session.commit()
-            snapshot = self._call(self._start, RunSettings.of(run), container,
-                                  self._upstream_assistant(assistant))
+            snapshot = self._start_run(run, container, assistant)
         except BaseException:
             # The client sees an error: leave nothing of this request behind, here or upstream.
             db.session.rollback()
-            for message in added:
-                best_effort(f"delete message {message.id} upstream",
-                            lambda message=message: self._call(
-                                self._delete_message, container, message.upstream_id))
-                db.session.delete(message)
-            db.session.delete(run)
+            for _, upstream_id in added:
+                best_effort(f"delete message {upstream_id} upstream",
+                            lambda upstream_id=upstream_id: self._call(
+                                self._delete_message, container, upstream_id))
+            # By key: the thread (and so these rows) may have been deleted meanwhile.
+            db.session.execute(delete(Message).where(Message.pk.in_([pk for pk, _ in added])))
+            db.session.execute(delete(Run).where(Run.pk == run_pk))
             db.session.commit()
             raise
         self._record_start(run, snapshot)
+        if db.session.get(Run, run_pk) is None:
+            raise NotFound(f"No thread found with id '{thread_id}'.", param="thread_id")
         return run
+
+    def _start_run(self, run: Run, container: str, assistant) -> RunSnapshot:
+        settings, upstream_assistant = RunSettings.of(run), self._upstream_assistant(assistant)
+        try:
+            return self._call(self._start, settings, container, upstream_assistant)
+        except UpstreamNotFound:
+            # The upstream may have lost the assistant (deleted by hand): make it anew, once.
+            fresh = self._replace_upstream_assistant(assistant, upstream_assistant)
+            if fresh is None:
+                raise
+            return self._call(self._start, settings, container, fresh)
+
+    def _replace_upstream_assistant(self, assistant, upstream_id: str | None) -> str | None:
+        """A new upstream copy of an assistant the upstream no longer has, else None."""
+        return None
 
     def _record_start(self, run: Run, snapshot: RunSnapshot) -> None:
         """Link a run to the upstream run or response just started, and take in its state."""
@@ -369,10 +388,11 @@ class UpstreamEngine(Engine):
                                 required_action=None):
                 self._tidy_tool_calls(run, calls)
             return run
+        if run.upstream_id is None and self._transition(
+                run, run.status, Run.upstream_id.is_(None), status="cancelling"):
+            return run  # still being started: the starter sees this and cancels upstream
         if run.upstream_id is None:
-            # Still being started: the starter sees this and cancels upstream.
-            self._transition(run, run.status, status="cancelling")
-            return run
+            return self.cancel_run(run)  # linked meanwhile: cancel what it was linked to
         container = run.thread.upstream_id
         try:
             snapshot = self._call(self._cancel, container, run.upstream_id)
@@ -381,6 +401,8 @@ class UpstreamEngine(Engine):
         except UpstreamRejected:
             snapshot = self._call(self._fetch, container, run.upstream_id)  # it finished meanwhile
         self._settle(run, snapshot)
+        if run.status == "requires_action":
+            return self.cancel_run(run)  # it had stopped for tool calls: cancel that wait
         return run
 
     def submit_tool_outputs(self, run: Run, body: ToolOutputsSubmit) -> Run:
@@ -396,8 +418,12 @@ class UpstreamEngine(Engine):
             snapshot = self._call(self._continue, RunSettings.of(run), run.thread.upstream_id,
                                   previous, body.tool_outputs)
         except BaseException:
-            self._transition(run, "queued", status="requires_action", required_action=waiting,
-                             upstream_id=previous)
+            if not self._transition(run, "queued", status="requires_action",
+                                    required_action=waiting, upstream_id=previous):
+                # Cancelled while the outputs were on their way: finish the cancel.
+                if self._transition(run, "cancelling", status="cancelled", cancelled_at=now()):
+                    self._tidy_tool_calls(run, waiting["submit_tool_outputs"]["tool_calls"],
+                                          upstream_run=previous)
             raise
         self._record_start(run, snapshot)
         return run
@@ -413,10 +439,11 @@ class UpstreamEngine(Engine):
 
     # ---- settling -----------------------------------------------------------------------------
 
-    def _transition(self, run: Run, source: str, **values) -> bool:
+    def _transition(self, run: Run, source: str, *conditions, **values) -> bool:
         """Move a run out of `source` if it is still there; whether this call moved it."""
         moved = db.session.execute(
-            update(Run).where(Run.pk == run.pk, Run.status == source).values(**values)).rowcount
+            update(Run).where(Run.pk == run.pk, Run.status == source, *conditions)
+            .values(**values)).rowcount
         db.session.commit()
         return bool(moved)
 
@@ -460,14 +487,16 @@ class UpstreamEngine(Engine):
         if self._transition(run, source, status="expired", required_action=None, last_error={
                 "code": "server_error",
                 "message": "The run expired before the model provider finished it."}):
+            # Also when no calls were seen: the upstream may have asked for some meanwhile.
             self._tidy_tool_calls(run, calls, container, upstream_run)
         return run
 
     def _tidy_tool_calls(self, run: Run, calls: list[dict[str, Any]],
                          container: str | None = None, upstream_run: str | None = None) -> None:
-        if calls and (container or run.thread.upstream_id):
-            container = container or run.thread.upstream_id
-            upstream_run = upstream_run or run.upstream_id
+        """Let the upstream know nobody will answer a run's tool calls (known or not)."""
+        container = container or run.thread.upstream_id
+        upstream_run = upstream_run or run.upstream_id
+        if container:
             best_effort(f"tidy the tool calls of {run.id}",
                         lambda: self._call(self._abandon_tool_calls, container, upstream_run, calls))
 

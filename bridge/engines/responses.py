@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..models import now
 from ..schemas import MessageCreate, ToolOutput
 from .remote import RunSettings, RunSnapshot, UpstreamEngine, UpstreamReply, best_effort
 
@@ -29,7 +30,6 @@ _STATUSES = {"queued": "queued", "in_progress": "in_progress", "completed": "com
              "failed": "failed", "cancelled": "cancelled", "incomplete": "incomplete"}
 # Assistants `last_error.code` has three values; Responses errors have many more.
 _ERROR_CODES = {"rate_limit_exceeded": "rate_limit_exceeded", "invalid_prompt": "invalid_prompt"}
-_INCOMPLETE_REASONS = {"max_output_tokens": "max_completion_tokens"}
 
 
 def _item(message: MessageCreate) -> dict[str, Any]:
@@ -77,9 +77,12 @@ def snapshot_of(response: dict[str, Any]) -> RunSnapshot:
     status = _STATUSES.get(response.get("status"), "failed")
     output = response.get("output") or []
     calls = [item for item in output if item.get("type") == "function_call"]
+    # Only finished messages: a partial one seen mid-way would be kept as the reply for good.
+    finished = ("completed", "incomplete") if status == "incomplete" else ("completed",)
     replies = [UpstreamReply(upstream_id=item["id"], truncated=status == "incomplete", text="".join(
         part.get("text") or part.get("refusal") or "" for part in item.get("content") or []))
-        for item in output if item.get("type") == "message" and item.get("role") == "assistant"]
+        for item in output if item.get("type") == "message" and item.get("role") == "assistant"
+        and item.get("status", "completed") in finished]
     snapshot = RunSnapshot(upstream_id=response["id"], status=status, replies=replies,
                            usage_is_total=False)
     usage = response.get("usage")
@@ -87,7 +90,7 @@ def snapshot_of(response: dict[str, Any]) -> RunSnapshot:
         snapshot.usage = {"prompt_tokens": usage.get("input_tokens", 0),
                           "completion_tokens": usage.get("output_tokens", 0),
                           "total_tokens": usage.get("total_tokens", 0)}
-    stamp = response.get("completed_at") or response.get("created_at")
+    stamp = response.get("completed_at") or now()
     if status == "completed" and calls:
         snapshot.status = "requires_action"
         snapshot.tool_calls = [{"id": call["call_id"], "type": "function", "function": {
@@ -102,8 +105,14 @@ def snapshot_of(response: dict[str, Any]) -> RunSnapshot:
     elif status == "cancelled":
         snapshot.cancelled_at = stamp
     elif status == "incomplete":
-        reason = (response.get("incomplete_details") or {}).get("reason") or "max_completion_tokens"
-        snapshot.incomplete_details = {"reason": _INCOMPLETE_REASONS.get(reason, reason)}
+        reason = (response.get("incomplete_details") or {}).get("reason")
+        if reason in (None, "max_output_tokens"):
+            snapshot.incomplete_details = {"reason": "max_completion_tokens"}
+        else:
+            # The Assistants API has no other reasons (content_filter, ...): a failure it is.
+            snapshot.status, snapshot.failed_at, snapshot.replies = "failed", stamp, []
+            snapshot.last_error = {"code": "server_error",
+                                   "message": f"The model provider stopped the reply ({reason})."}
     return snapshot
 
 
@@ -189,7 +198,24 @@ class ResponsesEngine(UpstreamEngine):
             lambda client: client.responses.create(**request)).to_dict())
 
     def _abandon_tool_calls(self, container, upstream_run, calls) -> None:
-        # A conversation with a function call left unanswered refuses every later response.
-        items = [{"type": "function_call_output", "call_id": call["id"],
-                  "output": json.dumps({"error": "The run was cancelled."})} for call in calls]
+        # A conversation with a function call left unanswered refuses every later response, so
+        # each gets an output; when the calls were never seen, the conversation tells them.
+        call_ids = [call["id"] for call in calls] or self._unanswered_calls(container)
+        if not call_ids:
+            return
+        items = [{"type": "function_call_output", "call_id": call_id,
+                  "output": json.dumps({"error": "The run ended before this call was answered."})}
+                 for call_id in call_ids]
         self.upstream.create(lambda client: client.conversations.items.create(container, items=items))
+
+    def _unanswered_calls(self, container: str) -> list[str]:
+        """Call ids of the conversation's recent function calls that have no output yet."""
+        page = self.upstream.call(lambda client: client.conversations.items.list(
+            container, order="desc", limit=100))
+        answered, unanswered = set(), []
+        for item in page.data:  # newest first: an output comes after its call
+            if item.type == "function_call_output":
+                answered.add(item.call_id)
+            elif item.type == "function_call" and item.call_id not in answered:
+                unanswered.append(item.call_id)
+        return unanswered[::-1]
