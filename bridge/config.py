@@ -61,8 +61,28 @@ class Settings(BaseSettings):
     # The assistant that examples and clients use by default (written by setup-assistant).
     ASSISTANT_ID: str | None = None
 
+    # Shared state for several bridge processes or hosts (rate-limit counters); unset: memory.
+    REDIS_URL: str | None = None
+
+    # Per-user rate limits, in Flask-Limiter notation ("120/minute", "10/second;500/hour");
+    # empty turns a category off. Reads are GETs, writes other methods, runs the run creations.
+    RATE_LIMIT_READS: str = "600/minute"
+    RATE_LIMIT_WRITES: str = "120/minute"
+    RATE_LIMIT_RUNS: str = "30/minute"
+
+    # How long a POST's Idempotency-Key and its first response are kept, in hours.
+    IDEMPOTENCY_TTL_HOURS: int = Field(default=24, ge=1, le=24 * 30)
+
+    # Browser origins allowed by CORS, comma-separated ("*" for any); empty turns CORS off.
+    CORS_ORIGINS: str = ""
+
+    # Logging: one structured line per request.
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    LOG_FORMAT: Literal["json", "text"] = "json"
+
     @field_validator("OPENAI_API_KEY", "OPENAI_BASE_URL", "JWT_SECRET_KEY", "JWT_PUBLIC_KEY",
                      "JWT_PRIVATE_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "ASSISTANT_ID", "BRIDGE_ENGINE",
+                     "REDIS_URL",
                      mode="before")
     @classmethod
     def _blank_is_unset(cls, value):

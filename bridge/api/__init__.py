@@ -17,6 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..auth import require_admin
 from ..errors import InvalidRequest, validation_message
+from .guards import guarded
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,7 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: A
     """
 
     def decorator(view: Callable) -> Callable:
-        @functools.wraps(view)
-        def wrapper(**path_params):
+        def handle(**path_params):
             kwargs = dict(path_params)
             if admin:
                 require_admin()
@@ -117,11 +117,17 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: A
             reply.headers.update(headers)
             return reply
 
-        bp.add_url_rule(rule, view.__name__, wrapper, methods=[method])
-        OPERATIONS.append(Operation(
+        operation = Operation(
             path=(bp.url_prefix or "") + rule, method=method.lower(),
             operation_id=view.__name__, summary=summary, tag=bp.name, body=body, query=query,
-            response=response, status=status, auth=auth, admin=admin))
+            response=response, status=status, auth=auth, admin=admin)
+
+        @functools.wraps(view)
+        def wrapper(**path_params):
+            return guarded(operation, lambda: handle(**path_params))
+
+        bp.add_url_rule(rule, view.__name__, wrapper, methods=[method])
+        OPERATIONS.append(operation)
         return wrapper
 
     return decorator
