@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     RUN_WORKERS: int = Field(default=8, ge=1, le=256)
     RUN_QUEUE_LIMIT: int = Field(default=1000, ge=1)
     POLL_AFTER_MS: int = Field(default=500, ge=10, le=60_000)
+    # A run that has not ended this many seconds after its creation ends as `expired`.
+    RUN_TIMEOUT_SECONDS: int = Field(default=600, ge=10, le=86_400)
+    # Seconds between passes of each process's run sweeper (expires overdue runs, restarts
+    # queued ones, finishes interrupted ones, tracks upstream runs nobody polls); 0 turns it off.
+    RUN_SWEEP_SECONDS: float = Field(default=5.0, ge=0, le=3600)
     # Artificial latency of the offline responder, to demonstrate polling and cancel.
     OFFLINE_REPLY_DELAY: float = Field(default=0.0, ge=0, le=600)
 

@@ -140,7 +140,10 @@ def make_app(database_url, tmp_path) -> Callable[..., Any]:
 
     def build(**overrides):
         settings = {"DATABASE_URL": database_url(), "JWT_SECRET_KEY": JWT_SECRET,
-                    "BRIDGE_ENGINE": "offline", "POLL_AFTER_MS": 20, **overrides}
+                    "BRIDGE_ENGINE": "offline", "POLL_AFTER_MS": 20,
+                    # Tests that count upstream calls or executor slots need no background
+                    # sweeper; tests of the sweeper turn it on.
+                    "RUN_SWEEP_SECONDS": 0, **overrides}
         app = create_app({"TESTING": True, **settings})
         apps.append(app)
         return app

@@ -27,7 +27,8 @@ def build_named_engine(app: Flask, name: str) -> Engine:
         from .responses import ResponsesEngine
 
         kind = ResponsesEngine if name == "responses" else AssistantsEngine
-        return kind(app, upstream, poll_interval=settings.POLL_AFTER_MS / 1000)
+        return kind(app, upstream, poll_interval=settings.POLL_AFTER_MS / 1000,
+                    run_timeout=settings.RUN_TIMEOUT_SECONDS)
     if name == "chat":
         from .chat import ChatCompletionsResponder
 
@@ -37,12 +38,19 @@ def build_named_engine(app: Flask, name: str) -> Engine:
 
         responder = OfflineResponder(delay_seconds=settings.OFFLINE_REPLY_DELAY)
     return RegistryEngine(app, responder, workers=settings.RUN_WORKERS,
-                          queue_limit=settings.RUN_QUEUE_LIMIT)
+                          queue_limit=settings.RUN_QUEUE_LIMIT,
+                          run_timeout=settings.RUN_TIMEOUT_SECONDS,
+                          step_limit=max(settings.OPENAI_TIMEOUT, settings.OFFLINE_REPLY_DELAY) + 30)
 
 
 def init_app(app: Flask) -> Engine:
     engine = build_engine(app)
     app.extensions[_EXTENSION_KEY] = engine
+    interval = app.config["BRIDGE_SETTINGS"].RUN_SWEEP_SECONDS
+    if interval:
+        # Started by the process's first request, not here: `flask db upgrade` and the other
+        # commands build the app too, before the schema may exist.
+        app.before_request(lambda: engine.start_sweeper(app, interval))
     return engine
 
 

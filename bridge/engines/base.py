@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -192,6 +193,11 @@ class Engine(abc.ABC):
 
     name: str
 
+    def __init__(self):
+        self._sweeping = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        self._sweeper_lock = threading.Lock()
+
     @abc.abstractmethod
     def create_thread(self, user_id: str, body: "ThreadCreate"):
         """Create a thread owned by `user_id`, with its initial messages."""
@@ -261,6 +267,39 @@ class Engine(abc.ABC):
 
     def assistant_deleted(self, assistant) -> None:
         """An assistant was deleted from the registry."""
+
+    def sweep(self) -> None:
+        """One pass over runs nobody is looking after (overdue, interrupted, unpolled)."""
+
+    def start_sweeper(self, app, interval: float) -> None:
+        """Sweep now and then every `interval` seconds in a daemon thread of this process."""
+        if self._sweeper is not None:
+            return
+        with self._sweeper_lock:
+            if self._sweeper is not None or self._sweeping.is_set():
+                return
+            self._sweeper = threading.Thread(target=self._sweep_forever, args=(app, interval),
+                                             name=f"sweeper-{self.name}", daemon=True)
+            self._sweeper.start()
+
+    def _sweep_forever(self, app, interval: float) -> None:
+        from ..extensions import db
+
+        while not self._sweeping.is_set():
+            try:
+                with app.app_context():
+                    try:
+                        self.sweep()
+                    finally:
+                        db.session.remove()
+            except Exception:
+                log.exception("run sweeper: pass failed")
+            self._sweeping.wait(interval)
+
+    def stop_sweeper(self) -> None:
+        self._sweeping.set()
+        if self._sweeper is not None and self._sweeper is not threading.current_thread():
+            self._sweeper.join(timeout=10)
 
     def warm_up(self) -> None:
         """Pay start-up costs when a worker starts, not on the first user's request."""

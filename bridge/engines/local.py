@@ -34,8 +34,14 @@ class RegistryEngine(Engine):
 
     home = "local"
 
-    def __init__(self, app: Flask, responder: Responder, *, workers: int, queue_limit: int):
+    def __init__(self, app: Flask, responder: Responder, *, workers: int, queue_limit: int,
+                 run_timeout: int = 600, step_limit: float = 90.0):
+        super().__init__()
         self.app = app
+        self.run_timeout = run_timeout
+        # No executing step outlives this (its responder call is bounded by OPENAI_TIMEOUT or the
+        # offline delay): an older `in_progress` step has lost its process.
+        self.step_limit = step_limit
         self.responder = responder
         self.name = responder.name
         self._workers = workers
@@ -104,7 +110,7 @@ class RegistryEngine(Engine):
         require_home(thread, self.home)
         self._reserve_slot()
         try:
-            run = insert_run(new_run(thread, assistant, body), thread,
+            run = insert_run(new_run(thread, assistant, body, lifetime=self.run_timeout), thread,
                              [message_row(thread, extra) for extra in body.additional_messages or []])
         except BaseException:
             self._pending.release()
@@ -300,10 +306,49 @@ class RegistryEngine(Engine):
         run.last_error = {"code": code, "message": message}
         db.session.commit()
 
+    # ---- the sweeper ----------------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """End overdue and interrupted runs, and restart queued runs no process is executing.
+
+        Several processes may sweep at once: every change is a conditional update, and a run
+        submitted twice executes once (`_begin` takes it out of `queued`).
+        """
+        stamp = now()
+        local = select(Thread.pk).where(Thread.home == self.home)
+        overdue = Run.thread_pk.in_(local), Run.expires_at <= stamp
+        db.session.execute(update(Run).where(*overdue, Run.status.in_(
+            ("queued", "in_progress", "requires_action"))).values(
+            status="expired", required_action=None, last_error={
+                "code": "server_error",
+                "message": "The run did not finish within the bridge's run timeout."}))
+        db.session.execute(update(Run).where(*overdue, Run.status == "cancelling")
+                           .values(status="cancelled", cancelled_at=stamp))
+        db.session.execute(update(Run).where(
+            Run.thread_pk.in_(local), Run.status == "in_progress",
+            Run.started_at <= stamp - self.step_limit, Run.id.not_in(list(self._cancel_events)))
+            .values(status="failed", failed_at=stamp, last_error={
+                "code": "server_error",
+                "message": "The run was interrupted (the server restarted); start a new run."}))
+        db.session.commit()
+        waiting = list(db.session.scalars(select(Run.id).where(
+            Run.thread_pk.in_(local), Run.status == "queued").order_by(Run.pk).limit(100)))
+        db.session.remove()
+        for run_id in waiting:
+            if run_id in self._cancel_events:
+                continue  # this process has it already
+            if not self._pending.acquire(blocking=False):
+                break  # full: the next pass tries again
+            try:
+                self._submit(run_id)
+            except RuntimeError:
+                break
+
     def warm_up(self) -> None:
         self.responder.warm_up()
 
     def shutdown(self) -> None:
+        self.stop_sweeper()
         # Runs in flight finish (their upstream calls are bounded by timeouts); queued ones stay
         # queued in the registry.
         self._runs.shutdown(wait=True, cancel_futures=True)

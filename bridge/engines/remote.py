@@ -110,10 +110,13 @@ class UpstreamEngine(Engine):
 
     home: str
 
-    def __init__(self, app: Flask, upstream: OpenAIUpstream, *, poll_interval: float):
+    def __init__(self, app: Flask, upstream: OpenAIUpstream, *, poll_interval: float,
+                 run_timeout: int = 600):
+        super().__init__()
         self.app = app
         self.upstream = upstream
         self.poll_interval = poll_interval
+        self.run_timeout = run_timeout
 
     # ---- the upstream calls an engine makes ---------------------------------------------------
 
@@ -271,7 +274,7 @@ class UpstreamEngine(Engine):
     def create_run(self, thread: Thread, assistant, body: RunCreate) -> Run:
         require_home(thread, self.home)
         # Our one-active-run rule holds before the upstream's conversation lock is reached.
-        run = insert_run(new_run(thread, assistant, body), thread)
+        run = insert_run(new_run(thread, assistant, body, lifetime=self.run_timeout), thread)
         run_pk, thread_id, container = run.pk, thread.id, thread.upstream_id
         added: list[tuple[int, str]] = []  # (pk, upstream id) of the additional messages
         try:
@@ -500,6 +503,22 @@ class UpstreamEngine(Engine):
             best_effort(f"tidy the tool calls of {run.id}",
                         lambda: self._call(self._abandon_tool_calls, container, upstream_run, calls))
 
+    # ---- the sweeper ----------------------------------------------------------------------------
+
+    def sweep(self, batch: int = 100) -> None:
+        """Follow this home's active runs that nobody polls, so they settle (or expire) anyway,
+        also after a restart. Polls are claimed as usual: sweepers in several processes cost no
+        more upstream calls than one client polling."""
+        stamp = time.time()
+        runs = list(db.session.scalars(
+            select(Run).join(Thread).where(
+                Thread.home == self.home, Run.status.in_((*POLLED_STATUSES, "requires_action")),
+                or_(Run.polled_at.is_(None), Run.polled_at <= stamp - self.poll_interval,
+                    Run.expires_at <= now()))
+            .order_by(Run.polled_at.is_not(None), Run.polled_at).limit(batch)))
+        for run in runs:
+            self.refresh_run(run)
+
     # ---- moving threads -----------------------------------------------------------------------
 
     def copy_container(self, thread: Thread) -> str:
@@ -525,6 +544,7 @@ class UpstreamEngine(Engine):
         self.upstream.warm_up()
 
     def shutdown(self) -> None:
+        self.stop_sweeper()
         self.upstream.close()
 
     def describe(self) -> dict[str, Any]:
