@@ -76,6 +76,8 @@ def assistant_by_name(name: str) -> Assistant | None:
     return db.session.scalar(select(Assistant).where(Assistant.name == name).order_by(Assistant.pk))
 
 
+_PREFIXES = {Assistant: "asst", Thread: "thread", Message: "msg", Run: "run"}
+
 M = TypeVar("M")
 
 
@@ -98,7 +100,9 @@ def paginate(query: Select, model, params: ListQuery) -> Page:
     if params.after and params.before:
         raise InvalidRequest("Pass either 'after' or 'before', not both.", param="before")
     if cursor is not None:
-        cursor_pk = db.session.scalar(query.with_only_columns(model.pk).where(model.id == cursor))
+        # A cursor that is not one of our ids of this kind is refused without a query.
+        cursor_pk = db.session.scalar(query.with_only_columns(model.pk).where(
+            model.id == cursor)) if _well_formed(cursor, _PREFIXES[model]) else None
         if cursor_pk is None:
             raise InvalidRequest(f"Invalid cursor: no item with id '{cursor}' in this list.",
                                  param=cursor_name)

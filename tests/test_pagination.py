@@ -403,3 +403,28 @@ def test_sdk_generic_list_pages_through_threads(offline_bridge):
 
     assert listed == created
     assert all(isinstance(thread, Thread) for thread in pages.data)
+
+
+@pytest.mark.parametrize("cursor", ["thread_x' OR '1'='1", "msg_" + "a" * 24, "thread_short",
+                                    "run_" + "b" * 24])
+def test_malformed_cursor_never_reaches_a_query(app, client, token_for, cursor):
+    from sqlalchemy import event
+
+    from bridge.extensions import db
+
+    seen: list = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(conn, cursor_, statement, parameters, context, executemany):
+        seen.append(repr(parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = client.get("/v1/threads", query_string={"after": cursor},
+                              headers={"Authorization": f"Bearer {token_for('alice')}"})
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == "after"
+    assert not any(cursor in parameters for parameters in seen)
