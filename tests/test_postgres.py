@@ -84,3 +84,50 @@ def test_thread_message_run_cycle(postgres_url, start_bridge):
     client.beta.threads.delete(run.thread_id)
     with pytest.raises(openai.NotFoundError):
         client.beta.threads.runs.retrieve(run.id, thread_id=run.thread_id)
+
+
+@pytest.mark.parametrize("engine", ["offline", "responses"])
+def test_fifty_concurrent_message_posts_are_all_kept_once_in_a_stable_order(
+        postgres_url, start_bridge, engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    bridge = start_bridge(engine, DATABASE_URL=postgres_url)
+    thread = bridge.sdk("alice").beta.threads.create()
+    clients = [bridge.sdk("alice") for _ in range(10)]
+
+    def post(i: int) -> str:
+        return clients[i % len(clients)].beta.threads.messages.create(
+            thread_id=thread.id, role="user", content=f"marker-{i}").id
+
+    with ThreadPoolExecutor(25) as pool:
+        posted = list(pool.map(post, range(50)))
+
+    def listing(order: str) -> list:
+        return list(bridge.sdk("alice").beta.threads.messages.list(
+            thread_id=thread.id, order=order, limit=7))  # auto-paginates across 8 pages
+
+    ascending, descending = listing("asc"), listing("desc")
+    texts = [m.content[0].text.value for m in ascending]
+    assert sorted(texts) == sorted(f"marker-{i}" for i in range(50))  # none lost, none doubled
+    assert {m.id for m in ascending} == set(posted) and len(posted) == 50
+    assert [m.id for m in descending] == [m.id for m in ascending][::-1]  # one stable order
+    assert [m.id for m in listing("asc")] == [m.id for m in ascending]
+
+
+def test_the_database_itself_refuses_a_second_active_run(pg_bridge):
+    # Enforced by the partial unique index, not by a check in the code: a raw insert fails too.
+    import sqlalchemy.exc
+
+    client = pg_bridge.sdk("alice")
+    thread = client.beta.threads.create()
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=pg_bridge.assistant())
+    with pg_bridge.app.app_context():
+        with pytest.raises(sqlalchemy.exc.IntegrityError):
+            db.session.execute(text(
+                "INSERT INTO runs (id, thread_pk, assistant_id, created_at, status, model, "
+                "instructions, tools, metadata, parallel_tool_calls) "
+                "SELECT 'run_second', thread_pk, assistant_id, created_at, 'queued', model, "
+                "instructions, tools, metadata, parallel_tool_calls FROM runs WHERE id = :id"),
+                {"id": run.id})
+        db.session.rollback()
+    client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
