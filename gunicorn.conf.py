@@ -25,7 +25,10 @@ graceful_timeout = 30
 keepalive = 5
 # No control socket: its default path is shared by every gunicorn of the same user.
 control_socket_disable = True
-accesslog = "-"
+# No gunicorn access log: the app writes one structured line per request on "bridge.access"
+# (route template, status, latency, user, request id; no paths, query strings or tokens), and
+# gunicorn's own line would duplicate it with the raw URL, query string included.
+accesslog = None
 errorlog = "-"
 # Each worker builds its own app: the run executor's threads must not cross a fork.
 preload_app = False

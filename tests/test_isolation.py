@@ -216,9 +216,12 @@ def fill(route: Route, world: World, kind: str, value: str) -> tuple[str, dict |
 
 
 def normalized(response, id_value: str) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body with the id replaced; Content-Length follows the id's length."""
+    """Status, headers and body with the id replaced; Content-Length follows the id's length,
+    x-request-id is new on every response, and x-ratelimit-* count the caller's requests."""
     headers = {name: value.replace(id_value, PLACEHOLDER.decode())
-               for name, value in response.headers.items() if name != "Content-Length"}
+               for name, value in response.headers.items()
+               if name.lower() not in ("content-length", "x-request-id")
+               and not name.lower().startswith("x-ratelimit-")}
     return response.status_code, headers, response.get_data().replace(
         id_value.encode(), PLACEHOLDER)
 

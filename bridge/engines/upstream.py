@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable, TypeVar
 
+from ..observability import record_upstream_call
 from .base import (EngineError, UpstreamConflict, UpstreamMisconfigured, UpstreamNotFound,
                    UpstreamRateLimited, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable)
 
@@ -69,6 +71,7 @@ class OpenAIUpstream:
         import openai
 
         client = self.client if retries else self.client.with_options(max_retries=0)
+        started = time.perf_counter()
         try:
             return operation(client)
         except openai.APITimeoutError as exc:
@@ -89,3 +92,5 @@ class OpenAIUpstream:
             raise UpstreamRejected(f"{exc.status_code}: {exc.message}") from None
         except openai.APIError as exc:
             raise EngineError(str(exc)) from None
+        finally:
+            record_upstream_call(time.perf_counter() - started)  # the request's upstream_ms
