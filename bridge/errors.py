@@ -50,6 +50,13 @@ class Conflict(APIError):
     status = 409
 
 
+class TooManyRequests(APIError):
+    """The caller's own per-user rate limit (the provider's 429 is a 503 instead)."""
+
+    status = 429
+    type = "requests"  # OpenAI's type for request-count limits ("tokens" for token limits)
+
+
 class ServiceUnavailable(APIError):
     status = 503
     type = "server_error"
