@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -155,3 +155,29 @@ class ThreadMove(db.Model):
     # Our message id -> the id of its copy at the target, for the messages copied so far.
     copied: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     created_at: Mapped[int] = mapped_column(Integer, default=now)
+
+
+class IdempotencyRecord(db.Model):
+    """A POST's `Idempotency-Key` and the first response to it, kept for IDEMPOTENCY_TTL_HOURS.
+
+    The unique (user_id, key) pair decides between concurrent requests with one key: the first to
+    insert its row runs, the others see the row.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_key"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(256))
+    key: Mapped[str] = mapped_column(String(255))
+    # The request the key was first used for: method, concrete path and a sha256 of its body.
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # "in_flight" while the first request runs, "done" once its response is stored.
+    state: Mapped[str] = mapped_column(String(16), default="in_flight")
+    status: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[str | None] = mapped_column(Text)  # the response body, JSON text
+    headers: Mapped[dict[str, str] | None] = mapped_column(JSON)  # the response headers replayed
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    expires_at: Mapped[int] = mapped_column(Integer)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -72,9 +72,16 @@ def _read_body() -> bytes:
     return b"".join(chunks)
 
 
+def request_body() -> bytes:
+    """The raw request body, read once: a guard that looks at it leaves it to the view."""
+    if "request_body" not in g:
+        g.request_body = _read_body()
+    return g.request_body
+
+
 def read_json_body(model: type[BaseModel]) -> BaseModel:
     """Parse the request body as a JSON object and validate it; an empty body is `{}`."""
-    raw = _read_body()
+    raw = request_body()
     if not raw.strip():
         data: Any = {}
     else:
