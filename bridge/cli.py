@@ -1,4 +1,4 @@
-"""Flask commands: `flask setup-assistant`, `flask token` and `flask migrate-threads`."""
+"""Flask commands: `flask setup-assistant`, `flask token`, `flask migrate-threads`, `flask run-worker`."""
 
 from __future__ import annotations
 
@@ -144,10 +144,32 @@ def migrate_threads(target, source, user, limit, dry_run, delete_source):
         sys.exit(1)
 
 
+@click.command("run-worker")
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@with_appcontext
+def run_worker(burst):
+    """Execute queued runs from Redis (RUN_EXECUTOR=rq); start as many as runs should overlap."""
+    from redis import Redis
+    from rq import Queue, SimpleWorker
+
+    from .jobs import use_app
+
+    settings = current_app.config["BRIDGE_SETTINGS"]
+    if not settings.REDIS_URL:
+        raise click.UsageError("REDIS_URL is not set.")
+    use_app(current_app._get_current_object())
+    connection = Redis.from_url(settings.REDIS_URL)
+    # SimpleWorker runs jobs in this process: the app, its engine and connections stay warm.
+    worker = SimpleWorker([Queue(settings.RQ_QUEUE, connection=connection)],
+                          connection=connection)
+    worker.work(burst=burst, with_scheduler=False)
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(setup_assistant)
     app.cli.add_command(token)
     app.cli.add_command(migrate_threads)
+    app.cli.add_command(run_worker)
 
 
 def setup_assistant_main() -> None:

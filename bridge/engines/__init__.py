@@ -37,7 +37,13 @@ def build_named_engine(app: Flask, name: str) -> Engine:
         from .offline import OfflineResponder
 
         responder = OfflineResponder(delay_seconds=settings.OFFLINE_REPLY_DELAY)
-    return RegistryEngine(app, responder, workers=settings.RUN_WORKERS,
+    queue = None
+    if settings.RUN_EXECUTOR == "rq":
+        from redis import Redis
+        from rq import Queue
+
+        queue = Queue(settings.RQ_QUEUE, connection=Redis.from_url(settings.REDIS_URL))
+    return RegistryEngine(app, responder, workers=settings.RUN_WORKERS, queue=queue,
                           queue_limit=settings.RUN_QUEUE_LIMIT,
                           run_timeout=settings.RUN_TIMEOUT_SECONDS,
                           step_limit=max(settings.OPENAI_TIMEOUT, settings.OFFLINE_REPLY_DELAY) + 30)

@@ -232,10 +232,13 @@ class Engine(abc.ABC):
 
         The client gets an error and no thread id, so a thread left behind would be lost to it.
         """
+        from ..extensions import db
+
         thread = self.create_thread(user_id, thread_body)
         try:
             return self.create_run(thread, assistant, run_body)
         except BaseException:
+            db.session.rollback()  # a failed flush leaves the session waiting for it
             try:
                 self.delete_thread(thread)
             except Exception:

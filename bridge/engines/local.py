@@ -35,9 +35,11 @@ class RegistryEngine(Engine):
     home = "local"
 
     def __init__(self, app: Flask, responder: Responder, *, workers: int, queue_limit: int,
-                 run_timeout: int = 600, step_limit: float = 90.0):
+                 run_timeout: int = 600, step_limit: float = 90.0, queue=None):
         super().__init__()
         self.app = app
+        # An RQ queue: runs execute in `flask run-worker` processes instead of this one's pool.
+        self.queue = queue
         self.run_timeout = run_timeout
         # No executing step outlives this (its responder call is bounded by OPENAI_TIMEOUT or the
         # offline delay): an older `in_progress` step has lost its process.
@@ -119,6 +121,8 @@ class RegistryEngine(Engine):
         return run
 
     def _reserve_slot(self) -> None:
+        if self.queue is not None:
+            return  # the workers' queue holds waiting runs, not this process
         # Bounded: past RUN_WORKERS executing and RUN_QUEUE_LIMIT waiting, refuse rather than pile up.
         if not self._pending.acquire(blocking=False):
             raise ServiceUnavailable("Too many runs are waiting to execute. Try again shortly.",
@@ -177,6 +181,11 @@ class RegistryEngine(Engine):
     # ---- execution ---------------------------------------------------------------------------
 
     def _submit(self, run_id: str) -> None:
+        if self.queue is not None:
+            # The same execution, in a worker process; cancels reach it through the registry.
+            self.queue.enqueue("bridge.jobs.execute_run", run_id,
+                               job_timeout=int(self.step_limit) + 60, result_ttl=0)
+            return
         self._cancel_events[run_id] = threading.Event()
         try:
             self._runs.submit(self._execute, run_id)
@@ -191,16 +200,23 @@ class RegistryEngine(Engine):
 
     def _execute(self, run_id: str) -> None:
         try:
+            self.execute(run_id)
+        except Exception:  # the pool would swallow it silently
+            log.exception("run %s: executor failed", run_id)
+        finally:
+            self._pending.release()
+
+    def execute(self, run_id: str) -> None:
+        """Execute one queued run step to its end, here: in the pool, or in an RQ worker."""
+        self._cancel_events.setdefault(run_id, threading.Event())
+        try:
             with self.app.app_context():
                 try:
                     self._execute_in_context(run_id)
                 finally:
                     db.session.remove()
-        except Exception:  # the pool would swallow it silently
-            log.exception("run %s: executor failed", run_id)
         finally:
             self._cancel_events.pop(run_id, None)
-            self._pending.release()
 
     def _execute_in_context(self, run_id: str) -> None:
         request = self._begin(run_id)
@@ -331,6 +347,8 @@ class RegistryEngine(Engine):
                 "code": "server_error",
                 "message": "The run was interrupted (the server restarted); start a new run."}))
         db.session.commit()
+        if self.queue is not None:
+            return  # queued runs wait in Redis, which outlives this process
         waiting = list(db.session.scalars(select(Run.id).where(
             Run.thread_pk.in_(local), Run.status == "queued").order_by(Run.pk).limit(100)))
         db.session.remove()

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from flask import Flask
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm.exc import ObjectDeletedError
 
 from ..errors import InvalidRequest, NotFound
 from ..extensions import db
@@ -517,7 +518,10 @@ class UpstreamEngine(Engine):
                     Run.expires_at <= now()))
             .order_by(Run.polled_at.is_not(None), Run.polled_at).limit(batch)))
         for run in runs:
-            self.refresh_run(run)
+            try:
+                self.refresh_run(run)
+            except ObjectDeletedError:
+                db.session.rollback()  # its thread was deleted meanwhile: nothing to follow
 
     # ---- moving threads -----------------------------------------------------------------------
 
