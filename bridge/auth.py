@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
 from .config import Settings, development_secret, read_pem
-from .errors import Forbidden, error_response
+from .errors import Forbidden, Unauthorized, error_response
 from .extensions import jwt
 
 # Ids end up in metadata, logs and upstream calls: keep them to printable, unambiguous characters.
@@ -46,9 +46,11 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
     )
 
 
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="assistants-bridge"'}
+
+
 def _unauthorized(message: str):
-    return error_response(401, message, code="invalid_token",
-                          headers={"WWW-Authenticate": 'Bearer realm="assistants-bridge"'})
+    return error_response(401, message, code="invalid_token", headers=dict(_CHALLENGE))
 
 
 def register_jwt_callbacks() -> None:
@@ -90,8 +92,15 @@ def register_jwt_callbacks() -> None:
         return _unauthorized("Invalid token.")
 
 
+# Far above any real token (a few hundred bytes to a few KiB), far below what it costs to parse.
+MAX_TOKEN_BYTES = 8192
+
+
 def require_user() -> None:
     """Verify the request's token; raises into the 401 loaders above."""
+    if len(request.headers.get("Authorization", "")) > MAX_TOKEN_BYTES:
+        raise Unauthorized(f"Invalid token: longer than {MAX_TOKEN_BYTES} bytes.",
+                           code="invalid_token", headers=dict(_CHALLENGE))
     verify_jwt_in_request()
 
 

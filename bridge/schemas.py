@@ -128,8 +128,9 @@ class RunOptions(Request):
     metadata: Metadata | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    max_prompt_tokens: Annotated[int, Field(ge=256)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=16)] | None = None
+    # Upper bound: the registry keeps them in 32-bit integer columns.
+    max_prompt_tokens: Annotated[int, Field(ge=256, le=2**31 - 1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=16, le=2**31 - 1)] | None = None
     response_format: Any | None = None
     tool_choice: Any | None = None
     parallel_tool_calls: bool | None = None

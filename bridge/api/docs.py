@@ -15,7 +15,14 @@ from . import OPERATIONS
 bp = Blueprint("docs", __name__)
 
 _PATH_PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
-_ERRORS = {"400": "Bad request", "401": "Missing or invalid token", "404": "Not found"}
+_ERRORS = {"400": "Bad request", "401": "Missing or invalid token", "404": "Not found",
+           "429": "Over the caller's rate limit; see Retry-After"}
+# Every authenticated POST takes an Idempotency-Key.
+_IDEMPOTENT = {"409": "The request's Idempotency-Key is in use by a request still running",
+               "422": "The request's Idempotency-Key was used with another body or path"}
+_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                    "description": "Makes the POST safe to repeat: the first response is replayed.",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
 _BODY_ERRORS = {"413": "Request body too large"}
 _LOCKED = {"409": "The thread has an active run"}
 _ADMIN = {"403": "Needs an admin token"}
@@ -49,6 +56,9 @@ def openapi_spec() -> dict:
                 parameters.append({"name": name, "in": "query",
                                    "required": name in schema.get("required", []),
                                    "schema": prop})
+        idempotent = op.auth and op.method == "post"
+        if idempotent:
+            parameters.append(_IDEMPOTENCY_KEY)
         operation = {
             "operationId": op.operation_id, "summary": op.summary, "tags": [op.tag],
             "parameters": parameters,
@@ -59,6 +69,7 @@ def openapi_spec() -> dict:
                 **(errors(_BODY_ERRORS) if op.body is not None else {}),
                 **(errors(_LOCKED) if op.operation_id in _LOCKING_OPERATIONS else {}),
                 **(errors(_ADMIN) if op.admin else {}),
+                **(errors(_IDEMPOTENT) if idempotent else {}),
             },
         }
         if op.body is not None:
