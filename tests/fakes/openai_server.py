@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import re
 import socket
 import threading
@@ -96,6 +97,20 @@ class _Fault:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+@dataclass
+class _FaultRates:
+    """Random faults: each request (on `routes`, or any) draws one of them with these probabilities."""
+
+    error_5xx: float
+    rate_limited: float
+    timeout: float
+    timeout_seconds: float
+    retry_after: float
+    statuses: tuple[int, ...]
+    routes: frozenset[str] | None
+    rng: random.Random
 
 
 @dataclass
@@ -478,8 +493,10 @@ class FakeOpenAI(LoopbackFake):
     """A stateful fake of OpenAI's Conversations, Responses, Assistants v2 and Chat Completions APIs."""
 
     def __init__(self, api_key: str = "test-openai-key", latency: float = 0.05, retention: float = 600.0,
-                 poll_after_ms: int = 10):
+                 poll_after_ms: int = 10, max_recorded: int | None = None):
         super().__init__()
+        # Keep only about the last `max_recorded` requests in `requests` (long soaks); None keeps all.
+        self.max_recorded = max_recorded
         self.server_class = _Server
         self.api_key = api_key
         self.latency = latency
@@ -499,6 +516,9 @@ class FakeOpenAI(LoopbackFake):
         self._faults: deque[_Fault] = deque()
         # Faults for one route only ("POST /v1/responses"), consumed before the route-less ones.
         self._route_faults: dict[str, deque[_Fault]] = {}
+        # Random faults (fault_rates()), drawn for a request no queued fault applies to.
+        self._fault_rates: _FaultRates | None = None
+        self._injected: Counter[str] = Counter()
         self._conversations: dict[str, _Conversation] = {}
         self._responses: dict[str, _Job] = {}
         self._assistants: dict[str, dict[str, Any]] = {}
@@ -584,6 +604,62 @@ class FakeOpenAI(LoopbackFake):
         with self._cond:
             self._route_faults.setdefault(route, deque()).extend(copy.deepcopy(fault) for _ in range(count))
 
+    def fault_rates(self, error_5xx: float = 0.0, rate_limited: float = 0.0, timeout: float = 0.0, *,
+                    timeout_seconds: float = 3.0, retry_after: float = 1.0,
+                    statuses: tuple[int, ...] = (500, 502, 503), routes: list[str] | None = None,
+                    seed: int | None = None) -> None:
+        """Fail a random fraction of requests from now on, until reset() or fault_rates() with zeros.
+
+        Each request that no queued fault (fail_next, fail_on, ...) applies to draws once: with
+        probability `error_5xx` it is answered with one of `statuses` (picked at random), with
+        `rate_limited` a 429 carrying `Retry-After: retry_after`, with `timeout` it is handled only
+        after `timeout_seconds` (a client with a shorter timeout gives up, and the request still
+        takes effect, as a slow provider's would). `routes` (keys of calls()) limits the faults to
+        those routes. `seed` makes the draws repeatable. injected_faults() counts what was injected.
+        """
+        rates = (error_5xx, rate_limited, timeout)
+        if any(not isinstance(rate, (int, float)) or not 0 <= rate <= 1 for rate in rates) or sum(rates) > 1:
+            raise ValueError(f"fault rates must be in [0, 1] and sum to at most 1, not {rates!r}")
+        if timeout_seconds < 0 or retry_after < 0:
+            raise ValueError("timeout_seconds and retry_after must not be negative")
+        if not statuses or any(not (isinstance(s, int) and 500 <= s <= 599) for s in statuses):
+            raise ValueError(f"statuses must be 5xx ints, not {statuses!r}")
+        unknown = sorted(set(routes or ()) - ROUTE_KEYS)
+        if unknown:
+            raise ValueError(f"unknown route(s) {unknown}; known routes: {sorted(ROUTE_KEYS)}")
+        config = None
+        if sum(rates) > 0:
+            config = _FaultRates(error_5xx, rate_limited, timeout, float(timeout_seconds), float(retry_after),
+                                 tuple(statuses), frozenset(routes) if routes is not None else None,
+                                 random.Random(seed))
+        with self._cond:
+            self._fault_rates = config
+
+    def injected_faults(self) -> dict[str, int]:
+        """How many random faults fault_rates() injected, by kind ("500", "429", "timeout", ...)."""
+        with self._cond:
+            return dict(self._injected)
+
+    def _random_fault(self, route: str) -> _Fault | None:
+        """Draw a random fault for a request (caller holds the lock)."""
+        config = self._fault_rates
+        if config is None or (config.routes is not None and route not in config.routes):
+            return None
+        draw = config.rng.random()
+        if draw < config.error_5xx:
+            status = config.rng.choice(config.statuses)
+            self._injected[str(status)] += 1
+            return _Fault("fail", status=status)
+        draw -= config.error_5xx
+        if draw < config.rate_limited:
+            self._injected["429"] += 1
+            return _Fault("fail", status=429, headers={"Retry-After": f"{config.retry_after:g}"})
+        draw -= config.rate_limited
+        if draw < config.timeout:
+            self._injected["timeout"] += 1
+            return _Fault("timeout", seconds=config.timeout_seconds)
+        return None
+
     def hold(self) -> None:
         """Keep model output from now on (responses, runs, chat) in progress until release()."""
         with self._cond:
@@ -628,9 +704,13 @@ class FakeOpenAI(LoopbackFake):
             self._requests.append({"method": method, "path": path, "route": route, "query": query,
                                    "headers": headers, "json": None if body is _INVALID_JSON else body})
             self._calls[route] += 1
+            if self.max_recorded is not None and len(self._requests) > 2 * self.max_recorded:
+                del self._requests[:-self.max_recorded]
             self._cond.notify_all()
             routed = self._route_faults.get(route)
             fault = routed.popleft() if routed else self._faults.popleft() if self._faults else None
+            if fault is None:
+                fault = self._random_fault(route)
             if fault is not None:
                 if fault.kind == "drop":
                     return None
