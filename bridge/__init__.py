@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import event
 
+from . import observability
 from .config import Settings
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
@@ -21,10 +22,15 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     setting_overrides = {k: overrides.pop(k) for k in list(overrides) if k in Settings.model_fields}
     settings = Settings(**setting_overrides)
     configure(app, settings)
+    observability.init_app(app, settings)
     app.config.update(overrides)
 
     register_extensions(app, settings)
     register_blueprints(app)
+    register_limits(app, settings)
+    # inside the rate limits
+    from .idempotency import init_app as init_idempotency
+    init_idempotency(app, settings)
     register_errorhandlers(app)
     register_commands(app)
     register_engine(app)
@@ -49,7 +55,9 @@ def configure(app: Flask, settings: Settings) -> None:
     from .auth import configure_jwt
 
     url = database_url(settings, app.instance_path)
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    # A gthread worker serves GUNICORN_THREADS (32) requests at once: the pool must not make
+    # them queue for a connection (SQLAlchemy's default is 5 + 10).
+    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 30}
     if url.startswith("sqlite"):
         options["connect_args"] = {"timeout": 30}
     app.config.update(
@@ -88,6 +96,12 @@ def register_blueprints(app: Flask) -> None:
     from .api import register_blueprints as register
 
     register(app)
+
+
+def register_limits(app: Flask, settings: Settings) -> None:
+    from .limits import init_app
+
+    init_app(app, settings)
 
 
 def register_errorhandlers(app: Flask) -> None:

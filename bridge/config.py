@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # Seconds between passes of each process's run sweeper (expires overdue runs, restarts
     # queued ones, finishes interrupted ones, tracks upstream runs nobody polls); 0 turns it off.
     RUN_SWEEP_SECONDS: float = Field(default=5.0, ge=0, le=3600)
+    # Where offline and chat runs execute: "threads" in each server process, or "rq": a Redis
+    # queue (REDIS_URL) served by `flask run-worker` processes on any host.
+    RUN_EXECUTOR: Literal["threads", "rq"] = "threads"
+    RQ_QUEUE: str = Field(default="bridge-runs", min_length=1, max_length=64)
     # Artificial latency of the offline responder, to demonstrate polling and cancel.
     OFFLINE_REPLY_DELAY: float = Field(default=0.0, ge=0, le=600)
 
@@ -93,12 +97,31 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("RATE_LIMIT_READS", "RATE_LIMIT_WRITES", "RATE_LIMIT_RUNS")
+    @classmethod
+    def _rate_limits(cls, value: str, info) -> str:
+        from limits import parse_many
+
+        value = value.strip()
+        if not value:
+            return ""  # the category is off
+        try:
+            items = parse_many(value)
+        except ValueError:
+            items = []
+        if not items or any(item.amount < 1 for item in items):
+            raise ValueError(f"{info.field_name} must be rate limits such as '120/minute' or "
+                             f"'10/second;500/hour' (empty turns it off), not {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _check_keys(self) -> "Settings":
         if self.JWT_ALGORITHM.startswith("RS") and not self.JWT_PUBLIC_KEY:
             raise ValueError(f"JWT_PUBLIC_KEY is required when JWT_ALGORITHM is {self.JWT_ALGORITHM}")
         if self.engine == "chat" and not self.OPENAI_BASE_URL and not self.OPENAI_API_KEY:
             raise ValueError("BRIDGE_ENGINE=chat needs OPENAI_BASE_URL (and OPENAI_API_KEY if the server wants one)")
+        if self.RUN_EXECUTOR == "rq" and not self.REDIS_URL:
+            raise ValueError("RUN_EXECUTOR=rq needs REDIS_URL")
         if self.engine in ("responses", "assistants") and not self.OPENAI_API_KEY:
             raise ValueError(f"BRIDGE_ENGINE={self.engine} needs OPENAI_API_KEY")
         return self

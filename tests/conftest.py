@@ -143,7 +143,9 @@ def make_app(database_url, tmp_path) -> Callable[..., Any]:
                     "BRIDGE_ENGINE": "offline", "POLL_AFTER_MS": 20,
                     # Tests that count upstream calls or executor slots need no background
                     # sweeper; tests of the sweeper turn it on.
-                    "RUN_SWEEP_SECONDS": 0, **overrides}
+                    "RUN_SWEEP_SECONDS": 0,
+                    # Rate-limit counters of their own, also when tests share one Redis.
+                    "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}", **overrides}
         app = create_app({"TESTING": True, **settings})
         apps.append(app)
         return app
