@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import openai
 import pytest
 from sqlalchemy import select, update
 
@@ -154,3 +155,33 @@ def test_overdue_upstream_runs_expire_and_stop_upstream(start_bridge, engine):
     assert expired.last_error["code"] == "server_error"
     assert bridge.fake.calls(cancels) >= 1
     bridge.fake.release()
+
+
+@pytest.mark.parametrize("engine", ["responses", "assistants"])
+def test_a_delete_the_upstream_failed_is_retried_later_not_forgotten(start_bridge, engine):
+    bridge = start_bridge(engine)
+    client = bridge.sdk("alice")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "bye"}])
+    route = {"responses": "DELETE /v1/conversations/{id}",
+             "assistants": "DELETE /v1/threads/{id}"}[engine]
+    bridge.fake.fail_on(route, 500)
+
+    assert client.beta.threads.delete(thread.id).deleted  # gone for the client at once
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.retrieve(thread.id)
+    listed = bridge.sdk("alice").get("/threads", cast_to=object)  # the bridge's own list route
+    assert thread.id not in [t["id"] for t in listed["data"]]
+    with bridge.app.app_context():
+        pending = db.session.scalar(select(Thread).where(Thread.id == thread.id))
+        assert pending.status == "deleting"
+        upstream = pending.upstream_id
+
+    with bridge.app.app_context():
+        bridge.app.extensions["bridge.engine"].sweep()  # what the sweeper does on its next pass
+
+    assert bridge.fake.calls(route) == 2
+    with bridge.app.app_context():
+        assert db.session.scalar(select(Thread).where(Thread.id == thread.id)) is None
+    with bridge.fake._cond:
+        kept = bridge.fake._conversations if engine == "responses" else bridge.fake._threads
+        assert upstream not in kept

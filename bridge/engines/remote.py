@@ -232,12 +232,36 @@ class UpstreamEngine(Engine):
                 best_effort(f"cancel {run.id}",
                             lambda run=run: self._call(self._cancel, thread.upstream_id,
                                                        run.upstream_id))
+        container = thread.upstream_id
         try:
-            self._call(self._delete_container, thread.upstream_id)
+            self._call(self._delete_container, container)
         except UpstreamNotFound:
             pass  # already gone upstream: finish the job here
+        except EngineError as exc:
+            # Gone for the client now; the sweeper deletes it upstream later, then here.
+            log.warning("thread %s: upstream delete failed, retried later: %s", thread.id,
+                        exc.log_detail or exc.public_message)
+            thread.status = "deleting"
+            db.session.commit()
+            return
         db.session.delete(thread)
         db.session.commit()
+
+    def _finish_deletes(self, batch: int = 20) -> None:
+        """Retry the upstream deletes of threads a client deleted while the upstream failed."""
+        pending = list(db.session.execute(select(Thread.pk, Thread.upstream_id).where(
+            Thread.home == self.home, Thread.status == "deleting").limit(batch)))
+        for pk, container in pending:
+            try:
+                if container:
+                    self._call(self._delete_container, container)
+            except UpstreamNotFound:
+                pass
+            except EngineError as exc:
+                log.info("thread %s: upstream delete failed again: %s", pk, exc.log_detail)
+                continue
+            db.session.execute(delete(Thread).where(Thread.pk == pk, Thread.status == "deleting"))
+            db.session.commit()
 
     # ---- messages -----------------------------------------------------------------------------
 
@@ -522,6 +546,7 @@ class UpstreamEngine(Engine):
                 self.refresh_run(run)
             except ObjectDeletedError:
                 db.session.rollback()  # its thread was deleted meanwhile: nothing to follow
+        self._finish_deletes()
 
     # ---- moving threads -----------------------------------------------------------------------
 
