@@ -151,8 +151,10 @@ def make_app(database_url, tmp_path) -> Callable[..., Any]:
         return app
 
     yield build
+    # Every app's background threads stop before any registry is emptied: apps may share one.
     for app in apps:
         app.extensions["bridge.engine"].shutdown()
+    for app in apps:
         _empty_registry(app)
 
 

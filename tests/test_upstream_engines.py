@@ -335,7 +335,9 @@ def test_concurrent_tool_output_submits_continue_the_run_once(start_bridge, engi
 
 @both_engines
 def test_poll_cost_is_one_upstream_call_per_interval(start_bridge, engine):
-    bridge = start_bridge(engine, POLL_AFTER_MS=1000)
+    # One retry, as in production: a keep-alive connection the fake closed while idle must not
+    # turn the interval's one call into none.
+    bridge = start_bridge(engine, POLL_AFTER_MS=1000, OPENAI_MAX_RETRIES=1)
     fake, client = bridge.fake, bridge.sdk("alice")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
     assistant_id = bridge.assistant()
