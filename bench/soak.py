@@ -43,7 +43,6 @@ stopped or removed on exit, Ctrl-C included. All traffic stays on 127.0.0.1 (and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
@@ -52,7 +51,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -72,6 +70,9 @@ if str(ROOT) not in sys.path:
 import jwt  # noqa: E402  (PyJWT)
 
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
+# The process and signal helpers of the worker-model benchmark beside this script.
+from worker_models import (Interrupted, StartFailed, control_socket_args,  # noqa: E402
+                           free_port)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_STARTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -101,32 +102,6 @@ PATH_IDS = [(re.compile(r"/thread_[A-Za-z0-9]+"), "/{thread_id}"),
             (re.compile(r"/msg_[A-Za-z0-9]+"), "/{message_id}"),
             (re.compile(r"/run_[A-Za-z0-9]+"), "/{run_id}"),
             (re.compile(r"/asst_[A-Za-z0-9]+"), "/{assistant_id}")]
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP: stop like Ctrl-C."""
-
-
-class StartFailed(Exception):
-    """gunicorn or the fake did not come up."""
-
-
-@contextlib.contextmanager
-def shielded():
-    """Hold off Ctrl-C, SIGTERM and SIGHUP during cleanup, so a second one leaves nothing behind."""
-    caught: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
-                for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if caught:
-        if caught[0] == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Interrupted(signal.Signals(caught[0]).name)
 
 
 def mint_token(user: str, *, admin: bool = False, ttl: int = 4 * 3600) -> str:
@@ -199,20 +174,6 @@ def gunicorn_executable() -> str | None:
     if beside.exists():
         return str(beside)
     return shutil.which("gunicorn")
-
-
-def control_socket_args() -> list[str]:
-    """gunicorn >= 25 opens a control socket at a fixed path in $HOME by default; a soak server
-    must not take it over from a gunicorn someone else is running."""
-    from gunicorn import config
-
-    return ["--no-control-socket"] if hasattr(config, "ControlSocketDisable") else []
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Gunicorn:
