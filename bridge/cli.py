@@ -14,7 +14,8 @@ from flask.cli import with_appcontext
 from flask_jwt_extended import create_access_token
 from pydantic import ValidationError
 
-from .errors import validation_message
+from .api.bodies import check_body_bounds
+from .errors import InvalidRequest, validation_message
 from .provisioning import provision_assistant
 from .schemas import AssistantCreate
 
@@ -79,7 +80,10 @@ def setup_assistant(name, model, instructions, instructions_file, description, t
         if value is not None:
             fields[key] = value
     try:
+        check_body_bounds(fields)  # the same bounds as the admin API's
         body = AssistantCreate(**fields)
+    except InvalidRequest as exc:
+        raise click.UsageError(exc.message) from None
     except ValidationError as exc:
         raise click.UsageError(validation_message(exc)[0]) from None
     assistant, created = provision_assistant(body)

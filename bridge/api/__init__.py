@@ -17,6 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..auth import require_admin
 from ..errors import InvalidRequest, validation_message
+from .bodies import check_body_bounds, too_deep_to_parse
 from .guards import guarded
 
 
@@ -87,12 +88,15 @@ def read_json_body(model: type[BaseModel]) -> BaseModel:
     else:
         try:
             data = json.loads(raw, parse_constant=_refuse_constant)
+        except RecursionError:
+            raise too_deep_to_parse() from None
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest(
                 "We could not parse the JSON body of your request. The body must be valid JSON.",
                 code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    check_body_bounds(data)
     return validate(model, data)
 
 
