@@ -6,11 +6,13 @@ code. Request models forbid unknown fields, as OpenAI did; limits follow OpenAI'
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, Literal, TypeVar
+import json
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_type_hints
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag,
-                      field_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field,
+                      StringConstraints, Tag, field_validator, with_config)
 from pydantic_core import PydanticCustomError
+from typing_extensions import NotRequired, TypedDict
 
 ThreadId = Annotated[str, StringConstraints(max_length=64)]
 Text = Annotated[str, StringConstraints(max_length=256_000)]
@@ -20,20 +22,80 @@ Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)]
 # A thread's metadata also carries the owner stamp, and upstreams allow 16 keys in all.
 ThreadMetadata = Annotated[dict[MetadataKey, MetadataValue], Field(
     max_length=15, description="At most 15 keys: the bridge adds `user_id` as the 16th.")]
+ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# `name` of functions and JSON schemas, as OpenAI constrains it.
+Name = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 
 RESERVED_METADATA_KEY = "user_id"
 
+# JSON types as OpenAI checks them: "1.5" is not a number, 300.0 not an integer, 1 not a boolean.
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+# The serialised size of one free-form object (a function's parameters, a JSON schema). Depth is
+# bounded for the whole body (bridge/api/bodies.py); this bounds what one field may store.
+MAX_FREE_FORM_BYTES = 64 * 1024
+
+
+def _bounded_size(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_FREE_FORM_BYTES:
+        raise PydanticCustomError(
+            "too_large", "at most {limit} bytes of JSON are allowed, this is {size}",
+            {"limit": MAX_FREE_FORM_BYTES, "size": size})
+    return value
+
+
+FreeFormObject = Annotated[dict[str, Any], AfterValidator(_bounded_size), Field(
+    description=f"A JSON object of at most {MAX_FREE_FORM_BYTES} bytes.")]
+
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
+
+
+# ---- unions told apart by a field ------------------------------------------------------------
+
+def _type_tag(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"type={kind}" if isinstance(kind, str) else None
+
+
+def by_type(*members: type, noun: str) -> Any:
+    """A union of objects told apart by their `type` literal.
+
+    The tags are not field names (`type=function`), so an error inside a member names the
+    member's own fields (`tools.0.function.name`), and an unknown `type` is one clear error.
+    """
+    tags = {get_args(get_type_hints(member)["type"])[0]: member for member in members}
+    expected = ", ".join(f"'{tag}'" for tag in tags)
+    return Annotated[
+        Union[tuple(Annotated[member, Tag(f"type={tag}")] for tag, member in tags.items())],
+        Discriminator(_type_tag, custom_error_type="invalid_union_member",
+                      custom_error_message=f"must be {noun} whose 'type' is one of {expected}")]
+
+
+def _mode_or_object(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "as-string"
+    if isinstance(value, dict):
+        return "as-object"
+    return None
+
+
+def mode_or_object(modes: Any, objects: Any, *, expected: str) -> Any:
+    """One of a few strings, or an object; anything else is one clear error."""
+    return Annotated[
+        Union[Annotated[modes, Tag("as-string")], Annotated[objects, Tag("as-object")]],
+        Discriminator(_mode_or_object, custom_error_type="invalid_option",
+                      custom_error_message=f"must be {expected}")]
 
 
 # ---- tools ---------------------------------------------------------------------------------
 
 class FunctionDefinition(Request):
-    name: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+    name: Name
     description: Annotated[str, StringConstraints(max_length=1024)] | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: FreeFormObject | None = None
     strict: bool | None = None
 
 
@@ -46,13 +108,127 @@ class CodeInterpreterTool(Request):
     type: Literal["code_interpreter"]
 
 
+class RankingOptions(Request):
+    score_threshold: Annotated[float, Field(ge=0, le=1)]
+    ranker: Literal["auto", "default_2024_08_21"] | None = None
+
+
+class FileSearchSettings(Request):
+    max_num_results: Annotated[int, Field(ge=1, le=50)] | None = None
+    ranking_options: RankingOptions | None = None
+
+
 class FileSearchTool(Request):
-    model_config = ConfigDict(extra="allow")
     type: Literal["file_search"]
+    file_search: FileSearchSettings | None = None
 
 
-Tool = Annotated[FunctionTool | CodeInterpreterTool | FileSearchTool, Field(discriminator="type")]
+Tool = by_type(FunctionTool, CodeInterpreterTool, FileSearchTool, noun="a tool")
 Tools = Annotated[list[Tool], Field(max_length=128)]
+
+
+# Options a run or an assistant takes as plain JSON and keeps as the client sent them: typed
+# dicts, so a validated value is stored and passed upstream unchanged.
+
+@with_config(STRICT)
+class TextFormat(TypedDict):
+    type: Literal["text"]
+
+
+@with_config(STRICT)
+class JsonObjectFormat(TypedDict):
+    type: Literal["json_object"]
+
+
+@with_config(STRICT)
+class JsonSchemaSpec(TypedDict):
+    name: Name
+    description: NotRequired[Annotated[str, StringConstraints(max_length=1024)]]
+    schema: NotRequired[FreeFormObject]
+    strict: NotRequired[bool | None]
+
+
+@with_config(STRICT)
+class JsonSchemaFormat(TypedDict):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = mode_or_object(
+    Literal["auto"], by_type(TextFormat, JsonObjectFormat, JsonSchemaFormat, noun="an object"),
+    expected="'auto' or an object with 'type' 'text', 'json_object' or 'json_schema'")
+
+
+@with_config(STRICT)
+class ChosenFunction(TypedDict):
+    name: Name
+
+
+@with_config(STRICT)
+class ToolChoiceObject(TypedDict):
+    type: Literal["function", "code_interpreter", "file_search"]
+    function: NotRequired[ChosenFunction]
+
+
+def _function_named(choice: dict[str, Any]) -> dict[str, Any]:
+    if (choice["type"] == "function") != ("function" in choice):
+        raise PydanticCustomError(
+            "function_choice", "'function' with a 'name' is required when 'type' is 'function', "
+                               "and only then")
+    return choice
+
+
+ToolChoice = mode_or_object(
+    Literal["none", "auto", "required"], Annotated[ToolChoiceObject, AfterValidator(_function_named)],
+    expected="'none', 'auto', 'required' or an object with 'type' 'function' (and 'function': "
+             "{'name'}), 'code_interpreter' or 'file_search'")
+
+
+@with_config(STRICT)
+class TruncationStrategy(TypedDict):
+    type: Literal["auto", "last_messages"]
+    last_messages: NotRequired[Annotated[int, Field(ge=1, le=2**31 - 1)] | None]
+
+
+@with_config(STRICT)
+class CodeInterpreterResources(TypedDict):
+    file_ids: NotRequired[Annotated[list[ObjectId], Field(max_length=20)]]
+
+
+@with_config(STRICT)
+class StaticChunks(TypedDict):
+    max_chunk_size_tokens: Annotated[int, Field(ge=100, le=4096)]
+    chunk_overlap_tokens: Annotated[int, Field(ge=0, le=2048)]
+
+
+@with_config(STRICT)
+class AutoChunking(TypedDict):
+    type: Literal["auto"]
+
+
+@with_config(STRICT)
+class StaticChunking(TypedDict):
+    type: Literal["static"]
+    static: StaticChunks
+
+
+@with_config(STRICT)
+class NewVectorStore(TypedDict):
+    file_ids: NotRequired[Annotated[list[ObjectId], Field(max_length=10_000)]]
+    chunking_strategy: NotRequired[by_type(AutoChunking, StaticChunking, noun="an object")]
+    metadata: NotRequired[Metadata | None]
+
+
+@with_config(STRICT)
+class FileSearchResources(TypedDict):
+    vector_store_ids: NotRequired[Annotated[list[ObjectId], Field(max_length=1)]]
+    vector_stores: NotRequired[Annotated[list[NewVectorStore], Field(max_length=1)]]
+
+
+@with_config(STRICT)
+class ToolResources(TypedDict):
+    code_interpreter: NotRequired[CodeInterpreterResources]
+    file_search: NotRequired[FileSearchResources]
 
 
 # ---- messages ------------------------------------------------------------------------------
@@ -95,7 +271,7 @@ class MessageModify(Request):
 
 class ThreadModify(Request):
     metadata: ThreadMetadata | None = None
-    tool_resources: dict[str, Any] | None = None
+    tool_resources: ToolResources | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -118,6 +294,23 @@ def reject_user_id(metadata: dict[str, str] | None) -> dict[str, str] | None:
 
 # ---- runs ----------------------------------------------------------------------------------
 
+Temperature = Annotated[float, Field(ge=0, le=2)]
+TopP = Annotated[float, Field(ge=0, le=1)]
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+
+
+def _not_streaming(value: bool | None) -> bool | None:
+    # `Literal[False]` would take 0 as well (0 == False): a boolean first, then its value.
+    if value:
+        raise PydanticCustomError("streaming_unsupported",
+                                  "streaming is not supported yet; only false is accepted")
+    return value
+
+
+NoStream = Annotated[bool | None, AfterValidator(_not_streaming), Field(
+    description="Streaming is not supported yet; only false is accepted.")]
+
+
 class RunOptions(Request):
     """Fields a run takes on top of the assistant's own settings."""
 
@@ -126,18 +319,17 @@ class RunOptions(Request):
     instructions: Text | None = None
     tools: Tools | None = None
     metadata: Metadata | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     # Upper bound: the registry keeps them in 32-bit integer columns.
     max_prompt_tokens: Annotated[int, Field(ge=256, le=2**31 - 1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=16, le=2**31 - 1)] | None = None
-    response_format: Any | None = None
-    tool_choice: Any | None = None
+    response_format: ResponseFormat | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    truncation_strategy: dict[str, Any] | None = None
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
-    stream: Literal[False] | None = Field(
-        default=None, description="Streaming is not supported yet; only false is accepted.")
+    truncation_strategy: TruncationStrategy | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    stream: NoStream = None
 
 
 class RunCreate(RunOptions):
@@ -147,7 +339,7 @@ class RunCreate(RunOptions):
 
 class ThreadAndRunCreate(RunOptions):
     thread: ThreadCreate | None = None
-    tool_resources: dict[str, Any] | None = None
+    tool_resources: ToolResources | None = None
 
 
 class RunModify(Request):
@@ -161,8 +353,7 @@ class ToolOutput(Request):
 
 class ToolOutputsSubmit(Request):
     tool_outputs: Annotated[list[ToolOutput], Field(min_length=1, max_length=128)]
-    stream: Literal[False] | None = Field(
-        default=None, description="Streaming is not supported yet; only false is accepted.")
+    stream: NoStream = None
 
 
 # ---- assistants ----------------------------------------------------------------------------
@@ -172,12 +363,12 @@ class AssistantFields(Request):
     description: Annotated[str, StringConstraints(max_length=512)] | None = None
     instructions: Text | None = None
     tools: Tools | None = None
-    tool_resources: dict[str, Any] | None = None
+    tool_resources: ToolResources | None = None
     metadata: Metadata | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    response_format: Any | None = None
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: ReasoningEffort | None = None
 
 
 class AssistantCreate(AssistantFields):
