@@ -7,11 +7,23 @@ Settings read: OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_TIMEOUT.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from .base import CancelSignal, Reply, Responder, RunFailed, RunRequest, ToolCall, Usage
 from .upstream import OpenAIUpstream
 
 log = logging.getLogger(__name__)
+
+
+def chat_tool_choice(choice: Any) -> Any:
+    """An Assistants `tool_choice` for Chat Completions, which only knows function tools.
+
+    Forcing `code_interpreter` or `file_search`, which this engine does not offer the model,
+    leaves the choice to the model instead of failing the run upstream.
+    """
+    if isinstance(choice, dict) and choice.get("type") != "function":
+        return None
+    return choice
 
 
 class ChatCompletionsResponder(Responder):
@@ -35,8 +47,9 @@ class ChatCompletionsResponder(Responder):
             # Assistants and Chat Completions share the function tool shape.
             options["tools"] = list(request.tools)
             options["parallel_tool_calls"] = request.parallel_tool_calls
-            if request.tool_choice is not None:
-                options["tool_choice"] = request.tool_choice
+            choice = chat_tool_choice(request.tool_choice)
+            if choice is not None:
+                options["tool_choice"] = choice
         # Creating a completion is not idempotent (it costs tokens): never retried blindly.
         completion = self.upstream.call(
             lambda client: client.with_options(max_retries=0).chat.completions.create(
