@@ -702,7 +702,8 @@ def parse_args(argv: list[str] | None = None):
     return args
 
 
-def _interrupt(signum, _frame):
+def interrupt(signum, _frame):
+    """Turn SIGTERM and SIGHUP into Interrupted, so they stop like Ctrl-C."""
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -710,8 +711,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Ctrl-C stops cleanly even when started from a shell that made SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
     baseline = BASELINE if BASELINE in args.models else args.models[0]
     folder = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
     registries = Registries(folder, args.postgres)

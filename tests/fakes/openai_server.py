@@ -502,6 +502,8 @@ class FakeOpenAI(LoopbackFake):
         self.latency = latency
         self.retention = retention
         self.poll_after_ms = poll_after_ms
+        # Seconds every request waits before it is answered (benchmarks of a slow upstream).
+        self.answer_delay = 0.0
         self._workers: list[threading.Thread] = []
         self._holding = False
         self._releases = 0
@@ -720,6 +722,9 @@ class FakeOpenAI(LoopbackFake):
                     return response
                 if self._cond.wait_for(lambda: self._stopping, fault.seconds):
                     return None
+            # A slow provider: every answer takes this long (the lock is released meanwhile).
+            if self.answer_delay and self._cond.wait_for(lambda: self._stopping, self.answer_delay):
+                return None
             if self._stopping:
                 return None
             authorization = headers.get("authorization")
