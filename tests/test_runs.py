@@ -308,6 +308,39 @@ def test_tool_outputs_must_answer_every_pending_call(chat_bridge):
                                                        {"tool_call_id": "call_2", "output": "y"}])
 
 
+# Engines whose runs can stop in `requires_action` (the offline responder never calls tools).
+TOOL_ENGINES = ("chat", "responses", "assistants")
+
+
+def _script_weather_call(bridge) -> None:
+    """The engine's upstream answers the next run with one get_weather call."""
+    if bridge.engine == "chat":
+        bridge.fake.enqueue({"tool_calls": [_tool_call("call_1", "Paris")]})
+    else:
+        bridge.fake.enqueue({"function_calls": [{"name": "get_weather",
+                                                 "arguments": {"city": "Paris"}}]})
+
+
+@pytest.mark.parametrize("engine", TOOL_ENGINES)
+def test_a_cancelled_run_that_waited_for_tool_outputs_has_no_required_action(start_bridge, engine):
+    bridge = start_bridge(engine)
+    client = bridge.sdk("alice")
+    _script_weather_call(bridge)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Weather?"}])
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=bridge.assistant(tools=[WEATHER_TOOL]),
+        poll_interval_ms=20)
+    assert run.status == "requires_action" and run.required_action is not None
+
+    cancelled = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+
+    assert cancelled.status == "cancelled" and cancelled.required_action is None
+    shown = client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)
+    assert shown.status == "cancelled" and shown.required_action is None
+    assert [(r.id, r.required_action) for r in client.beta.threads.runs.list(thread.id)] == \
+        [(run.id, None)]
+
+
 def test_full_executor_refuses_new_runs_with_503(start_bridge):
     bridge = start_bridge("offline", OFFLINE_REPLY_DELAY=30, RUN_WORKERS=1, RUN_QUEUE_LIMIT=1)
     client = bridge.sdk("alice")
