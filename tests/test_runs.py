@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
+from sqlalchemy import update
 
+from bridge.extensions import db
+from bridge.models import Run
 from tests.conftest import ENGINES, race_run_creates, wait_for
 
 
@@ -49,12 +54,12 @@ def test_chat_engine_sends_instructions_and_thread(chat_bridge):
     assert reply.content[0].text.value == "Bonjour"
 
 
-def _slow_bridge(start_bridge, engine: str = "offline"):
+def _slow_bridge(start_bridge, engine: str = "offline", **settings):
     """A bridge whose runs stay in progress until cancelled."""
     if engine == "offline":
         # The offline responder waits this long unless the run is cancelled first.
-        return start_bridge("offline", OFFLINE_REPLY_DELAY=30)
-    bridge = start_bridge(engine)
+        return start_bridge("offline", OFFLINE_REPLY_DELAY=30, **settings)
+    bridge = start_bridge(engine, **settings)
     bridge.fake.hold()  # the fake upstream keeps every answer in progress
     return bridge
 
@@ -119,6 +124,44 @@ def test_cancel_chat_run_while_upstream_is_answering(chat_bridge):
 
     assert final.status == "cancelled"
     assert [m.role for m in client.beta.threads.messages.list(thread_id=thread.id)] == ["user"]
+
+
+def test_expires_at_is_shown_only_while_a_run_can_still_expire(bridge):
+    client = bridge.sdk("alice")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=bridge.assistant())
+
+    assert run.status == "queued" and run.expires_at == run.created_at + 600
+    done = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=20)
+    assert done.status == "completed" and done.expires_at is None
+    assert [(r.id, r.expires_at) for r in client.beta.threads.runs.list(thread.id)] == \
+        [(run.id, None)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cancelled_and_expired_runs_have_no_expires_at(start_bridge, engine):
+    bridge = _slow_bridge(start_bridge, engine, RUN_SWEEP_SECONDS=0.05)
+    client = bridge.sdk("alice")
+    assistant_id = bridge.assistant()
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    first = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant_id)
+    assert first.expires_at == first.created_at + 600
+
+    client.beta.threads.runs.cancel(first.id, thread_id=thread.id)
+    cancelled = client.beta.threads.runs.poll(first.id, thread_id=thread.id, poll_interval_ms=20)
+
+    assert cancelled.status == "cancelled" and cancelled.expires_at is None
+    second = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant_id)
+    with bridge.app.app_context():
+        db.session.execute(update(Run).where(Run.id == second.id)
+                           .values(expires_at=int(time.time()) - 1))
+        db.session.commit()
+        db.session.remove()
+    expired = wait_for(lambda: (r := client.beta.threads.runs.retrieve(
+        second.id, thread_id=thread.id)).status == "expired" and r)
+    assert expired.expires_at is None
+    assert [r.expires_at for r in client.beta.threads.runs.list(thread.id)] == [None, None]
 
 
 def test_cancel_finished_run_is_refused(bridge):
@@ -331,10 +374,12 @@ def test_a_cancelled_run_that_waited_for_tool_outputs_has_no_required_action(sta
         thread_id=thread.id, assistant_id=bridge.assistant(tools=[WEATHER_TOOL]),
         poll_interval_ms=20)
     assert run.status == "requires_action" and run.required_action is not None
+    assert run.expires_at == run.created_at + 600  # a run waiting for outputs can still expire
 
     cancelled = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
 
     assert cancelled.status == "cancelled" and cancelled.required_action is None
+    assert cancelled.expires_at is None
     shown = client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)
     assert shown.status == "cancelled" and shown.required_action is None
     assert [(r.id, r.required_action) for r in client.beta.threads.runs.list(thread.id)] == \
