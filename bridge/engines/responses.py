@@ -44,8 +44,13 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for tool in tools:
         if tool.get("type") == "function":
             function = tool["function"]
-            converted.append({"type": "function", **{key: function[key] for key in (
-                "name", "description", "parameters", "strict") if function.get(key) is not None}})
+            description = function.get("description")
+            # Responses requires both fields, and treats a tool without `strict` as strict, which
+            # refuses most schemas written for Assistants (where absent meant not strict).
+            converted.append({"type": "function", "name": function["name"],
+                              **({"description": description} if description is not None else {}),
+                              "parameters": function.get("parameters"),
+                              "strict": bool(function.get("strict"))})
         elif tool.get("type") == "code_interpreter":
             converted.append({"type": "code_interpreter", "container": {"type": "auto"}})
         # file_search needs vector stores this bridge does not manage: left out.
