@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import random
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 from sqlalchemy import update
 
 from bridge.extensions import db
-from bridge.models import Run
+from bridge.models import ACTIVE_RUN_STATUSES, Run
 from tests.conftest import ENGINES, race_run_creates, wait_for
 
 
@@ -407,3 +411,83 @@ def test_full_executor_refuses_new_runs_with_503(start_bridge):
     for run in accepted:
         assert client.beta.threads.runs.poll(run.id, thread_id=run.thread_id,
                                              poll_interval_ms=20).status == "cancelled"
+
+
+# ---- status and reply become visible together --------------------------------------------------
+
+
+def _replies(client, thread_id: str) -> Counter:
+    """How many replies each run has in the thread's message list."""
+    page = client.beta.threads.messages.list(thread_id, order="asc", limit=100)
+    return Counter(m.run_id for m in page.data if m.role == "assistant")
+
+
+def _statuses(client, thread_id: str) -> dict[str, str]:
+    return {r.id: r.status for r in client.beta.threads.runs.list(thread_id, limit=100).data}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_run_seen_completed_always_has_its_reply_listed(start_bridge, engine):
+    # Runs are settled by whoever gets there first: a poll, a list, the sweeper (every 20 ms) or
+    # the executor. Whichever it is, status and reply commit together, so a client never sees a
+    # completed run without its reply; it may see the reply while a listing taken before still
+    # showed the run active.
+    bridge = start_bridge(engine, RUN_SWEEP_SECONDS=0.02, POLL_AFTER_MS=10,
+                          OFFLINE_REPLY_DELAY=0.05 if engine == "offline" else 0,
+                          RATE_LIMIT_READS="", RATE_LIMIT_WRITES="", RATE_LIMIT_RUNS="")
+    assistant_id = bridge.assistant()
+    users, rounds = [f"user{n}" for n in range(4)], 4
+    problems: list[str] = []
+    windows = Counter()  # orders of listing in which one listing is older than the other: allowed
+    stop = threading.Event()
+
+    def poll_runs(user: str, thread_id: str) -> None:
+        client, pace = bridge.sdk(user), random.Random(user)
+        for _ in range(rounds):
+            run = client.beta.threads.runs.create(thread_id=thread_id, assistant_id=assistant_id)
+            deadline = time.monotonic() + 20
+            while run.status in ACTIVE_RUN_STATUSES:
+                assert time.monotonic() < deadline, f"{run.id} still {run.status}"
+                # Uneven polling, so that the sweeper or a list often settles the run first.
+                time.sleep(pace.choice((0, 0.005, 0.03, 0.06)))
+                run = client.beta.threads.runs.retrieve(run.id, thread_id=thread_id)
+            replies = client.beta.threads.messages.list(thread_id, run_id=run.id).data
+            if run.status != "completed" or [m.role for m in replies] != ["assistant"]:
+                problems.append(f"{run.id} polled {run.status}, run's replies {len(replies)}")
+            if _replies(client, thread_id)[run.id] != 1:
+                problems.append(f"{run.id} polled {run.status}, not listed once in the thread")
+
+    def list_both_ways(user: str, thread_id: str) -> None:
+        client = bridge.sdk(user)
+        while not stop.is_set():
+            statuses, replies = _statuses(client, thread_id), _replies(client, thread_id)
+            for run_id, status in statuses.items():
+                if status == "completed" and replies[run_id] != 1:
+                    problems.append(f"{run_id} listed completed, then {replies[run_id]} replies")
+                active = status in ACTIVE_RUN_STATUSES
+                windows["active, then its reply"] += active and replies[run_id] == 1
+            replies, statuses = _replies(client, thread_id), _statuses(client, thread_id)
+            for run_id, count in replies.items():
+                if count and statuses.get(run_id) in ACTIVE_RUN_STATUSES:
+                    problems.append(f"{run_id} replied, then listed {statuses[run_id]}")
+            windows["no reply, then completed"] += sum(
+                status == "completed" and not replies[run_id] for run_id, status in statuses.items())
+
+    threads = {user: bridge.sdk(user).beta.threads.create(
+        messages=[{"role": "user", "content": f"hello from {user}"}]).id for user in users}
+    with ThreadPoolExecutor(2 * len(users)) as pool:
+        listers = [pool.submit(list_both_ways, user, threads[user]) for user in users]
+        try:
+            for poller in [pool.submit(poll_runs, user, threads[user]) for user in users]:
+                poller.result()
+        finally:
+            stop.set()
+        for lister in listers:
+            lister.result()
+
+    assert problems == [], (problems, windows)
+    for user, thread_id in threads.items():
+        client = bridge.sdk(user)
+        statuses, replies = _statuses(client, thread_id), _replies(client, thread_id)
+        assert sorted(statuses.values()) == ["completed"] * rounds
+        assert {run_id: replies[run_id] for run_id in statuses} == dict.fromkeys(statuses, 1)
