@@ -471,7 +471,8 @@ def test_a_run_seen_completed_always_has_its_reply_listed(start_bridge, engine):
                 if count and statuses.get(run_id) in ACTIVE_RUN_STATUSES:
                     problems.append(f"{run_id} replied, then listed {statuses[run_id]}")
             windows["no reply, then completed"] += sum(
-                status == "completed" and not replies[run_id] for run_id, status in statuses.items())
+                status == "completed" and not replies[run_id]
+                for run_id, status in statuses.items())
 
     threads = {user: bridge.sdk(user).beta.threads.create(
         messages=[{"role": "user", "content": f"hello from {user}"}]).id for user in users}

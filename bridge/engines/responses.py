@@ -22,7 +22,8 @@ from typing import Any
 
 from ..models import now
 from ..schemas import MessageCreate, ToolOutput
-from .remote import RunSettings, RunSnapshot, UpstreamEngine, UpstreamReply, best_effort
+from .remote import (RunSettings, RunSnapshot, UpstreamEngine, UpstreamMessage, UpstreamReply,
+                     best_effort)
 
 # A conversation takes at most this many items per request.
 _ITEMS_PER_CALL = 20
@@ -159,6 +160,16 @@ class ResponsesEngine(UpstreamEngine):
     def _delete_message(self, container, upstream_id) -> None:
         self.upstream.call(lambda client: client.conversations.items.delete(
             upstream_id, conversation_id=container))
+
+    def _list_messages(self, container) -> list[UpstreamMessage]:
+        def every_message(client) -> list[UpstreamMessage]:
+            # The SDK's page iterator asks for the next page until the last one.
+            items = client.conversations.items.list(container, order="asc", limit=100)
+            return [UpstreamMessage(upstream_id=item.id, role=item.role, text="".join(
+                        getattr(part, "text", None) or "" for part in item.content or []))
+                    for item in items if item.type == "message"]
+
+        return self.upstream.call(every_message)
 
     # Conversation items carry no metadata: a message's metadata lives in the registry only.
 
