@@ -891,8 +891,10 @@ def verify(users: list[User], port: int, ledger: Ledger, stats: Stats,
             seen: Counter = Counter()
             for thread in threads:
                 ledger.own(thread["id"], user.index)
-                messages = lister.list_all(f"/v1/threads/{thread['id']}/messages", 100, "asc")
+                # Runs first: a run that settles between the two listings then shows its reply
+                # too, where the other order would report it completed without one.
                 runs = lister.list_all(f"/v1/threads/{thread['id']}/runs", 100, "asc")
+                messages = lister.list_all(f"/v1/threads/{thread['id']}/messages", 100, "asc")
                 if messages is None or runs is None:
                     verdict.verify_errors.append(f"{lister.client.user}: listing {thread['id']} failed")
                     continue

@@ -8,9 +8,13 @@ moves its threads with it, and clients keep using the same thread and message id
   messages is appended to it, in order, with role and text.
 - Progress is recorded in a `ThreadMove` row, committed before anything is made upstream, with
   the container's id as soon as it exists and the copied messages after each batch: a move that
-  was interrupted resumes where it stopped, and never makes a second conversation or copies a
-  message twice (except when a creating call timed out and the upstream did create it: its id
-  was never seen, so the next attempt cannot know it).
+  was interrupted resumes where it stopped, and never makes a second conversation (except when
+  its creating call timed out and the upstream did create it: its id was never seen).
+- A move can stop after the upstream took a batch and before the batch was recorded (killed, or
+  a call that timed out after the upstream made the copies). On resume, the target's messages
+  that no record names are compared with the next messages to copy, in order: those that match
+  (role and text) are recorded as their copies, the others are deleted. Each message ends with
+  exactly one copy, in order.
 - The switch is one commit: the thread's home and upstream id, each message's upstream id, and
   the end of the move row. Until then the source engine keeps the thread; after it, the target.
 - Threads with an active run are left alone (reported as skipped); finished runs stay as they
@@ -34,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .engines import build_named_engine
 from .engines.base import EngineError, UpstreamNotFound
-from .engines.remote import UpstreamEngine, best_effort
+from .engines.remote import UpstreamEngine, UpstreamMessage, best_effort
 from .extensions import db
 from .models import ACTIVE_RUN_STATUSES, Message, Run, Thread, ThreadMove
 from .schemas import RESERVED_METADATA_KEY
@@ -280,6 +284,8 @@ def _copy_and_switch(thread: Thread, move: ThreadMove | None, outcome: Outcome,
         move.upstream_id = engine.copy_container(thread)
         db.session.commit()
     container = move.upstream_id
+    if outcome.resumed:
+        _adopt_unrecorded_copies(pk, move, container, engine)
     while True:
         keys = _message_keys(pk)
         pending = [message_pk for message_pk, key in keys if key not in move.copied]
@@ -290,8 +296,7 @@ def _copy_and_switch(thread: Thread, move: ThreadMove | None, outcome: Outcome,
                 Message.pk.in_(pending[start:start + BATCH_SIZE])).order_by(Message.pk)))
             ids = [message.id for message in batch]
             upstream_ids = engine.copy_messages(container, batch)
-            move.copied = {**move.copied, **dict(zip(ids, upstream_ids))}
-            db.session.commit()
+            _record_copies(move, dict(zip(ids, upstream_ids)))
             outcome.copied += len(ids)
         # Ask again: a message may have arrived at the source while copying.
     outcome.messages = len(keys)
@@ -304,6 +309,48 @@ def _copy_and_switch(thread: Thread, move: ThreadMove | None, outcome: Outcome,
         best_effort(f"delete the copy of deleted message {key}",
                     lambda: engine.discard_message(container, upstream_id))
     _switch(pk, outcome, container, copies, move)
+
+
+def _record_copies(move: ThreadMove, copies: dict[str, str]) -> None:
+    """Commit which upstream messages copy which of ours, so a resumed move skips them."""
+    move.copied = {**move.copied, **copies}
+    db.session.commit()
+
+
+def _adopt_unrecorded_copies(pk: int, move: ThreadMove, container: str,
+                             engine: UpstreamEngine) -> None:
+    """Reconcile the move row with what the target holds, after an interruption.
+
+    The upstream messages no record names were appended after every recorded one, by a call
+    whose answer was never recorded. Walked in order against the messages still to copy, each
+    that matches the next of them (role and text) becomes its copy; the others (say, copies of
+    a message deleted at the source since) are deleted upstream.
+    """
+    recorded = set(move.copied.values())
+    unrecorded = [held for held in engine.held_messages(container)
+                  if held.upstream_id not in recorded]
+    if not unrecorded:
+        return
+    pending = [message for message in db.session.scalars(
+        select(Message).where(Message.thread_pk == pk).order_by(Message.pk))
+        if message.id not in move.copied]
+    adopted: dict[str, str] = {}
+    strays: list[UpstreamMessage] = []
+    for held in unrecorded:
+        following = pending[len(adopted)] if len(adopted) < len(pending) else None
+        copy = engine.copy_of(following) if following is not None else None
+        if copy is not None and (held.role, held.text) == (copy.role, copy.content):
+            adopted[following.id] = held.upstream_id
+        else:
+            strays.append(held)
+    # Strays go before the adoptions are recorded: a stray left behind by a second interruption
+    # could otherwise be taken for the copy of a later message, out of its place.
+    for stray in strays:
+        try:
+            engine.discard_message(container, stray.upstream_id)
+        except UpstreamNotFound:
+            pass
+    _record_copies(move, adopted)
 
 
 def _switch(pk: int, outcome: Outcome, container: str | None, copies: dict[str, str | None],

@@ -546,7 +546,9 @@ def run_object(run, thread_id: str) -> RunObject:
     return RunObject(
         id=run.id, created_at=run.created_at, thread_id=thread_id, assistant_id=run.assistant_id,
         status=run.status, required_action=run.required_action, last_error=run.last_error,
-        expires_at=run.expires_at, started_at=run.started_at, cancelled_at=run.cancelled_at,
+        # The registry keeps the deadline for its sweeper; OpenAI shows it only while it applies.
+        expires_at=run.expires_at if run.is_active else None,
+        started_at=run.started_at, cancelled_at=run.cancelled_at,
         failed_at=run.failed_at, completed_at=run.completed_at,
         incomplete_details=run.incomplete_details, model=run.model, instructions=run.instructions,
         tools=run.tools or [], metadata=run.meta or {}, usage=run.usage, temperature=run.temperature,

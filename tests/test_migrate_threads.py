@@ -10,12 +10,19 @@ import openai
 import pytest
 from sqlalchemy import select, update
 
+from bridge import moving
 from bridge.engines.assistants import AssistantsEngine
 from bridge.engines.base import UpstreamUnavailable
 from bridge.engines.responses import ResponsesEngine
 from bridge.extensions import db
 from bridge.models import Message, Thread, ThreadMove
-from tests.conftest import wait_for
+from tests.conftest import UPSTREAM_ENGINES, wait_for
+
+# The fake's routes for appending and deleting messages, per target.
+ADD_MESSAGES = {"responses": "POST /v1/conversations/{id}/items",
+                "assistants": "POST /v1/threads/{id}/messages"}
+DELETE_MESSAGE = {"responses": "DELETE /v1/conversations/{id}/items/{item_id}",
+                  "assistants": "DELETE /v1/threads/{id}/messages/{message_id}"}
 
 
 def _database(bridge) -> str:
@@ -55,9 +62,9 @@ def _moves(app) -> int:
 
 
 def _messages(client, thread_id: str) -> list[tuple[str, str, str]]:
-    """(id, role, text) of a thread's messages, oldest first, through the SDK."""
+    """(id, role, text) of a thread's messages, oldest first, through the SDK (every page)."""
     page = client.beta.threads.messages.list(thread_id, order="asc", limit=100)
-    return [(m.id, m.role, "".join(part.text.value for part in m.content)) for m in page.data]
+    return [(m.id, m.role, "".join(part.text.value for part in m.content)) for m in page]
 
 
 def _upstream(fake) -> openai.OpenAI:
@@ -65,11 +72,38 @@ def _upstream(fake) -> openai.OpenAI:
 
 
 def _items(fake, conversation: str) -> list[tuple[str, str, str]]:
-    """(id, role, text) of a conversation's items at the fake, oldest first."""
+    """(id, role, text) of a conversation's items at the fake, oldest first (every page)."""
     with _upstream(fake) as client:
         page = client.conversations.items.list(conversation, order="asc", limit=100)
         return [(item.id, item.role, "".join(part.text for part in item.content))
-                for item in page.data]
+                for item in page]
+
+
+def _held(fake, target: str, container: str) -> list[tuple[str, str, str]]:
+    """(id, role, text) of the messages a conversation (responses) or thread (assistants) holds,
+    oldest first (every page)."""
+    if target == "responses":
+        return _items(fake, container)
+    with _upstream(fake) as client:
+        page = client.beta.threads.messages.list(container, order="asc", limit=100)
+        return [(m.id, m.role, "".join(part.text.value for part in m.content)) for m in page]
+
+
+class Killed(Exception):
+    """The command's process dies here."""
+
+
+def _kill_once_when_recording(monkeypatch, when=lambda copies: True) -> None:
+    """The next recording of copies that `when` picks dies after the upstream made them."""
+    record = moving._record_copies
+
+    def killed(move, copies):
+        if not when(copies):
+            return record(move, copies)
+        monkeypatch.setattr(moving, "_record_copies", record)
+        raise Killed
+
+    monkeypatch.setattr(moving, "_record_copies", killed)
 
 
 def _run(client, thread_id: str, assistant_id: str):
@@ -240,6 +274,81 @@ def test_an_interrupted_move_resumes_without_a_second_conversation_or_duplicates
     third = _migrate(target.app, "--to", "responses")  # nothing left to do
     assert third.exit_code == 0 and third.output == \
         "0 threads moved, 0 messages copied, 0 skipped, 0 failed\n"
+
+
+@pytest.mark.parametrize("target", UPSTREAM_ENGINES)
+def test_a_move_killed_before_recording_a_batch_adopts_it_when_resumed(start_bridge, monkeypatch,
+                                                                       target):
+    source = start_bridge("offline")
+    alice = source.sdk("alice")
+    thread = alice.beta.threads.create(messages=[
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Plans?"}, {"role": "assistant", "content": "Rome."}])
+    before = _messages(alice, thread.id)
+    destination = start_bridge(target, DATABASE_URL=_database(source))
+    _kill_once_when_recording(monkeypatch)
+
+    killed = _migrate(destination.app, "--to", target)
+
+    assert isinstance(killed.exception, Killed)
+    with destination.app.app_context():
+        container, copied = db.session.execute(
+            select(ThreadMove.upstream_id, ThreadMove.copied)).one()
+        db.session.remove()
+    assert copied == {}  # the upstream has the batch, the move row does not know it
+    assert [(role, text) for _, role, text in _held(destination.fake, target, container)] == \
+        [(role, text) for _, role, text in before]
+    added = destination.fake.calls(ADD_MESSAGES[target])
+
+    resumed = _migrate(destination.app, "--to", target)
+
+    assert resumed.exit_code == 0, resumed.output
+    held = _held(destination.fake, target, container)
+    assert [(role, text) for _, role, text in held] == [(role, text) for _, role, text in before]
+    assert destination.fake.calls(ADD_MESSAGES[target]) == added  # nothing copied twice
+    assert _lines(resumed)[thread.id] == (f"moved {thread.id} local -> {target} "
+                                          "(0 messages copied, resuming: 4 copied before)")
+    home, upstream_id, rows = _registry(destination.app, thread.id)
+    assert (home, upstream_id) == (target, container)
+    assert [upstream for _, upstream in rows] == [held_id for held_id, _, _ in held]
+    assert _messages(destination.sdk("alice"), thread.id) == before
+    assert _moves(destination.app) == 0
+
+
+@pytest.mark.parametrize("target", UPSTREAM_ENGINES)
+def test_a_resumed_move_deletes_unrecorded_copies_of_messages_gone_at_the_source(
+        start_bridge, monkeypatch, target):
+    source = start_bridge("offline")
+    alice = source.sdk("alice")
+    thread = alice.beta.threads.create(messages=[{"role": "user", "content": f"m{i}"}
+                                                 for i in range(30)])
+    for i in range(30, 105):
+        alice.beta.threads.messages.create(thread.id, role="assistant" if i % 2 else "user",
+                                           content=f"m{i}")
+    ids = [message_id for message_id, _, _ in _messages(alice, thread.id)]
+    destination = start_bridge(target, DATABASE_URL=_database(source))
+    # Killed after the sixth batch (m100 to m104) reached the upstream: 105 messages there, so
+    # reading them back takes two pages.
+    _kill_once_when_recording(monkeypatch, when=lambda copies: ids[100] in copies)
+    assert isinstance(_migrate(destination.app, "--to", target).exception, Killed)
+    # Meanwhile, at the source: one of the unrecorded batch is deleted and a message arrives.
+    alice.beta.threads.messages.delete(ids[101], thread_id=thread.id)
+    alice.beta.threads.messages.create(thread.id, role="user", content="m105")
+    before = _messages(alice, thread.id)
+    assert len(before) == 105
+
+    resumed = _migrate(destination.app, "--to", target)
+
+    assert resumed.exit_code == 0, resumed.output
+    home, container, rows = _registry(destination.app, thread.id)
+    assert home == target
+    held = _held(destination.fake, target, container)
+    assert [(role, text) for _, role, text in held] == [(role, text) for _, role, text in before]
+    assert [upstream for _, upstream in rows] == [held_id for held_id, _, _ in held]
+    assert destination.fake.calls(DELETE_MESSAGE[target]) == 1  # the copy of the deleted one
+    assert _lines(resumed)[thread.id] == (f"moved {thread.id} local -> {target} "
+                                          "(1 message copied, resuming: 104 copied before)")
+    assert _messages(destination.sdk("alice"), thread.id) == before
 
 
 def test_a_run_started_at_the_source_while_copying_stops_the_switch(start_bridge, monkeypatch):

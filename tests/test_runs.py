@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
 import openai
 import pytest
+from sqlalchemy import update
 
+from bridge.extensions import db
+from bridge.models import ACTIVE_RUN_STATUSES, Run
 from tests.conftest import ENGINES, race_run_creates, wait_for
 
 
@@ -49,12 +58,12 @@ def test_chat_engine_sends_instructions_and_thread(chat_bridge):
     assert reply.content[0].text.value == "Bonjour"
 
 
-def _slow_bridge(start_bridge, engine: str = "offline"):
+def _slow_bridge(start_bridge, engine: str = "offline", **settings):
     """A bridge whose runs stay in progress until cancelled."""
     if engine == "offline":
         # The offline responder waits this long unless the run is cancelled first.
-        return start_bridge("offline", OFFLINE_REPLY_DELAY=30)
-    bridge = start_bridge(engine)
+        return start_bridge("offline", OFFLINE_REPLY_DELAY=30, **settings)
+    bridge = start_bridge(engine, **settings)
     bridge.fake.hold()  # the fake upstream keeps every answer in progress
     return bridge
 
@@ -119,6 +128,44 @@ def test_cancel_chat_run_while_upstream_is_answering(chat_bridge):
 
     assert final.status == "cancelled"
     assert [m.role for m in client.beta.threads.messages.list(thread_id=thread.id)] == ["user"]
+
+
+def test_expires_at_is_shown_only_while_a_run_can_still_expire(bridge):
+    client = bridge.sdk("alice")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=bridge.assistant())
+
+    assert run.status == "queued" and run.expires_at == run.created_at + 600
+    done = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=20)
+    assert done.status == "completed" and done.expires_at is None
+    assert [(r.id, r.expires_at) for r in client.beta.threads.runs.list(thread.id)] == \
+        [(run.id, None)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cancelled_and_expired_runs_have_no_expires_at(start_bridge, engine):
+    bridge = _slow_bridge(start_bridge, engine, RUN_SWEEP_SECONDS=0.05)
+    client = bridge.sdk("alice")
+    assistant_id = bridge.assistant()
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    first = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant_id)
+    assert first.expires_at == first.created_at + 600
+
+    client.beta.threads.runs.cancel(first.id, thread_id=thread.id)
+    cancelled = client.beta.threads.runs.poll(first.id, thread_id=thread.id, poll_interval_ms=20)
+
+    assert cancelled.status == "cancelled" and cancelled.expires_at is None
+    second = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant_id)
+    with bridge.app.app_context():
+        db.session.execute(update(Run).where(Run.id == second.id)
+                           .values(expires_at=int(time.time()) - 1))
+        db.session.commit()
+        db.session.remove()
+    expired = wait_for(lambda: (r := client.beta.threads.runs.retrieve(
+        second.id, thread_id=thread.id)).status == "expired" and r)
+    assert expired.expires_at is None
+    assert [r.expires_at for r in client.beta.threads.runs.list(thread.id)] == [None, None]
 
 
 def test_cancel_finished_run_is_refused(bridge):
@@ -308,6 +355,41 @@ def test_tool_outputs_must_answer_every_pending_call(chat_bridge):
                                                        {"tool_call_id": "call_2", "output": "y"}])
 
 
+# Engines whose runs can stop in `requires_action` (the offline responder never calls tools).
+TOOL_ENGINES = ("chat", "responses", "assistants")
+
+
+def _script_weather_call(bridge) -> None:
+    """The engine's upstream answers the next run with one get_weather call."""
+    if bridge.engine == "chat":
+        bridge.fake.enqueue({"tool_calls": [_tool_call("call_1", "Paris")]})
+    else:
+        bridge.fake.enqueue({"function_calls": [{"name": "get_weather",
+                                                 "arguments": {"city": "Paris"}}]})
+
+
+@pytest.mark.parametrize("engine", TOOL_ENGINES)
+def test_a_cancelled_run_that_waited_for_tool_outputs_has_no_required_action(start_bridge, engine):
+    bridge = start_bridge(engine)
+    client = bridge.sdk("alice")
+    _script_weather_call(bridge)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Weather?"}])
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=bridge.assistant(tools=[WEATHER_TOOL]),
+        poll_interval_ms=20)
+    assert run.status == "requires_action" and run.required_action is not None
+    assert run.expires_at == run.created_at + 600  # a run waiting for outputs can still expire
+
+    cancelled = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+
+    assert cancelled.status == "cancelled" and cancelled.required_action is None
+    assert cancelled.expires_at is None
+    shown = client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)
+    assert shown.status == "cancelled" and shown.required_action is None
+    assert [(r.id, r.required_action) for r in client.beta.threads.runs.list(thread.id)] == \
+        [(run.id, None)]
+
+
 def test_full_executor_refuses_new_runs_with_503(start_bridge):
     bridge = start_bridge("offline", OFFLINE_REPLY_DELAY=30, RUN_WORKERS=1, RUN_QUEUE_LIMIT=1)
     client = bridge.sdk("alice")
@@ -329,3 +411,84 @@ def test_full_executor_refuses_new_runs_with_503(start_bridge):
     for run in accepted:
         assert client.beta.threads.runs.poll(run.id, thread_id=run.thread_id,
                                              poll_interval_ms=20).status == "cancelled"
+
+
+# ---- status and reply become visible together --------------------------------------------------
+
+
+def _replies(client, thread_id: str) -> Counter:
+    """How many replies each run has in the thread's message list."""
+    page = client.beta.threads.messages.list(thread_id, order="asc", limit=100)
+    return Counter(m.run_id for m in page.data if m.role == "assistant")
+
+
+def _statuses(client, thread_id: str) -> dict[str, str]:
+    return {r.id: r.status for r in client.beta.threads.runs.list(thread_id, limit=100).data}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_run_seen_completed_always_has_its_reply_listed(start_bridge, engine):
+    # Runs are settled by whoever gets there first: a poll, a list, the sweeper (every 20 ms) or
+    # the executor. Whichever it is, status and reply commit together, so a client never sees a
+    # completed run without its reply; it may see the reply while a listing taken before still
+    # showed the run active.
+    bridge = start_bridge(engine, RUN_SWEEP_SECONDS=0.02, POLL_AFTER_MS=10,
+                          OFFLINE_REPLY_DELAY=0.05 if engine == "offline" else 0,
+                          RATE_LIMIT_READS="", RATE_LIMIT_WRITES="", RATE_LIMIT_RUNS="")
+    assistant_id = bridge.assistant()
+    users, rounds = [f"user{n}" for n in range(4)], 4
+    problems: list[str] = []
+    windows = Counter()  # orders of listing in which one listing is older than the other: allowed
+    stop = threading.Event()
+
+    def poll_runs(user: str, thread_id: str) -> None:
+        client, pace = bridge.sdk(user), random.Random(user)
+        for _ in range(rounds):
+            run = client.beta.threads.runs.create(thread_id=thread_id, assistant_id=assistant_id)
+            deadline = time.monotonic() + 20
+            while run.status in ACTIVE_RUN_STATUSES:
+                assert time.monotonic() < deadline, f"{run.id} still {run.status}"
+                # Uneven polling, so that the sweeper or a list often settles the run first.
+                time.sleep(pace.choice((0, 0.005, 0.03, 0.06)))
+                run = client.beta.threads.runs.retrieve(run.id, thread_id=thread_id)
+            replies = client.beta.threads.messages.list(thread_id, run_id=run.id).data
+            if run.status != "completed" or [m.role for m in replies] != ["assistant"]:
+                problems.append(f"{run.id} polled {run.status}, run's replies {len(replies)}")
+            if _replies(client, thread_id)[run.id] != 1:
+                problems.append(f"{run.id} polled {run.status}, not listed once in the thread")
+
+    def list_both_ways(user: str, thread_id: str) -> None:
+        client = bridge.sdk(user)
+        while not stop.is_set():
+            statuses, replies = _statuses(client, thread_id), _replies(client, thread_id)
+            for run_id, status in statuses.items():
+                if status == "completed" and replies[run_id] != 1:
+                    problems.append(f"{run_id} listed completed, then {replies[run_id]} replies")
+                active = status in ACTIVE_RUN_STATUSES
+                windows["active, then its reply"] += active and replies[run_id] == 1
+            replies, statuses = _replies(client, thread_id), _statuses(client, thread_id)
+            for run_id, count in replies.items():
+                if count and statuses.get(run_id) in ACTIVE_RUN_STATUSES:
+                    problems.append(f"{run_id} replied, then listed {statuses[run_id]}")
+            windows["no reply, then completed"] += sum(
+                status == "completed" and not replies[run_id]
+                for run_id, status in statuses.items())
+
+    threads = {user: bridge.sdk(user).beta.threads.create(
+        messages=[{"role": "user", "content": f"hello from {user}"}]).id for user in users}
+    with ThreadPoolExecutor(2 * len(users)) as pool:
+        listers = [pool.submit(list_both_ways, user, threads[user]) for user in users]
+        try:
+            for poller in [pool.submit(poll_runs, user, threads[user]) for user in users]:
+                poller.result()
+        finally:
+            stop.set()
+        for lister in listers:
+            lister.result()
+
+    assert problems == [], (problems, windows)
+    for user, thread_id in threads.items():
+        client = bridge.sdk(user)
+        statuses, replies = _statuses(client, thread_id), _replies(client, thread_id)
+        assert sorted(statuses.values()) == ["completed"] * rounds
+        assert {run_id: replies[run_id] for run_id in statuses} == dict.fromkeys(statuses, 1)

@@ -203,7 +203,8 @@ def test_function_tool_round_trip(start_bridge, engine):
         assert first["background"] is True
         assert first["tools"] == [{"type": "function", "name": "get_weather",
                                    "description": "The weather in a city.",
-                                   "parameters": WEATHER_TOOL["function"]["parameters"]}]
+                                   "parameters": WEATHER_TOOL["function"]["parameters"],
+                                   "strict": False}]
         assert second["conversation"] == first["conversation"] == upstream_id(bridge, Thread, thread.id)
         assert second["input"] == [{"type": "function_call_output", "call_id": calls[0].id,
                                     "output": '{"sky": "sunny"}'}]
@@ -215,6 +216,36 @@ def test_function_tool_round_trip(start_bridge, engine):
         assert submitted["tool_outputs"] == [{"tool_call_id": calls[0].id,
                                               "output": '{"sky": "sunny"}'}]
         assert done.usage.total_tokens == 26  # the upstream run's own total
+
+
+def test_function_tools_reach_responses_as_the_assistant_declared_them(responses_bridge):
+    # A Responses function tool requires `parameters` and `strict`, and one that leaves `strict`
+    # out is strict, which refuses schemas the Assistants API took (optional properties, no
+    # `additionalProperties: false`): the bridge says what the Assistants tool said.
+    bridge = responses_bridge
+    fake, client = bridge.fake, bridge.sdk("alice")
+    optional_unit = {"type": "object", "required": ["city"], "properties": {
+        "city": {"type": "string"}, "unit": {"type": "string", "enum": ["C", "F"]}}}
+    strict_lookup = {"type": "object", "required": ["query"], "additionalProperties": False,
+                     "properties": {"query": {"type": "string"}}}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": optional_unit,
+                                               "description": "The weather in a city."}},
+             {"type": "function", "function": {"name": "get_time"}},
+             {"type": "function", "function": {"name": "lookup", "parameters": strict_lookup,
+                                               "strict": True}}]
+    fake.enqueue({"function_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]})
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Oslo?"}])
+
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=bridge.assistant(tools=tools), **POLL)
+
+    assert run.status == "requires_action"
+    (request,) = sent(fake, "POST /v1/responses")
+    assert request["tools"] == [
+        {"type": "function", "name": "get_weather", "description": "The weather in a city.",
+         "parameters": optional_unit, "strict": False},
+        {"type": "function", "name": "get_time", "parameters": None, "strict": False},
+        {"type": "function", "name": "lookup", "parameters": strict_lookup, "strict": True}]
 
 
 @both_engines

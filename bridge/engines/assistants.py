@@ -20,7 +20,8 @@ from ..extensions import db
 from ..models import Assistant
 from ..schemas import MessageCreate, ToolOutput
 from .base import UpstreamNotFound
-from .remote import RunSettings, RunSnapshot, UpstreamEngine, UpstreamReply, best_effort
+from .remote import (RunSettings, RunSnapshot, UpstreamEngine, UpstreamMessage, UpstreamReply,
+                     best_effort)
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,15 @@ class AssistantsEngine(UpstreamEngine):
     def _delete_message(self, container, upstream_id) -> None:
         self.upstream.call(lambda client: client.beta.threads.messages.delete(
             upstream_id, thread_id=container))
+
+    def _list_messages(self, container) -> list[UpstreamMessage]:
+        def every_message(client) -> list[UpstreamMessage]:
+            # The SDK's page iterator asks for the next page until the last one.
+            messages = client.beta.threads.messages.list(container, order="asc", limit=100)
+            return [UpstreamMessage(upstream_id=message.id, role=message.role,
+                                    text=_text(message.to_dict())) for message in messages]
+
+        return self.upstream.call(every_message)
 
     def _update_message(self, container, upstream_id, metadata) -> None:
         self.upstream.call(lambda client: client.beta.threads.messages.update(

@@ -138,7 +138,7 @@ class RegistryEngine(Engine):
         # Conditional updates: the executor may move the run at the same moment.
         for source, target, fields in (
                 ("queued", "cancelled", {"cancelled_at": stamp}),
-                ("requires_action", "cancelled", {"cancelled_at": stamp}),
+                ("requires_action", "cancelled", {"cancelled_at": stamp, "required_action": None}),
                 ("in_progress", "cancelling", {})):
             changed = db.session.execute(
                 update(Run).where(Run.pk == run.pk, Run.status == source)

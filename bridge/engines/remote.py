@@ -51,6 +51,15 @@ class UpstreamReply:
     truncated: bool = False
 
 
+@dataclass(frozen=True)
+class UpstreamMessage:
+    """A message as the upstream holds it: enough to tell which registry message it copies."""
+
+    upstream_id: str
+    role: str
+    text: str
+
+
 @dataclass
 class RunSnapshot:
     """What the upstream says about a run, already in the Assistants vocabulary."""
@@ -145,6 +154,10 @@ class UpstreamEngine(Engine):
     @abc.abstractmethod
     def _delete_message(self, container: str, upstream_id: str) -> None:
         """Delete one message upstream."""
+
+    @abc.abstractmethod
+    def _list_messages(self, container: str) -> list[UpstreamMessage]:
+        """Every message of the upstream object, oldest first, across all pages."""
 
     def _update_message(self, container: str, upstream_id: str, metadata: dict[str, str]) -> None:
         """Replace a message's metadata upstream, where the upstream keeps any."""
@@ -554,10 +567,19 @@ class UpstreamEngine(Engine):
         """Create an empty upstream object for a registry thread being moved here; its id."""
         return self._call(self._create_container, thread.meta, thread.tool_resources)
 
+    @staticmethod
+    def copy_of(message: Message) -> MessageCreate:
+        """What the upstream copy of a registry message carries: its role and text."""
+        return MessageCreate(role=message.role, content=message_text(message) or " ")
+
     def copy_messages(self, container: str, messages: list[Message]) -> list[str]:
         """Append copies of registry messages to an upstream object; their upstream ids."""
-        bodies = [MessageCreate(role=m.role, content=message_text(m) or " ") for m in messages]
+        bodies = [self.copy_of(m) for m in messages]
         return self._call(self._add_messages, container, bodies) if bodies else []
+
+    def held_messages(self, container: str) -> list[UpstreamMessage]:
+        """The messages an upstream object this engine made holds, oldest first."""
+        return self._call(self._list_messages, container)
 
     def discard_container(self, container: str) -> None:
         """Delete an upstream object this engine made."""

@@ -22,7 +22,8 @@ from typing import Any
 
 from ..models import now
 from ..schemas import MessageCreate, ToolOutput
-from .remote import RunSettings, RunSnapshot, UpstreamEngine, UpstreamReply, best_effort
+from .remote import (RunSettings, RunSnapshot, UpstreamEngine, UpstreamMessage, UpstreamReply,
+                     best_effort)
 
 # A conversation takes at most this many items per request.
 _ITEMS_PER_CALL = 20
@@ -44,8 +45,13 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for tool in tools:
         if tool.get("type") == "function":
             function = tool["function"]
-            converted.append({"type": "function", **{key: function[key] for key in (
-                "name", "description", "parameters", "strict") if function.get(key) is not None}})
+            description = function.get("description")
+            # Responses requires both fields, and treats a tool without `strict` as strict, which
+            # refuses most schemas written for Assistants (where absent meant not strict).
+            converted.append({"type": "function", "name": function["name"],
+                              **({"description": description} if description is not None else {}),
+                              "parameters": function.get("parameters"),
+                              "strict": bool(function.get("strict"))})
         elif tool.get("type") == "code_interpreter":
             converted.append({"type": "code_interpreter", "container": {"type": "auto"}})
         # file_search needs vector stores this bridge does not manage: left out.
@@ -154,6 +160,16 @@ class ResponsesEngine(UpstreamEngine):
     def _delete_message(self, container, upstream_id) -> None:
         self.upstream.call(lambda client: client.conversations.items.delete(
             upstream_id, conversation_id=container))
+
+    def _list_messages(self, container) -> list[UpstreamMessage]:
+        def every_message(client) -> list[UpstreamMessage]:
+            # The SDK's page iterator asks for the next page until the last one.
+            items = client.conversations.items.list(container, order="asc", limit=100)
+            return [UpstreamMessage(upstream_id=item.id, role=item.role, text="".join(
+                        getattr(part, "text", None) or "" for part in item.content or []))
+                    for item in items if item.type == "message"]
+
+        return self.upstream.call(every_message)
 
     # Conversation items carry no metadata: a message's metadata lives in the registry only.
 

@@ -257,7 +257,50 @@ def _response_tools(value: Any) -> list[dict[str, Any]]:
                 raise _missing(f"tools[{i}].name")
             if not isinstance(name, str) or not FUNCTION_NAME.match(name):
                 raise _bad(f"Invalid 'tools[{i}].name': {name!r}.", f"tools[{i}].name", "invalid_value")
+            parameters, strict = tool.get("parameters"), tool.get("strict")
+            if parameters is not None and not isinstance(parameters, dict):
+                raise _invalid_type(f"tools[{i}].parameters", "an object")
+            if strict is not None and not isinstance(strict, bool):
+                raise _invalid_type(f"tools[{i}].strict", "a boolean")
+            # As OpenAI does: a function tool that does not say `strict: false` is strict.
+            problem = _strict_schema_problem(parameters) if strict is not False else None
+            if problem:
+                raise _bad(f"Invalid schema for function '{name}': {problem}", f"tools[{i}].parameters",
+                           "invalid_function_parameters")
     return copy.deepcopy(value)
+
+
+def _strict_schema_problem(schema: Any, context: tuple[str, ...] = ()) -> str | None:
+    """What strict mode refuses in a JSON schema, in OpenAI's words, or None.
+
+    Every object must list all its properties in `required` and set `additionalProperties: false`.
+    """
+    if not isinstance(schema, dict):
+        return None
+    children: list[tuple[tuple[str, ...], Any]] = []
+    kind = schema.get("type")
+    if kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in schema:
+        properties = schema.get("properties") or {}
+        required = schema.get("required")
+        missing = [key for key in properties if not isinstance(required, list) or key not in required]
+        if missing:
+            return (f"In context={context}, 'required' is required to be supplied and to be an array "
+                    f"including every key in properties. Missing '{missing[0]}'.")
+        if schema.get("additionalProperties") is not False:
+            return (f"In context={context}, 'additionalProperties' is required to be supplied and to be "
+                    "false.")
+        children += [(("properties", key), sub) for key, sub in properties.items()]
+    if "items" in schema:
+        children.append((("items",), schema["items"]))
+    for keyword in ("anyOf", "oneOf", "allOf"):
+        children += [((keyword, str(n)), sub) for n, sub in enumerate(schema.get(keyword) or [])]
+    for keyword in ("$defs", "definitions"):
+        children += [((keyword, name), sub) for name, sub in (schema.get(keyword) or {}).items()]
+    for path, subschema in children:
+        problem = _strict_schema_problem(subschema, (*context, *path))
+        if problem:
+            return problem
+    return None
 
 
 def _assistant_tools(value: Any) -> list[dict[str, Any]]:

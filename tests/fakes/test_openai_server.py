@@ -15,7 +15,8 @@ import pytest
 from .openai_server import FakeOpenAI
 
 MODEL = "fake-model"
-WEATHER_TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+WEATHER_TOOL = {"type": "function", "name": "get_weather", "strict": False,
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
 
 
 @pytest.fixture
@@ -336,6 +337,39 @@ def test_assistants_shaped_tools_are_rejected_by_responses(client: openai.OpenAI
         client.responses.create(model=MODEL, input="x",
                                 tools=[{"type": "function", "function": {"name": "f"}}])  # type: ignore[list-item]
     assert caught.value.param == "tools[0].name"
+
+
+def test_function_tools_are_strict_unless_they_say_otherwise(client: openai.OpenAI) -> None:
+    loose = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+             "required": ["city"]}
+    for tool in ({"type": "function", "name": "get_weather", "parameters": loose},
+                 {"type": "function", "name": "get_weather", "parameters": loose, "strict": True}):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(model=MODEL, input="x", tools=[tool])  # type: ignore[list-item]
+        assert (caught.value.param, caught.value.code) == ("tools[0].parameters",
+                                                           "invalid_function_parameters")
+        assert caught.value.message.endswith(
+            "Invalid schema for function 'get_weather': In context=(), 'required' is required to be "
+            "supplied and to be an array including every key in properties. Missing 'unit'.")
+    nested = {"type": "object", "required": ["where"], "additionalProperties": False,
+              "properties": {"where": {"type": "object", "properties": {"city": {"type": "string"}},
+                                       "required": ["city"]}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="x", tools=[  # type: ignore[list-item]
+            {"type": "function", "name": "get_weather", "parameters": nested}])
+    assert "In context=('properties', 'where'), 'additionalProperties' is required to be supplied " \
+        "and to be false." in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="x", tools=[  # type: ignore[list-item]
+            {"type": "function", "name": "get_weather", "parameters": loose, "strict": "no"}])
+    assert caught.value.param == "tools[0].strict"
+
+    strict = {**loose, "required": ["city", "unit"], "additionalProperties": False}
+    for tool in ({"type": "function", "name": "get_weather", "parameters": loose, "strict": False},
+                 {"type": "function", "name": "get_weather", "parameters": strict, "strict": True},
+                 {"type": "function", "name": "get_weather", "parameters": strict},
+                 {"type": "function", "name": "get_time", "parameters": None, "strict": True}):
+        assert client.responses.create(model=MODEL, input="x", tools=[tool]).status == "completed"  # type: ignore[list-item]
 
 
 # ---- assistants, threads, messages, runs --------------------------------------------------------
