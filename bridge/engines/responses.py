@@ -59,8 +59,14 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def response_tool_choice(choice: Any) -> Any:
+    """Assistants `tool_choice` in the Responses shape, or None to leave it to the model.
+
+    Forcing `file_search` would name a tool that is never sent (see `response_tools`).
+    """
     if isinstance(choice, dict) and choice.get("type") == "function":
-        return {"type": "function", "name": choice.get("function", {}).get("name")}
+        return {"type": "function", "name": choice["function"]["name"]}
+    if isinstance(choice, dict) and choice.get("type") == "file_search":
+        return None
     return choice
 
 
@@ -187,8 +193,9 @@ class ResponsesEngine(UpstreamEngine):
         if tools:
             options["tools"] = tools
             options["parallel_tool_calls"] = run.parallel_tool_calls
-            if run.tool_choice is not None:
-                options["tool_choice"] = response_tool_choice(run.tool_choice)
+            choice = response_tool_choice(run.tool_choice)
+            if choice is not None:
+                options["tool_choice"] = choice
         if (run.truncation_strategy or {}).get("type") in ("auto", "disabled"):
             options["truncation"] = run.truncation_strategy["type"]
         return {key: value for key, value in options.items() if value is not None}
