@@ -9,6 +9,7 @@ from html import escape
 from flask import Blueprint, Response, jsonify
 from pydantic.json_schema import models_json_schema
 
+from .. import idempotency
 from ..schemas import ErrorObject
 from . import OPERATIONS
 
@@ -20,9 +21,12 @@ _ERRORS = {"400": "Bad request", "401": "Missing or invalid token", "404": "Not 
 # Every authenticated POST takes an Idempotency-Key.
 _IDEMPOTENT = {"409": "The request's Idempotency-Key is in use by a request still running",
                "422": "The request's Idempotency-Key was used with another body or path"}
-_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
-                    "description": "Makes the POST safe to repeat: the first response is replayed.",
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+_IDEMPOTENCY_KEY = {
+    "name": idempotency.HEADER, "in": "header", "required": False,
+    "description": "Makes the POST safe to repeat: the first response is replayed. "
+                   f"A key is {idempotency.KEY_RULE}.",
+    "schema": {"type": "string", "minLength": idempotency.MIN_KEY_LENGTH,
+               "maxLength": idempotency.MAX_KEY_LENGTH, "pattern": idempotency.KEY_PATTERN}}
 _BODY_ERRORS = {"413": "Request body too large"}
 _LOCKED = {"409": "The thread has an active run"}
 _ADMIN = {"403": "Needs an admin token"}
