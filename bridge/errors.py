@@ -129,7 +129,7 @@ def register_errorhandlers(app: Flask) -> None:
         headers = {}
         valid_methods = getattr(exc, "valid_methods", None)
         if status == 405 and valid_methods:
-            headers["Allow"] = ", ".join(valid_methods)
+            headers["Allow"] = ", ".join(sorted(valid_methods))
         error_type = "server_error" if status >= 500 else "invalid_request_error"
         return error_response(status, message, type=error_type, headers=headers)
 
