@@ -50,6 +50,14 @@ class Conflict(APIError):
     status = 409
 
 
+class URITooLong(APIError):
+    status = 414
+
+
+class HeaderTooLarge(APIError):
+    status = 431
+
+
 class TooManyRequests(APIError):
     """The caller's own per-user rate limit (the provider's 429 is a 503 instead)."""
 

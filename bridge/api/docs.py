@@ -9,7 +9,7 @@ from html import escape
 from flask import Blueprint, Response, jsonify
 from pydantic.json_schema import models_json_schema
 
-from .. import idempotency
+from .. import bounds, idempotency
 from ..schemas import ErrorObject
 from . import OPERATIONS
 
@@ -27,6 +27,9 @@ _IDEMPOTENCY_KEY = {
                    f"A key is {idempotency.KEY_RULE}.",
     "schema": {"type": "string", "minLength": idempotency.MIN_KEY_LENGTH,
                "maxLength": idempotency.MAX_KEY_LENGTH, "pattern": idempotency.KEY_PATTERN}}
+# Any request may be refused at the door (bridge/bounds.py), whatever its operation.
+_BOUNDS = {"414": f"Request target over {bounds.MAX_TARGET_BYTES} bytes",
+           "431": f"A header other than Authorization over {bounds.MAX_HEADER_BYTES} bytes"}
 _BODY_ERRORS = {"413": "Request body too large"}
 _LOCKED = {"409": "The thread has an active run"}
 _ADMIN = {"403": "Needs an admin token"}
@@ -74,6 +77,7 @@ def openapi_spec() -> dict:
                 **(errors(_LOCKED) if op.operation_id in _LOCKING_OPERATIONS else {}),
                 **(errors(_ADMIN) if op.admin else {}),
                 **(errors(_IDEMPOTENT) if idempotent else {}),
+                **errors(_BOUNDS),
             },
         }
         if op.body is not None:
