@@ -109,8 +109,10 @@ def register_limits(app: Flask, settings: Settings) -> None:
 
 def register_errorhandlers(app: Flask) -> None:
     from .errors import register_errorhandlers as register
+    from .serving import register_errorhandlers as register_server_errors
 
     register(app)
+    register_server_errors(app)
 
 
 def register_commands(app: Flask) -> None:
