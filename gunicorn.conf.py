@@ -26,11 +26,13 @@ keepalive = 5
 # The HTTP server's own limits sit above the app's (bridge/bounds.py: a 4096-byte request target,
 # 8 KiB per header; bridge/auth.py: 8 KiB tokens), so clients meet the app's answers: a JSON 414
 # or 431 naming the header, and the 401 an OpenAI client expects for an oversized token, where
-# gunicorn's defaults (8190 bytes per request line and per header) would answer a 9 KiB
-# Authorization with its own 431. What is beyond even these, gunicorn refuses itself, and
+# gunicorn's defaults (a 4094-byte request line, 8190 bytes per header) would answer a 5 KiB URL
+# or a 9 KiB Authorization themselves. What is beyond even these, gunicorn refuses itself, and
 # post_fork below makes that JSON too.
-limit_request_line = 8190  # gunicorn's maximum: 0 means 8190 too, never "unlimited"
-limit_request_field_size = 128 * 1024  # a 64 KiB token still reaches the app and gets its 401
+limit_request_line = 8190  # gunicorn's maximum: a larger value is cut to it, 0 lifts the limit
+# A 64 KiB token still reaches the app and gets its 401. (0 does not lift this one: gunicorn
+# reads it as 8190.)
+limit_request_field_size = 128 * 1024
 # gunicorn buffers up to fields x field size for one request's headers: 64 x 128 KiB = 8 MiB.
 # The official SDKs send about 15 headers; proxies add a few.
 limit_request_fields = 64
