@@ -95,6 +95,8 @@ CASES = [
                                      body=b"{}"), 400, "malformed_request", "gunicorn"),
     Case("unsupported transfer coding", http("POST", "/v1/threads", "Transfer-Encoding: zstd"),
          501, "not_implemented", "gunicorn"),
+    Case("unknown expectation", http("POST", "/v1/threads", "Expect: 200-ok", body=b"{}"),
+         417, "expectation_failed", "gunicorn"),
     Case("malformed chunked body", http("POST", "/v1/threads", "Content-Type: application/json",
                                         body=b"zz\r\n{}\r\n0\r\n\r\n", chunked=True),
          400, "malformed_request", "app"),
@@ -230,3 +232,23 @@ def test_extra_slashes_are_a_404_not_a_redirect(server, target):
 
     assert reply.status == 404, (target, reply.headers.get("location"), reply.raw[:300])
     assert json.loads(reply.body)["error"]["message"] == "Not found."
+
+
+@pytest.mark.parametrize("status, reason", [
+    (400, "Bad Request"), (403, "Forbidden"), (414, "URI Too Long"), (417, "Expectation Failed"),
+    (431, "Request Header Fields Too Large"), (500, "Internal Server Error"),
+    (501, "Not Implemented"), (418, "I'm a teapot")])
+def test_every_status_gunicorn_writes_is_an_envelope(status, reason):
+    """Statuses no raw request above reaches (a proxy or TLS refusal, gunicorn's own failure)."""
+    from bridge.serving import MAX_DETAIL_CHARS, error_body
+
+    body = error_body(status, reason, "detail " + "x" * 10 * KIB)
+
+    error = body["error"]
+    assert set(body) == {"error"} and set(error) == ENVELOPE_FIELDS
+    assert error["type"] == ("server_error" if status >= 500 else "invalid_request_error")
+    assert len(error["message"]) < MAX_DETAIL_CHARS + 100
+    if status == 500:
+        assert "detail" not in error["message"]  # gunicorn's failure is for its log
+    if status == 418:
+        assert error["message"].startswith(reason) and error["code"] is None
