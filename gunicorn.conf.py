@@ -23,6 +23,19 @@ threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "90"))
 graceful_timeout = 30
 keepalive = 5
+# The HTTP server's own limits sit above the app's (bridge/bounds.py: a 4096-byte request target,
+# 8 KiB per header; bridge/auth.py: 8 KiB tokens), so clients meet the app's answers: a JSON 414
+# or 431 naming the header, and the 401 an OpenAI client expects for an oversized token, where
+# gunicorn's defaults (a 4094-byte request line, 8190 bytes per header) would answer a 5 KiB URL
+# or a 9 KiB Authorization themselves. What is beyond even these, gunicorn refuses itself, and
+# post_fork below makes that JSON too.
+limit_request_line = 8190  # gunicorn's maximum: a larger value is cut to it, 0 lifts the limit
+# A 64 KiB token still reaches the app and gets its 401. (0 does not lift this one: gunicorn
+# reads it as 8190.)
+limit_request_field_size = 128 * 1024
+# gunicorn buffers up to fields x field size for one request's headers: 64 x 128 KiB = 8 MiB.
+# The official SDKs send about 15 headers; proxies add a few.
+limit_request_fields = 64
 # No control socket: its default path is shared by every gunicorn of the same user.
 control_socket_disable = True
 # No gunicorn access log: the app writes one structured line per request on "bridge.access"
@@ -46,6 +59,14 @@ def on_starting(server):
         db.engine.dispose()
     # Workers inherit this and skip the (already done) upgrade.
     os.environ["AUTO_MIGRATE"] = "false"
+
+
+def post_fork(server, worker):
+    """gunicorn's own refusals (a request beyond the limits above, a malformed one) in our JSON
+    error envelope instead of its HTML page: see bridge/serving.py."""
+    from bridge.serving import install_error_writer
+
+    install_error_writer()
 
 
 def post_worker_init(worker):

@@ -1063,9 +1063,10 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--users", type=int, default=50, help="simulated users (50)")
     parser.add_argument("--seconds", type=float, default=300.0, help="seconds of load (300)")
     parser.add_argument("--engine", default="responses", choices=ENGINES, help="BRIDGE_ENGINE (responses)")
+    # argparse %-formats help strings: a literal percent sign is written %%.
     parser.add_argument("--faults", action="store_true",
-                        help=f"the fake fails {FAULT_5XX:.0%} 5xx, {FAULT_429:.0%} 429, "
-                             f"{FAULT_TIMEOUT:.0%} timeouts of the upstream calls")
+                        help=f"the fake fails {FAULT_5XX:.0%}% 5xx, {FAULT_429:.0%}% 429, "
+                             f"{FAULT_TIMEOUT:.0%}% timeouts of the upstream calls")
     parser.add_argument("--postgres", metavar="URL", default=None,
                         help="use PostgreSQL: a new database is created through URL and dropped after")
     parser.add_argument("--seed", type=int, default=None, help="seed of the workload and the faults")

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import event
 
-from . import observability
+from . import bounds, observability
 from .config import Settings
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
@@ -23,6 +23,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     settings = Settings(**setting_overrides)
     configure(app, settings)
     observability.init_app(app, settings)
+    # Next to observability's hooks, ahead of every other: an oversized request is refused
+    # before anything reads it, and the refusal still carries its request id.
+    bounds.init_app(app)
     app.config.update(overrides)
 
     register_extensions(app, settings)
@@ -106,8 +109,10 @@ def register_limits(app: Flask, settings: Settings) -> None:
 
 def register_errorhandlers(app: Flask) -> None:
     from .errors import register_errorhandlers as register
+    from .serving import register_errorhandlers as register_server_errors
 
     register(app)
+    register_server_errors(app)
 
 
 def register_commands(app: Flask) -> None:

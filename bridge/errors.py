@@ -50,6 +50,14 @@ class Conflict(APIError):
     status = 409
 
 
+class URITooLong(APIError):
+    status = 414
+
+
+class HeaderTooLarge(APIError):
+    status = 431
+
+
 class TooManyRequests(APIError):
     """The caller's own per-user rate limit (the provider's 429 is a 503 instead)."""
 
@@ -129,7 +137,7 @@ def register_errorhandlers(app: Flask) -> None:
         headers = {}
         valid_methods = getattr(exc, "valid_methods", None)
         if status == 405 and valid_methods:
-            headers["Allow"] = ", ".join(valid_methods)
+            headers["Allow"] = ", ".join(sorted(valid_methods))
         error_type = "server_error" if status >= 500 else "invalid_request_error"
         return error_response(status, message, type=error_type, headers=headers)
 

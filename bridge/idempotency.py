@@ -56,8 +56,14 @@ def _release_session() -> None:
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-MAX_KEY_LENGTH = 255
-_KEY_SHAPE = re.compile(r"[\x20-\x7e]{1,%d}" % MAX_KEY_LENGTH)
+# The key's rule, stated once: the check below, the 400 it answers and the header's schema in
+# /openapi.json (bridge/api/docs.py) all use these. Printable ASCII, space to "~": no control
+# characters (a tab at either end would be stripped by the HTTP server) and no bytes beyond
+# ASCII, which HTTP stacks decode differently, so one key cannot arrive in two spellings.
+MIN_KEY_LENGTH, MAX_KEY_LENGTH = 1, 255
+KEY_PATTERN = r"^[\x20-\x7e]*$"  # a JSON Schema (ECMA-262) pattern, and a Python one
+KEY_RULE = f"{MIN_KEY_LENGTH} to {MAX_KEY_LENGTH} printable ASCII characters (space to '~')"
+_KEY_SHAPE = re.compile(KEY_PATTERN)
 
 IN_FLIGHT = "in_flight"
 DONE = "done"
@@ -92,10 +98,9 @@ def _guard_for(ttl: int) -> Callable[["Operation", Callable[[], Response]], Resp
         key = request.headers.get(HEADER)
         if key is None:
             return proceed()
-        if not _KEY_SHAPE.fullmatch(key):
-            return error_response(
-                400, f"Invalid '{HEADER}' header: it must be 1 to {MAX_KEY_LENGTH} printable "
-                     "ASCII characters.", param=HEADER)
+        if not valid_key(key):
+            return error_response(400, f"Invalid '{HEADER}' header: it must be {KEY_RULE}.",
+                                  param=HEADER)
         fingerprint = _fingerprint(request_body())
         outcome = _claim(current_user_id(), key, request.method, request.path, fingerprint, ttl)
         if isinstance(outcome, Response):
@@ -103,6 +108,11 @@ def _guard_for(ttl: int) -> Callable[["Operation", Callable[[], Response]], Resp
         return _run(outcome, proceed)
 
     return idempotency_guard
+
+
+def valid_key(key: str) -> bool:
+    """Whether `key` follows KEY_RULE."""
+    return MIN_KEY_LENGTH <= len(key) <= MAX_KEY_LENGTH and bool(_KEY_SHAPE.fullmatch(key))
 
 
 def _refuse_constant(name: str):

@@ -90,6 +90,14 @@ def record_upstream_call(seconds: float) -> None:
     stats.upstream_calls += 1
 
 
+_CONVERTER = re.compile(r"<[^<>:]+:")
+
+
+def route_template(rule: str) -> str:
+    """A Flask rule as the log names it, without converters: `/v1/threads/<thread_id>`."""
+    return _CONVERTER.sub("<", rule)
+
+
 def _begin() -> None:
     stats = _stats()
     stats.started = time.perf_counter()
@@ -120,7 +128,7 @@ def _finish(exc: BaseException | None) -> None:
         return
     stats.logged = True
     rule = request.url_rule
-    route = rule.rule if rule is not None else "unmatched"
+    route = route_template(rule.rule) if rule is not None else "unmatched"
     method = request.method[:16]
     status = stats.status if stats.status is not None else 500
     engine = current_app.extensions.get("bridge.engine")

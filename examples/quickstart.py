@@ -10,6 +10,7 @@ from a .env file in the current directory, when there is one (`setup_assistant.p
 records ASSISTANT_ID there).
 """
 
+import argparse
 import os
 import sys
 import warnings
@@ -31,7 +32,16 @@ def setting(name: str, default: str | None = None, hint: str = "") -> str:
     return value
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("message", nargs="*",
+                        help=f"the message to send (default: {DEFAULT_MESSAGE!r})")
+    return parser.parse_args()
+
+
 def main() -> int:
+    args = parse_args()
     try:
         from dotenv import find_dotenv, load_dotenv
     except ImportError:
@@ -43,7 +53,7 @@ def main() -> int:
     token = setting("BRIDGE_TOKEN", hint="Mint one with: .venv/bin/flask --app bridge token alice")
     assistant_id = setting("ASSISTANT_ID", hint="Create one with: python scripts/setup_assistant.py "
                                                 "--name helper --model gpt-4o-mini --write-env")
-    text = " ".join(sys.argv[1:]) or DEFAULT_MESSAGE
+    text = " ".join(args.message) or DEFAULT_MESSAGE
 
     # The bridge's JWT goes where an OpenAI key would; the provider key stays on the server.
     client = openai.OpenAI(base_url=url, api_key=token)

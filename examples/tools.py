@@ -22,6 +22,7 @@ from a .env file in the current directory, when there is one. The reply goes to 
 calls and the thread and run ids go to stderr.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -76,7 +77,16 @@ def setting(name: str, default: str | None = None, hint: str = "") -> str:
     return value
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("message", nargs="*",
+                        help=f"the message to send (default: {DEFAULT_MESSAGE!r})")
+    return parser.parse_args()
+
+
 def main() -> int:
+    args = parse_args()
     try:
         from dotenv import find_dotenv, load_dotenv
     except ImportError:
@@ -88,7 +98,7 @@ def main() -> int:
     token = setting("BRIDGE_TOKEN", hint="Mint one with: .venv/bin/flask --app bridge token alice")
     assistant_id = setting("ASSISTANT_ID", hint="Provision an assistant with the get_weather tool: "
                                                 "see the top of examples/tools.py")
-    text = " ".join(sys.argv[1:]) or DEFAULT_MESSAGE
+    text = " ".join(args.message) or DEFAULT_MESSAGE
 
     client = openai.OpenAI(base_url=url, api_key=token)
     runs = client.beta.threads.runs

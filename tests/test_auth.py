@@ -27,6 +27,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bridge.observability import route_template
 from tests.conftest import JWT_SECRET, make_token
 
 DROP = object()  # a claim value meaning "leave this claim out"
@@ -197,7 +198,7 @@ def _v1_requests(app):
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/v1/"):
             continue
-        url = rule.rule
+        url = route_template(rule.rule)
         for name in rule.arguments:
             url = url.replace(f"<{name}>", f"{name.split('_')[0]}_x")
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):

@@ -198,6 +198,38 @@ def test_key_length_and_characters(offline_bridge):
     assert post(offline_bridge, "/threads", {}, key=longest).json()["id"] == first.json()["id"]
 
 
+# Keys on both sides of the rule: /openapi.json and the bridge must agree on every one.
+KEYS_BY_RULE = [
+    ("k", True), ("k" * 255, True), ("a key with spaces inside", True),
+    ("~!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}", True), (str(uuid.uuid4()), True),
+    ("", False), ("k" * 256, False), ("tab\there", False), ("caf\xe9", False),
+    ("del\x7f", False), ("bell\x07", False),
+]
+
+
+@pytest.mark.parametrize("key, follows_rule", KEYS_BY_RULE)
+def test_spec_and_bridge_agree_on_the_key_rule(app, client, token_for, key, follows_rule):
+    import jsonschema
+
+    from bridge.idempotency import KEY_RULE
+
+    spec = client.get("/openapi.json").get_json()
+    [parameter] = [p for p in spec["paths"]["/v1/threads"]["post"]["parameters"] if p["name"] == KEY]
+    schema_accepts = jsonschema.Draft202012Validator(parameter["schema"]).is_valid(key)
+    assert KEY_RULE in parameter["description"]
+
+    answer = client.post("/v1/threads", json={},
+                         headers={"Authorization": f"Bearer {token_for('alice')}", KEY: key})
+
+    assert schema_accepts == follows_rule
+    assert (answer.status_code == 200) == follows_rule, answer.get_data(as_text=True)
+    if not follows_rule:
+        error = answer.get_json()["error"]
+        assert answer.status_code == 400
+        assert (error["param"], error["code"]) == (KEY, None)
+        assert KEY_RULE in error["message"]
+
+
 def test_get_and_delete_ignore_the_header(offline_bridge):
     client = offline_bridge.sdk("alice")
     thread = client.beta.threads.create()

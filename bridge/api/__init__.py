@@ -14,6 +14,7 @@ from typing import Any, Callable
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
 from ..auth import require_admin
 from ..errors import InvalidRequest, validation_message
@@ -144,7 +145,23 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: A
     return decorator
 
 
+class IdConverter(BaseConverter):
+    """`<id:…>`: an object id that ends a path beside a route of its own, `/v1/threads/runs`.
+
+    It matches any segment but `runs`, so that word belongs to `POST /v1/threads/runs` for every
+    method: a GET there is a 405 naming POST, and OPTIONS advertises POST alone, instead of a
+    lookup of thread "runs" and the methods of `/v1/threads/<thread_id>`. Any other malformed id
+    still matches and gets the registry's 404, the same as a missing one.
+    """
+
+    regex = r"(?!runs\Z)[^/]+"
+
+
 def register_blueprints(app: Flask) -> None:
+    # One URL, one answer: werkzeug would answer `//` in a path with a 308 to the merged path.
+    # Set before any rule is added, since each rule takes the map's setting when it is added.
+    app.url_map.merge_slashes = False
+    app.url_map.converters["id"] = IdConverter
     from . import assistants, docs, health, messages, runs, threads
 
     for module in (health, docs, threads, messages, runs, assistants):

@@ -9,6 +9,7 @@ from html import escape
 from flask import Blueprint, Response, jsonify
 from pydantic.json_schema import models_json_schema
 
+from .. import bounds, idempotency
 from ..schemas import ErrorObject
 from . import OPERATIONS
 
@@ -20,9 +21,15 @@ _ERRORS = {"400": "Bad request", "401": "Missing or invalid token", "404": "Not 
 # Every authenticated POST takes an Idempotency-Key.
 _IDEMPOTENT = {"409": "The request's Idempotency-Key is in use by a request still running",
                "422": "The request's Idempotency-Key was used with another body or path"}
-_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
-                    "description": "Makes the POST safe to repeat: the first response is replayed.",
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+_IDEMPOTENCY_KEY = {
+    "name": idempotency.HEADER, "in": "header", "required": False,
+    "description": "Makes the POST safe to repeat: the first response is replayed. "
+                   f"A key is {idempotency.KEY_RULE}.",
+    "schema": {"type": "string", "minLength": idempotency.MIN_KEY_LENGTH,
+               "maxLength": idempotency.MAX_KEY_LENGTH, "pattern": idempotency.KEY_PATTERN}}
+# Any request may be refused at the door (bridge/bounds.py), whatever its operation.
+_BOUNDS = {"414": f"Request target over {bounds.MAX_TARGET_BYTES} bytes",
+           "431": f"A header other than Authorization over {bounds.MAX_HEADER_BYTES} bytes"}
 _BODY_ERRORS = {"413": "Request body too large"}
 _LOCKED = {"409": "The thread has an active run"}
 _ADMIN = {"403": "Needs an admin token"}
@@ -70,6 +77,7 @@ def openapi_spec() -> dict:
                 **(errors(_LOCKED) if op.operation_id in _LOCKING_OPERATIONS else {}),
                 **(errors(_ADMIN) if op.admin else {}),
                 **(errors(_IDEMPOTENT) if idempotent else {}),
+                **errors(_BOUNDS),
             },
         }
         if op.body is not None:

@@ -12,6 +12,8 @@ from .pages import list_object
 
 bp = Blueprint("threads", __name__, url_prefix="/v1")
 bp.before_request(require_user)
+# `/threads/runs` is a route of its own (runs.py): `id` never reads that word as a thread id.
+THREAD = "/threads/<id:thread_id>"
 
 
 @endpoint(bp, "/threads", "POST", body=ThreadCreate, response=ThreadObject,
@@ -29,13 +31,13 @@ def list_threads(query: ListQuery):
     return list_object(page, thread_object)
 
 
-@endpoint(bp, "/threads/<thread_id>", "GET", response=ThreadObject, summary="Retrieve a thread")
+@endpoint(bp, THREAD, "GET", response=ThreadObject, summary="Retrieve a thread")
 def get_thread(thread_id: str):
     """One of the caller's threads."""
     return thread_object(thread_for_user(thread_id, current_user_id()))
 
 
-@endpoint(bp, "/threads/<thread_id>", "POST", body=ThreadModify, response=ThreadObject,
+@endpoint(bp, THREAD, "POST", body=ThreadModify, response=ThreadObject,
           summary="Modify a thread's metadata")
 def modify_thread(thread_id: str, body: ThreadModify):
     """Replace metadata or tool resources of one of the caller's threads."""
@@ -43,7 +45,7 @@ def modify_thread(thread_id: str, body: ThreadModify):
     return thread_object(current_engine().modify_thread(thread, body))
 
 
-@endpoint(bp, "/threads/<thread_id>", "DELETE", response=DeletedObject, summary="Delete a thread")
+@endpoint(bp, THREAD, "DELETE", response=DeletedObject, summary="Delete a thread")
 def delete_thread(thread_id: str):
     """Delete one of the caller's threads with its messages and runs."""
     thread = thread_for_user(thread_id, current_user_id())
