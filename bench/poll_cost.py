@@ -43,13 +43,10 @@ RETRIEVE = {"responses": "GET /v1/responses/{id}",
 
 
 def _token(app, user: str, admin: bool = False) -> str:
-    from datetime import timedelta
-
-    from flask_jwt_extended import create_access_token
+    from bridge.auth import tokens
 
     with app.app_context():
-        return create_access_token(identity=user, expires_delta=timedelta(hours=1),
-                                   additional_claims={"role": "admin"} if admin else {})
+        return tokens().mint(user, ttl=3600, claims={"role": "admin"} if admin else {})
 
 
 class _Client:

@@ -100,7 +100,7 @@ def shielded():
 # ---- tokens ------------------------------------------------------------------------------------
 
 def mint_token(user: str, *, admin: bool = False, ttl: int = 3600) -> str:
-    """An access token as flask-jwt-extended would mint it; bridge/auth.py requires exp and sub."""
+    """An access token as `flask token` mints it; bridge/auth.py requires exp and sub."""
     now = int(time.time())
     claims = {"sub": user, "iat": now, "nbf": now, "exp": now + ttl, "jti": str(uuid.uuid4()),
               "type": "access", "fresh": False}

@@ -55,7 +55,7 @@ def database_url(settings: Settings, instance_path: str) -> str:
 
 
 def configure(app: Flask, settings: Settings) -> None:
-    from .auth import configure_jwt
+    from . import auth
 
     url = database_url(settings, app.instance_path)
     # A gthread worker serves GUNICORN_THREADS (32) requests at once: the pool must not make
@@ -70,18 +70,14 @@ def configure(app: Flask, settings: Settings) -> None:
         MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
     )
     app.json.sort_keys = False  # keep the wire objects in OpenAI's field order
-    configure_jwt(app, settings)
+    auth.init_app(app, settings)
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:
-    from .extensions import db, jwt, migrate
+    from .extensions import db, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
-    jwt.init_app(app)
-    from .auth import register_jwt_callbacks
-
-    register_jwt_callbacks()
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_pragmas)

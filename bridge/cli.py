@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import re
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from flask_jwt_extended import create_access_token
 from pydantic import ValidationError
 
 from .api.bodies import check_body_bounds
@@ -102,18 +100,16 @@ def setup_assistant(name, model, instructions, instructions_file, description, t
 @with_appcontext
 def token(user_id, admin, ttl):
     """Mint a development JWT for USER_ID, signed with this bridge's key."""
-    from .auth import USER_ID_SHAPE
+    from .auth import USER_ID_SHAPE, tokens
 
     if not USER_ID_SHAPE.fullmatch(user_id):
         raise click.BadParameter("use letters, digits and . _ : @ | + -", param_hint="USER_ID")
     settings = current_app.config["BRIDGE_SETTINGS"]
-    if settings.JWT_ALGORITHM.startswith("RS") and not current_app.config.get("JWT_PRIVATE_KEY"):
-        raise click.UsageError("Minting RS* tokens needs JWT_PRIVATE_KEY.")
     claims = {settings.JWT_ADMIN_CLAIM: settings.JWT_ADMIN_VALUE} if admin else {}
-    if settings.JWT_USER_CLAIM != "sub":
-        claims[settings.JWT_USER_CLAIM] = user_id
-    click.echo(create_access_token(identity=user_id, additional_claims=claims,
-                                   expires_delta=timedelta(seconds=ttl)))
+    try:
+        click.echo(tokens().mint(user_id, ttl=ttl, claims=claims))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 _ENGINE_NAMES = ("offline", "chat", "responses", "assistants", "local")

@@ -112,14 +112,9 @@ def _stamp(response: Response) -> Response:
 
 def _user_id() -> str | None:
     """The verified user of the request; None when no token was verified. Never the token."""
-    from flask_jwt_extended import get_jwt
+    from .auth import current_user_id, verified_claims
 
-    try:
-        claims = get_jwt()
-    except RuntimeError:
-        return None
-    user = claims.get(current_app.config.get("JWT_IDENTITY_CLAIM", "sub"))
-    return user if isinstance(user, str) else None
+    return current_user_id() if verified_claims() is not None else None
 
 
 def _finish(exc: BaseException | None) -> None:

@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Callable
 
 import pytest
@@ -108,15 +107,14 @@ class Bridge:
 
 
 def make_token(app, user: str | None, *, admin: bool = False, **claims) -> str:
-    from flask_jwt_extended import create_access_token
+    from bridge.auth import tokens
 
     settings = app.config["BRIDGE_SETTINGS"]
     extra = dict(claims)
     if admin:
         extra[settings.JWT_ADMIN_CLAIM] = settings.JWT_ADMIN_VALUE
     with app.app_context():
-        return create_access_token(identity=user, additional_claims=extra,
-                                   expires_delta=timedelta(minutes=30))
+        return tokens().mint(user, ttl=30 * 60, claims=extra)
 
 
 class _Server:

@@ -1,8 +1,8 @@
 """Authentication and authorization: who may call /v1, and who may change assistants.
 
 Every way a bearer token can be wrong must end in a 401 with the OpenAI error envelope
-`{"error": {"message", "type", "param", "code"}}` (never flask-jwt-extended's 422 or its
-`{"msg": ...}` body). Each table of bad tokens is paired with a control built by the same helper
+`{"error": {"message", "type", "param", "code"}}` (never a 422 or a `{"msg": ...}` body, as
+JWT libraries answer by default). Each table of bad tokens is paired with a control built by the same helper
 that is accepted, so a negative cannot pass for the wrong reason.
 
 Also covered: audience and issuer checks, RS256 keys (and the HS/RS confusion attack), a
@@ -42,7 +42,7 @@ JWT_SHAPE = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
 # ---- helpers ------------------------------------------------------------------------------------
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    """The claims flask-jwt-extended itself would mint for alice, with overrides (DROP removes)."""
+    """The claims `flask token` mints for alice, with overrides (DROP removes)."""
     now = int(time.time())
     payload = {"sub": "alice", "iat": now, "nbf": now, "exp": now + 600, "jti": str(uuid.uuid4()),
                "type": "access", "fresh": False}
@@ -179,7 +179,7 @@ def test_bad_claims_are_401(client, overrides):
 
 
 @pytest.mark.parametrize("overrides", [
-    pytest.param({}, id="as flask-jwt-extended mints"),
+    pytest.param({}, id="as flask token mints"),
     pytest.param({"type": DROP, "jti": DROP, "fresh": DROP, "iat": DROP, "nbf": DROP},
                  id="minimal: sub and exp only"),
     pytest.param({"exp": Ago(10)}, id="expired within the leeway"),
