@@ -8,7 +8,7 @@ import string
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.sql import Select
 
 from .errors import InvalidRequest, NotFound
@@ -31,11 +31,22 @@ def _well_formed(value: str, prefix: str) -> bool:
     return bool(match) and match.group(1) == prefix
 
 
-def _lookup(model, prefix: str, noun: str, value: str, *conditions, param: str):
+# Each lookup is one statement built once, with its values bound per call: no WHERE clause to
+# build and no cache key to compute on every request.
+_THREAD_OF_USER = select(Thread).where(Thread.id == bindparam("id"),
+                                       Thread.user_id == bindparam("user_id"),
+                                       Thread.status == "active")
+_MESSAGE_IN_THREAD = select(Message).where(Message.id == bindparam("id"),
+                                           Message.thread_pk == bindparam("thread_pk"))
+_RUN_IN_THREAD = select(Run).where(Run.id == bindparam("id"), Run.thread_pk == bindparam("thread_pk"))
+_ASSISTANT = select(Assistant).where(Assistant.id == bindparam("id"))
+
+
+def _lookup(statement: Select, prefix: str, noun: str, value: str, *, param: str, **bound):
     # A malformed id can never exist, so it is answered without a query, with the same 404.
     row = None
     if _well_formed(value, prefix):
-        row = db.session.scalar(select(model).where(model.id == value, *conditions))
+        row = db.session.scalar(statement, {"id": value, **bound})
     if row is None:
         raise NotFound(f"No {noun} found with id '{value}'.", param=param)
     return row
@@ -46,8 +57,8 @@ def thread_for_user(thread_id: str, user_id: str) -> Thread:
 
     Every route that takes a thread id goes through here; nothing else decides ownership.
     """
-    return _lookup(Thread, "thread", "thread", thread_id, Thread.user_id == user_id,
-                   Thread.status == "active", param="thread_id")
+    return _lookup(_THREAD_OF_USER, "thread", "thread", thread_id, user_id=user_id,
+                   param="thread_id")
 
 
 def threads_of_user(user_id: str) -> Select:
@@ -57,18 +68,18 @@ def threads_of_user(user_id: str) -> Select:
 
 def message_in_thread(thread: Thread, message_id: str) -> Message:
     """A message of an already-authorised thread, or NotFound."""
-    return _lookup(Message, "msg", "message", message_id, Message.thread_pk == thread.pk,
+    return _lookup(_MESSAGE_IN_THREAD, "msg", "message", message_id, thread_pk=thread.pk,
                    param="message_id")
 
 
 def run_in_thread(thread: Thread, run_id: str) -> Run:
     """A run of an already-authorised thread, or NotFound."""
-    return _lookup(Run, "run", "run", run_id, Run.thread_pk == thread.pk, param="run_id")
+    return _lookup(_RUN_IN_THREAD, "run", "run", run_id, thread_pk=thread.pk, param="run_id")
 
 
 def assistant_by_id(assistant_id: str, *, param: str = "assistant_id") -> Assistant:
     """An assistant (shared by all users), or NotFound."""
-    return _lookup(Assistant, "asst", "assistant", assistant_id, param=param)
+    return _lookup(_ASSISTANT, "asst", "assistant", assistant_id, param=param)
 
 
 def assistant_by_name(name: str) -> Assistant | None:
