@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # Shared state for several bridge processes or hosts (rate-limit counters); unset: memory.
     REDIS_URL: str | None = None
 
-    # Per-user rate limits, in Flask-Limiter notation ("120/minute", "10/second;500/hour");
+    # Per-user rate limits, in the limits library's notation ("120/minute", "10/second;500/hour");
     # empty turns a category off. Reads are GETs, writes other methods, runs the run creations.
     RATE_LIMIT_READS: str = "600/minute"
     RATE_LIMIT_WRITES: str = "120/minute"

@@ -7,10 +7,11 @@ category is one counter per user shared by all its routes. Over a limit the answ
 error envelope (type `requests`, code `rate_limit_exceeded`) with `Retry-After`, which the
 official SDKs honour; the provider's own 429s reach clients as 503s, so a 429 always means this.
 
-Flask-Limiter provides the storage (Redis when REDIS_URL is set, memory otherwise) and the
-strategy; the guard counts with its rate limiter directly, because the categories follow the
-operation rather than the Flask route, and must be checked after authentication, which
-Flask-Limiter's own before_request hook runs ahead of.
+The counting is the `limits` library's moving-window strategy over Redis when REDIS_URL is set;
+without Redis, `InProcessWindow` keeps the same windows in this process's memory (limits' own
+memory storage expires entries with a timer thread restarted every few milliseconds under load).
+The guard is the only path: categories follow the operation rather than the Flask route, and are
+checked after authentication.
 
 The strategy is a moving window: a user gets at most N requests in any span of the window's
 length, with no burst of 2N across a boundary of fixed windows and no herd of clients all
@@ -28,13 +29,16 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, after_this_request
-from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from limits.util import WindowStats
 
 from .api.guards import add_guard
 from .auth import current_user_id
@@ -46,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STRATEGY = "moving-window"
 RUN_CREATIONS = frozenset({"create_run", "create_thread_and_run"})
 # After a storage failure, requests pass unlimited for this long before the storage is retried.
 STORAGE_RETRY_SECONDS = 5.0
@@ -54,6 +57,61 @@ STORAGE_RETRY_SECONDS = 5.0
 # (for a pooled connection the server closed), no backoff.
 REDIS_TIMEOUT_SECONDS = 1.0
 EXTENSION_KEY = "bridge.limits"
+
+
+class Strategy(Protocol):
+    """What the guard needs of a rate limiter: limits' strategies and InProcessWindow."""
+
+    def hit(self, item: RateLimitItem, *identifiers: str) -> bool: ...
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats: ...
+
+
+class InProcessWindow:
+    """A moving window of request times per counter, in this process's memory.
+
+    A counter's expired entries go when it is next touched, and idle counters in a sweep every
+    SWEEP_EVERY hits: no timer thread, and memory bounded by the requests of one window.
+    """
+
+    SWEEP_EVERY = 1000
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[float, deque[float]]] = {}
+        self._lock = threading.Lock()
+        self._hits = 0
+
+    def _entries(self, item: RateLimitItem, identifiers: tuple[str, ...],
+                 now: float) -> deque[float]:
+        key, length = item.key_for(*identifiers), item.get_expiry()
+        _, entries = self._windows.setdefault(key, (length, deque()))
+        while entries and entries[0] <= now - length:
+            entries.popleft()
+        return entries
+
+    def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
+        now = time.time()
+        with self._lock:
+            entries = self._entries(item, identifiers, now)
+            if len(entries) >= item.amount:
+                return False
+            entries.append(now)
+            self._hits += 1
+            if self._hits % self.SWEEP_EVERY == 0:
+                self._sweep(now)
+            return True
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        now = time.time()
+        with self._lock:
+            entries = self._entries(item, identifiers, now)
+            reset = entries[0] + item.get_expiry() if entries else now
+            return WindowStats(reset, item.amount - len(entries))
+
+    def _sweep(self, now: float) -> None:
+        for key, (length, entries) in list(self._windows.items()):
+            if not entries or entries[-1] <= now - length:
+                del self._windows[key]
 
 
 @dataclass(frozen=True)
@@ -66,9 +124,9 @@ class Category:
 class UserLimits:
     """The categories, the counters behind them, and the check a request goes through."""
 
-    def __init__(self, limiter: Limiter, prefix: str, reads: Category | None,
+    def __init__(self, strategy: Strategy, prefix: str, reads: Category | None,
                  writes: Category | None, runs: Category | None):
-        self.limiter = limiter
+        self.strategy = strategy
         self.prefix = prefix
         self.reads, self.writes, self.runs = reads, writes, runs
         self._retry_at = 0.0  # monotonic time before which a failed storage is left alone
@@ -91,7 +149,7 @@ class UserLimits:
         """
         if time.monotonic() < self._retry_at:
             return {}
-        strategy = self.limiter.limiter
+        strategy = self.strategy
         try:
             for category in categories:
                 for item in category.items:
@@ -163,16 +221,15 @@ def init_app(app: Flask, settings: Settings) -> UserLimits | None:
     runs = _category("runs", "run creations", settings.RATE_LIMIT_RUNS)
     if not (reads or writes or runs):
         return None
-    storage = settings.REDIS_URL or "memory://"  # explicit, so Flask-Limiter does not warn
+    if app.config.get("RATELIMIT_ENABLED") is False:
+        return None
+    strategy: Strategy = InProcessWindow()
+    if settings.REDIS_URL:
+        storage = storage_from_string(settings.REDIS_URL, **storage_options(settings.REDIS_URL))
+        strategy = MovingWindowRateLimiter(storage)
     # Keys are LIMITS:LIMITER/<prefix>/<category>/<user>/<limit>; tests give each app its own.
     prefix = app.config.get("RATELIMIT_KEY_PREFIX") or "bridge"
-    limiter = Limiter(current_user_id, storage_uri=storage,
-                      storage_options=storage_options(storage), strategy=STRATEGY,
-                      headers_enabled=True, key_prefix=prefix)
-    limiter.init_app(app)
-    if not limiter.enabled:  # RATELIMIT_ENABLED=False in the app's config
-        return None
-    limits = UserLimits(limiter, prefix, reads, writes, runs)
+    limits = UserLimits(strategy, prefix, reads, writes, runs)
     app.extensions[EXTENSION_KEY] = limits
 
     def guard(operation: "Operation", proceed: Callable[[], Response]) -> Response:

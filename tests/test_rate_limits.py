@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -244,7 +245,7 @@ def test_a_failing_storage_lets_requests_through_and_recovers(make_app, monkeypa
     app = make_app(RATE_LIMIT_WRITES="2/minute")
     client = app.test_client()
     headers = {"Authorization": f"Bearer {make_token(app, 'alice')}"}
-    strategy = app.extensions["bridge.limits"].limiter.limiter
+    strategy = app.extensions["bridge.limits"].strategy
 
     def down(*args, **kwargs):
         raise ConnectionError("storage is down")
@@ -332,3 +333,42 @@ def test_processes_sharing_a_redis_share_the_counters(make_app, redis_limits):
         keys = client.keys(f"*/{redis_limits['RATELIMIT_KEY_PREFIX']}/*")
     assert {tuple(key.decode().split("/")[2:4]) for key in keys} == {
         ("writes", "alice"), ("reads", "alice"), ("writes", "bob")}
+
+
+# ---- the in-process window ------------------------------------------------------------------------
+
+def test_the_in_process_window_moves_and_forgets_idle_counters(monkeypatch):
+    from limits import parse_many
+
+    from bridge.limits import InProcessWindow
+
+    clock = [1000.0]
+    monkeypatch.setattr("bridge.limits.time.time", lambda: clock[0])
+    window, item = InProcessWindow(), parse_many("2/minute")[0]
+    assert window.hit(item, "p", "writes", "alice") and window.hit(item, "p", "writes", "alice")
+    assert not window.hit(item, "p", "writes", "alice")
+    assert window.get_window_stats(item, "p", "writes", "alice") == (1060.0, 0)
+    assert window.hit(item, "p", "writes", "bob")  # counters are apart
+    clock[0] += 60.0  # the first two leave the window
+    assert window.hit(item, "p", "writes", "alice")
+    assert window.get_window_stats(item, "p", "writes", "alice").remaining == 1
+
+    clock[0] += 61.0
+    for n in range(InProcessWindow.SWEEP_EVERY):
+        window.hit(item, "p", "reads", f"user-{n}")
+    assert not any("alice" in key or "bob" in key for key in window._windows)
+
+
+def test_counting_starts_no_thread_per_request(make_app, monkeypatch):
+    app = make_app(RATE_LIMIT_READS="1000/minute")
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {make_token(app, 'alice')}"}
+    client.get("/v1/threads", headers=headers)
+    started = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start",
+                        lambda thread: (started.append(thread.name), start(thread))[1])
+    for _ in range(50):
+        assert client.get("/v1/threads", headers=headers).status_code == 200
+        time.sleep(0.002)  # spaced like real traffic: a timer that expired would start anew
+    assert started == []
