@@ -744,6 +744,7 @@ def test_cancel_while_the_run_is_being_started_cancels_it_upstream(start_bridge,
     assistant_id = bridge.assistant()
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
     fake.delay_on(START[engine], 0.5)
+    fake.hold()  # the upstream run cannot finish before the bridge gets to cancel it
 
     with ThreadPoolExecutor(1) as pool:
         creating = pool.submit(lambda: bridge.sdk("alice").beta.threads.runs.create(
@@ -753,6 +754,7 @@ def test_cancel_while_the_run_is_being_started_cancels_it_upstream(start_bridge,
         answer = client.beta.threads.runs.cancel(run_id, thread_id=thread.id)
         assert answer.status == "cancelling"
         created = creating.result(timeout=10)
+    fake.release()
 
     assert created.id == run_id and created.status == "cancelled"
     final = client.beta.threads.runs.retrieve(run_id, thread_id=thread.id)

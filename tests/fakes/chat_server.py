@@ -290,6 +290,10 @@ class FakeChatServer(LoopbackFake):
 class _HTTPServer(ThreadingHTTPServer):
     """The threading HTTP server behind a FakeChatServer, tracking open connections."""
 
+    # Soaks and benchmarks open dozens of connections at once; socketserver's backlog of 5 would
+    # drop the rest of their SYNs, which the kernel retries only after a second.
+    request_queue_size = 256
+
     def __init__(self, fake: FakeChatServer):
         self.fake = fake
         self._connections: set[socket.socket] = set()
