@@ -87,6 +87,7 @@ def _sqlite_pragmas(connection, _record) -> None:
     # WAL lets readers proceed while the run executor writes; foreign keys make deletes cascade.
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -36,9 +36,11 @@ def refuse_while_active(thread: Thread) -> None:
                        param="thread_id", code="thread_locked")
 
 
-def message_row(thread: Thread, body: MessageCreate, upstream_id: str | None = None) -> Message:
-    """The registry row of a message a client sent."""
-    return Message(id=new_id("msg"), thread_pk=thread.pk, role=body.role, upstream_id=upstream_id,
+def message_row(thread: Thread | int, body: MessageCreate,
+                upstream_id: str | None = None) -> Message:
+    """The registry row of a message a client sent, in a thread (or the thread of that pk)."""
+    thread_pk = thread if isinstance(thread, int) else thread.pk
+    return Message(id=new_id("msg"), thread_pk=thread_pk, role=body.role, upstream_id=upstream_id,
                    content=[text_block(text) for text in body.text_parts()],
                    attachments=body.attachments or [], meta=body.metadata or {},
                    status="completed", completed_at=None)

@@ -201,32 +201,40 @@ class UpstreamEngine(Engine):
     # ---- threads ------------------------------------------------------------------------------
 
     def create_thread(self, user_id: str, body: ThreadCreate) -> Thread:
+        metadata = {**(body.metadata or {}), RESERVED_METADATA_KEY: user_id}
         thread = Thread(id=new_id("thread"), user_id=user_id, home=self.home, status="creating",
-                        meta={**(body.metadata or {}), RESERVED_METADATA_KEY: user_id},
-                        tool_resources=body.tool_resources)
+                        created_at=now(), meta=metadata, tool_resources=body.tool_resources)
         db.session.add(thread)
+        db.session.flush()
+        pk, messages, container = thread.pk, body.messages or [], None
         db.session.commit()
         try:
-            thread.upstream_id = self._call(self._create_container, thread.meta,
-                                            thread.tool_resources)
-            db.session.commit()
-            messages = body.messages or []
-            upstream_ids = (self._call(self._add_messages, thread.upstream_id, messages)
-                            if messages else [])
+            container = self._call(self._create_container, metadata, body.tool_resources)
+            upstream_ids: list[str] = []
+            if messages:
+                # Linked first: adding messages can fail half-way, and the row must still
+                # name the container to delete.
+                self._set_thread(pk, upstream_id=container)
+                upstream_ids = self._call(self._add_messages, container, messages)
         except BaseException:
             db.session.rollback()
-            container = thread.upstream_id
             if container:
-                best_effort(f"delete the upstream object of {thread.id}",
+                best_effort(f"delete the upstream object of thread pk {pk}",
                             lambda: self._call(self._delete_container, container))
-            db.session.delete(thread)
+            db.session.execute(delete(Thread).where(Thread.pk == pk))
             db.session.commit()
             raise
-        db.session.add_all(message_row(thread, message, upstream_id)
+        # Visible, linked and with its messages in one commit.
+        db.session.execute(update(Thread).where(Thread.pk == pk)
+                           .values(upstream_id=container, status="active"))
+        db.session.add_all(message_row(pk, message, upstream_id)
                            for message, upstream_id in zip(messages, upstream_ids))
-        thread.status = "active"
         db.session.commit()
         return thread
+
+    def _set_thread(self, pk: int, **values: Any) -> None:
+        db.session.execute(update(Thread).where(Thread.pk == pk).values(**values))
+        db.session.commit()
 
     def modify_thread(self, thread: Thread, body: ThreadModify) -> Thread:
         require_home(thread, self.home)
