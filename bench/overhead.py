@@ -314,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="registry on this PostgreSQL server (a new database, dropped after)")
     parser.add_argument("--load", choices=("wrk", "python"),
                         help="load generator (default: wrk when it is on PATH)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers of both servers "
+                        "(default: gunicorn.conf.py's)")
+    parser.add_argument("--threads", type=int, help="threads per worker of both servers "
+                        "(default: gunicorn.conf.py's)")
     parser.add_argument("--keep", action="store_true", help="keep the folder with the servers' logs")
     args = parser.parse_args(argv)
     use_wrk = args.load == "wrk" or (args.load is None and shutil.which("wrk"))
@@ -337,17 +341,21 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
+    # Both servers run with the same gunicorn settings, overridden here only when asked.
+    shape = {name: str(value) for name, value in (("WEB_CONCURRENCY", args.workers),
+                                                  ("GUNICORN_THREADS", args.threads)) if value}
     try:
         fake.start()
-        hello = Server("hello", "hello_app:app", {"AUTO_MIGRATE": "false"}, folder / "hello.log",
-                       "/", extra_args=("--pythonpath", "bench"))
+        hello = Server("hello", "hello_app:app", {"AUTO_MIGRATE": "false", **shape},
+                       folder / "hello.log", "/", extra_args=("--pythonpath", "bench"))
         bridge = Server("bridge", "wsgi:app", {
             "DATABASE_URL": registries.new("overhead"), "JWT_SECRET_KEY": JWT_SECRET,
             "JWT_ALGORITHM": "HS256", "JWT_AUDIENCE": "", "JWT_ISSUER": "", "JWT_PUBLIC_KEY": "",
             "BRIDGE_ENGINE": "responses", "OPENAI_BASE_URL": fake.base_url,
             "OPENAI_API_KEY": fake.api_key, "OPENAI_MAX_RETRIES": "0", "AUTO_MIGRATE": "true",
             "RATE_LIMIT_READS": NO_REFUSALS, "RATE_LIMIT_WRITES": NO_REFUSALS,
-            "RATE_LIMIT_RUNS": NO_REFUSALS, "LOG_LEVEL": "INFO"}, folder / "bridge.log", "/readyz")
+            "RATE_LIMIT_RUNS": NO_REFUSALS, "LOG_LEVEL": "INFO", **shape}, folder / "bridge.log",
+            "/readyz")
         servers += [hello, bridge]
         for server in servers:
             server.start()
@@ -447,7 +455,8 @@ def run_all(args, hello: Server, bridge: Server, fake: FakeOpenAI, folder: Path,
     ]
     sdk.close()
     direct.close()
-    where = f"registry: {'PostgreSQL' if args.postgres else 'SQLite'}"
+    where = f"registry: {'PostgreSQL' if args.postgres else 'SQLite'}; gunicorn: " + (
+        f"{args.workers or 'default'} workers x {args.threads or 'default'} threads")
     load = "wrk" if generator is run_wrk else "a Python generator (wrk not found; figures are lower)"
     return (f"load: {load}; {where}; {args.rounds} rounds of {args.seconds:g} s per burst, the "
             f"median shown\n\n{table(rows)}")

@@ -60,9 +60,12 @@ def configure(app: Flask, settings: Settings) -> None:
     url = database_url(settings, app.instance_path)
     # A gthread worker serves GUNICORN_THREADS (32) requests at once: the pool must not make
     # them queue for a connection (SQLAlchemy's default is 5 + 10).
-    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 30}
+    options: dict[str, Any] = {"pool_size": 10, "max_overflow": 30}
     if url.startswith("sqlite"):
         options["connect_args"] = {"timeout": 30}
+    else:
+        # A server connection can die in the pool (a restart, an idle timeout); a file cannot.
+        options["pool_pre_ping"] = True
     app.config.update(
         BRIDGE_SETTINGS=settings,
         SQLALCHEMY_DATABASE_URI=url,
