@@ -5,9 +5,9 @@
         [--rounds 2] [--postgres URL] [--load wrk|python] [--keep]
 
 It starts, each with `gunicorn -c gunicorn.conf.py` (the production settings), a bare Flask app
-that answers `{"object": "hello"}` (bench/hello_app.py) and the bridge on the `responses` engine
-with a fresh registry (SQLite in a temporary folder, or a new database through --postgres), plus
-the fake OpenAI upstream (tests/fakes/openai_server.py, TCP_NODELAY on its sockets) in this
+that answers `{"object": "hello"}` (hello_app.py beside this file) and the bridge on the
+`responses` engine with a fresh registry (SQLite in a temporary folder, or a new database through
+--postgres), plus the fake OpenAI upstream (tests/fakes/openai_server.py, TCP_NODELAY on its sockets) in this
 process. Rate limits stay on, set too high to refuse anything, so their cost is counted. Then,
 each pair measured back to back and repeated --rounds times (the median is printed):
 
