@@ -311,7 +311,7 @@ def test_a_request_lost_in_flight_frees_its_key_after_the_lease(offline_bridge):
 
 def test_a_repeat_while_the_first_runs_is_409(responses_bridge):
     fake, key = responses_bridge.fake, new_key()
-    fake.delay_on(CREATE_CONVERSATION, 0.5)
+    fake.delay_on(CREATE_CONVERSATION, 30)  # until end_delays(): the first waits for the repeats
     first: list[httpx.Response] = []
     worker = threading.Thread(target=lambda: first.append(post(responses_bridge, "/threads", {}, key=key)))
     worker.start()
@@ -324,6 +324,7 @@ def test_a_repeat_while_the_first_runs_is_409(responses_bridge):
     assert_error(post(responses_bridge, "/threads", {"metadata": {"a": "b"}}, key=key), 422,
                  "idempotency_key_reused")
 
+    fake.end_delays()
     worker.join()
     assert first[0].status_code == 200, first[0].text
     replay = post(responses_bridge, "/threads", {}, key=key)
@@ -396,12 +397,13 @@ def test_a_thread_locked_409_is_not_kept(start_bridge):
 
 def test_a_client_retrying_after_a_timeout_creates_one_thread(responses_bridge):
     fake, client, key = responses_bridge.fake, responses_bridge.sdk("alice"), new_key()
-    fake.delay_on(CREATE_CONVERSATION, 1.0)
+    fake.delay_on(CREATE_CONVERSATION, 30)  # until end_delays(): the retry finds it in flight
     with pytest.raises(openai.APITimeoutError):
         client.beta.threads.create(timeout=0.3, **keyed(key))
     with pytest.raises(openai.ConflictError) as caught:
         client.beta.threads.create(timeout=0.3, **keyed(key))
     assert caught.value.response.headers["Retry-After"] == "1"
+    fake.end_delays()
 
     def retry():
         try:

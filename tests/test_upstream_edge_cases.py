@@ -106,7 +106,7 @@ def test_cancel_racing_the_link_of_a_started_run_is_kept(start_bridge, engine):
     fake, client = bridge.fake, bridge.sdk("alice")
     assistant_id = bridge.assistant()
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
-    fake.delay_on(START[engine], 0.3)
+    fake.delay_on(START[engine], 30)  # until end_delays(): the start waits for the test
     engine_ = bridge.app.extensions["bridge.engine"]
 
     with ThreadPoolExecutor(1) as pool:
@@ -119,6 +119,7 @@ def test_cancel_racing_the_link_of_a_started_run_is_kept(start_bridge, engine):
             run = db.session.scalar(select(Run).where(Run.id == run_id))
             assert run.status == "queued" and run.upstream_id is None
             # ...and the starter links it upstream before the cancel writes.
+            fake.end_delays()
             assert creating.result(timeout=10).status == "queued"
             answer = engine_.cancel_run(run).status
             db.session.remove()
@@ -198,12 +199,13 @@ def test_deleting_the_thread_while_its_run_starts_is_not_a_500(start_bridge, eng
     fake, client = bridge.fake, bridge.sdk("alice")
     assistant_id = bridge.assistant()
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
-    fake.delay_on(START[engine], 0.5)
+    fake.delay_on(START[engine], 30)  # until end_delays(): the start waits for the delete
     with ThreadPoolExecutor(1) as pool:
         creating = pool.submit(lambda: bridge.sdk("alice").beta.threads.runs.create(
             thread_id=thread.id, assistant_id=assistant_id))
         wait_for(lambda: client.beta.threads.runs.list(thread_id=thread.id).data, timeout=5)
         client.beta.threads.delete(thread.id)
+        fake.end_delays()
         with pytest.raises(openai.APIStatusError) as caught:
             creating.result(timeout=10)
     # The thread went first: a 404 for it, or the upstream's 502 for the vanished conversation.

@@ -743,8 +743,8 @@ def test_cancel_while_the_run_is_being_started_cancels_it_upstream(start_bridge,
     fake, client = bridge.fake, bridge.sdk("alice")
     assistant_id = bridge.assistant()
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
-    fake.delay_on(START[engine], 0.5)
-    fake.hold()  # the upstream run cannot finish before the bridge gets to cancel it
+    fake.delay_on(START[engine], 30)  # until end_delays(): the start waits for the cancel
+    fake.hold()  # and the upstream run cannot finish before the bridge gets to cancel it
 
     with ThreadPoolExecutor(1) as pool:
         creating = pool.submit(lambda: bridge.sdk("alice").beta.threads.runs.create(
@@ -753,6 +753,7 @@ def test_cancel_while_the_run_is_being_started_cancels_it_upstream(start_bridge,
             thread_id=thread.id).data], timeout=5)[0]
         answer = client.beta.threads.runs.cancel(run_id, thread_id=thread.id)
         assert answer.status == "cancelling"
+        fake.end_delays()
         created = creating.result(timeout=10)
     fake.release()
 
@@ -789,7 +790,7 @@ def test_cancel_while_tool_outputs_are_being_sent_cancels_the_continuation(start
                                                    **POLL)
     (call,) = run.required_action.submit_tool_outputs.tool_calls
     fake.hold()
-    fake.delay_on(CONTINUE[engine], 0.5)
+    fake.delay_on(CONTINUE[engine], 30)  # until end_delays(): the continuation waits for the cancel
 
     with ThreadPoolExecutor(1) as pool:
         submitting = pool.submit(lambda: bridge.sdk("alice").beta.threads.runs.submit_tool_outputs(
@@ -799,6 +800,7 @@ def test_cancel_while_tool_outputs_are_being_sent_cancels_the_continuation(start
             run.id, thread_id=thread.id).status == "queued", timeout=5)
         answer = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
         assert answer.status == "cancelling"
+        fake.end_delays()
         submitted = submitting.result(timeout=10)
 
     assert submitted.status == "cancelled"

@@ -547,6 +547,7 @@ class FakeOpenAI(LoopbackFake):
         self.poll_after_ms = poll_after_ms
         # Seconds every request waits before it is answered (benchmarks of a slow upstream).
         self.answer_delay = 0.0
+        self._delay_epoch = 0  # end_delays() moves it on
         self._workers: list[threading.Thread] = []
         self._holding = False
         self._releases = 0
@@ -637,6 +638,16 @@ class FakeOpenAI(LoopbackFake):
     def delay_on(self, route: str, seconds: float, count: int = 1) -> None:
         """Wait `seconds` before handling each of the next `count` requests to one route."""
         self._add_route_faults(route, _Fault("timeout", seconds=seconds), count)
+
+    def end_delays(self) -> None:
+        """End the delays of delay_on() and timeout_next(): waiting requests go on at once, and
+        those still queued for requests to come are dropped."""
+        with self._cond:
+            self._delay_epoch += 1
+            self._faults = deque(f for f in self._faults if f.kind != "timeout")
+            for route, faults in self._route_faults.items():
+                self._route_faults[route] = deque(f for f in faults if f.kind != "timeout")
+            self._cond.notify_all()
 
     def drop_on(self, route: str, count: int = 1) -> None:
         """Close the connection of the next `count` requests to one route without answering."""
@@ -763,7 +774,10 @@ class FakeOpenAI(LoopbackFake):
                     response = _error(fault.status, f"Injected error {fault.status} from FakeOpenAI.")
                     response.headers.update(fault.headers)
                     return response
-                if self._cond.wait_for(lambda: self._stopping, fault.seconds):
+                epoch = self._delay_epoch
+                self._cond.wait_for(lambda: self._stopping or self._delay_epoch != epoch,
+                                    fault.seconds)
+                if self._stopping:
                     return None
             # A slow provider: every answer takes this long (the lock is released meanwhile).
             if self.answer_delay and self._cond.wait_for(lambda: self._stopping, self.answer_delay):

@@ -6,6 +6,7 @@ import http.client
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -558,6 +559,19 @@ def test_timeout_next_delays_the_answer(fake: FakeOpenAI, client: openai.OpenAI)
     started = time.monotonic()
     assert client.conversations.create().object == "conversation"
     assert time.monotonic() - started >= 0.2
+
+
+def test_end_delays_lets_a_delayed_request_go_and_drops_the_rest(fake: FakeOpenAI,
+                                                                  client: openai.OpenAI) -> None:
+    fake.delay_on("POST /v1/conversations", 30, count=2)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.conversations.create)
+        fake.wait_for_requests(1, route="POST /v1/conversations")
+        fake.end_delays()
+        assert waiting.result(timeout=5).object == "conversation"
+    started = time.monotonic()
+    client.conversations.create()  # the second delay was dropped too
+    assert time.monotonic() - started < 5
 
 
 def test_drop_next_closes_the_connection(fake: FakeOpenAI, client: openai.OpenAI) -> None:
