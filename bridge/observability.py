@@ -273,6 +273,20 @@ class _StderrHandler(logging.StreamHandler):
     def stream(self, value) -> None:
         pass
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Format outside the handler's lock: request threads queue only for the write itself,
+        not for each other's JSON formatting (logging.Handler holds the lock for both)."""
+        if not self.filter(record):
+            return False
+        try:
+            line = self.format(record) + self.terminator
+            with self.lock:
+                self.stream.write(line)
+                self.stream.flush()
+        except Exception:
+            self.handleError(record)
+        return True
+
 
 _setup_lock = threading.Lock()
 
