@@ -1,11 +1,35 @@
 """gunicorn settings for the bridge: `gunicorn -c gunicorn.conf.py wsgi:app`.
 
-Worker model: gthread. A request spends most of its time waiting (on the registry, and on the
-provider for engines that call it synchronously), so one process must serve many requests at
-once. `bench/worker_models.py` (64 users creating threads, posting messages, running and polling
-against a 50 ms upstream, 2 workers, 2 cores) measured gthread at 1.79x the throughput of sync
-workers and gevent at 1.20x; gevent also finished runs about 3x slower, since the database
-driver and the run executor block its event loop, and it needs monkey-patching besides.
+Worker model: gthread, WEB_CONCURRENCY processes (2) of GUNICORN_THREADS threads (32). A request
+spends most of its time waiting (on the registry, and on the provider for the engines that call
+it while the client waits), so one process must serve many requests at once.
+
+- Worker classes: `bench/worker_models.py` (64 users creating threads, posting messages, running
+  and polling against a 50 ms upstream, 2 workers, 2 cores) measured gthread at 1.79x the
+  throughput of sync workers and gevent at 1.20x; gevent also finished runs about 3x slower,
+  since the database driver and the run executor block its event loop, and it needs
+  monkey-patching besides.
+- Threads per worker: `bench/overhead.py --rounds 3 --workers W --threads T` (2 cores, SQLite;
+  the median of three rounds):
+
+  | workers x threads | owned GET vs hello, c=64 | `POST /v1/threads`, 50 ms upstream, c=64 | p99 | slowest |
+  |---|---|---|---|---|
+  | 2 x 32 | 0.30x | 146 RPS (0.14x direct) | 1,583 ms | 2,169 ms |
+  | 2 x 16 | 0.27x | 172 RPS (0.17x) | 1,126 ms | 1,940 ms |
+  | 2 x 8  | 0.22x | 175 RPS (0.17x) | 470 ms | 536 ms |
+  | 4 x 8  | 0.29x | 199 RPS (0.18x) | 754 ms | 1,039 ms |
+
+  Throughput barely moves: on two cores the writes are bound by CPU (about 6 to 9 ms of worker
+  CPU per `POST /v1/threads` under this load, the SDK call to the provider alone about 1 ms),
+  not by threads. Fewer threads shorten the tail once the CPU is saturated (requests wait in the
+  listen queue in order instead of taking turns at the interpreter lock), but cap the requests in
+  flight: with a real provider's hundreds of milliseconds per call, 2 x 8 threads would serve a
+  few dozen writes a second. 32 stays the default; a deployment whose CPU is the limit can set
+  GUNICORN_THREADS=8.
+- Streams (the next capability) hold their connection, and in gthread a thread, for as long as a
+  run takes: hundreds of open streams would take hundreds of threads per worker, and the tail
+  above grows with threads. Streams need a model of their own (an event loop that holds many
+  idle connections cheaply), measured with streams in the mix, rather than more threads here.
 """
 
 import os
