@@ -225,6 +225,15 @@ def test_tools_round_trip_on_chat_engine_answers_every_call(chat_bridge, tmp_pat
     assert "bad arguments" in json.loads(tool_messages[2]["content"])["error"]
 
 
+def test_tools_round_trip_on_offline_engine(offline_bridge, tmp_path):
+    """The offline engine calls the tool the message names, with the message's JSON."""
+    result = run_tools(offline_bridge, tmp_path, 'Use get_weather for {"city": "Oslo"}')
+
+    assert result.returncode == 0, result.stderr
+    assert f'get_weather({{"city": "Oslo"}}) = {OSLO}' in result.stderr
+    assert result.stdout.startswith(f'get_weather returned "{OSLO}"')
+
+
 def test_tools_round_trip_on_assistants_engine(assistants_bridge, tmp_path):
     bridge = assistants_bridge
     bridge.fake.enqueue({"function_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},

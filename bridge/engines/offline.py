@@ -1,23 +1,86 @@
 """The offline responder: a deterministic reply built in-process. No key, no network.
 
 It exists so the bridge runs on a fresh machine and so clients can be developed and tested
-without a provider. Its reply quotes the last user message. Settings read: OFFLINE_REPLY_DELAY
-(seconds to wait before answering, to exercise polling and cancel).
+without a provider, tool round trips included. Settings read: OFFLINE_REPLY_DELAY (seconds to
+wait before answering, to exercise polling and cancel).
+
+- A reply quotes the last user message.
+- Tools: when the run offers function tools and the last user message names one of them
+  (case-insensitive, as a whole word), the run asks for one call of that tool, with the first
+  JSON object in the message as its arguments (else `{}`). `tool_choice` is honoured: `none`
+  never calls, a named function is always called, `required` calls the first tool when none is
+  named. Once the outputs are submitted, the reply quotes them.
 """
 
 from __future__ import annotations
 
-from .base import CancelSignal, Reply, Responder, RunFailed, RunRequest, Usage
+import json
+import re
+import secrets
+import string
+from typing import Any
+
+from .base import CancelSignal, Reply, Responder, RunFailed, RunRequest, ToolCall, Usage
 
 _QUOTE_LIMIT = 200
+_ALPHABET = string.ascii_letters + string.digits
 
 
 def _words(text: str) -> int:
     return len(text.split())
 
 
+def _quote(text: str) -> str:
+    return text if len(text) <= _QUOTE_LIMIT else text[:_QUOTE_LIMIT] + "…"
+
+
+def first_json_object(text: str) -> dict[str, Any] | None:
+    """The first `{...}` in `text` that parses as a JSON object, if any."""
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", text):
+        try:
+            value, _ = decoder.raw_decode(text, match.start())
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _names(request: RunRequest) -> list[str]:
+    return [tool["function"]["name"] for tool in request.tools]
+
+
+def _mentioned(name: str, text: str) -> bool:
+    return re.search(rf"(?<![A-Za-z0-9_-]){re.escape(name)}(?![A-Za-z0-9_-])", text,
+                     re.IGNORECASE) is not None
+
+
+def chosen_tool(request: RunRequest, last_user: str) -> str | None:
+    """The function the offline responder calls for this request, or None to reply."""
+    names = _names(request)
+    choice = request.tool_choice
+    if not names or choice == "none":
+        return None
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        forced = choice["function"]["name"]
+        return forced if forced in names else None
+    named = next((name for name in names if _mentioned(name, last_user)), None)
+    if named is None and choice == "required":
+        return names[0]
+    return named
+
+
+def _outputs(request: RunRequest) -> list[tuple[str, str]]:
+    """(tool name, output) of the calls this run made and the client answered."""
+    names = {call["id"]: call["function"]["name"] for entry in request.tool_exchange
+             for call in entry.get("tool_calls") or ()}
+    return [(names.get(entry["tool_call_id"], "tool"), entry["content"])
+            for entry in request.tool_exchange if entry.get("role") == "tool"]
+
+
 class OfflineResponder(Responder):
-    """Answers every run with a fixed-form reply that quotes the last user message."""
+    """Answers every run with a fixed-form reply, or asks for the tool the user named."""
 
     name = "offline"
 
@@ -28,9 +91,22 @@ class OfflineResponder(Responder):
         if self.delay_seconds and cancel.wait(self.delay_seconds):
             raise RunFailed("server_error", "The run was abandoned.")  # the executor moved on
         last_user = next((t.text for t in reversed(request.turns) if t.role == "user"), "")
-        quoted = last_user if len(last_user) <= _QUOTE_LIMIT else last_user[:_QUOTE_LIMIT] + "…"
-        text = (f'You said: "{quoted}". This is the offline responder of assistants-bridge; '
-                "configure a model provider to get real answers.") if last_user else (
-            "This is the offline responder of assistants-bridge. Post a message to get a reply.")
         prompt = _words(request.instructions) + sum(_words(t.text) for t in request.turns)
+        outputs = _outputs(request)
+        tool = None if outputs else chosen_tool(request, last_user)
+        if tool is not None:
+            arguments = json.dumps(first_json_object(last_user) or {})
+            call = ToolCall(id="call_" + "".join(secrets.choice(_ALPHABET) for _ in range(24)),
+                            name=tool, arguments=arguments)
+            return Reply(text="", tool_calls=(call,),
+                         usage=Usage(prompt_tokens=prompt, completion_tokens=_words(arguments)))
+        if outputs:
+            quoted = "; ".join(f'{name} returned "{_quote(output)}"' for name, output in outputs)
+            text = (f"{quoted}. This is the offline responder of assistants-bridge; configure a "
+                    "model provider to get real answers.")
+        elif last_user:
+            text = (f'You said: "{_quote(last_user)}". This is the offline responder of '
+                    "assistants-bridge; configure a model provider to get real answers.")
+        else:
+            text = "This is the offline responder of assistants-bridge. Post a message to get a reply."
         return Reply(text=text, usage=Usage(prompt_tokens=prompt, completion_tokens=_words(text)))
