@@ -5,8 +5,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The tests' own Node project: the openai Node SDK and the Node 22 binary it runs on.
+NODE_TESTS := tests/node
+# npm writes this file at the end of every install; its age tells whether the lock changed since.
+NODE_INSTALLED := $(NODE_TESTS)/node_modules/.package-lock.json
 
-.PHONY: run test install install-test clean
+.PHONY: run test install install-test install-node-sdk clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +19,19 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 
-install-test: $(BIN)/python
+install-test: $(BIN)/python install-node-sdk
 	$(BIN)/pip install --quiet -e '.[test]'
+
+install-node-sdk: $(NODE_INSTALLED)
+
+# Without npm the Node SDK tests are skipped (and .ci/run refuses to run); with it, a failed
+# install fails the target.
+$(NODE_INSTALLED): $(NODE_TESTS)/package.json $(NODE_TESTS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(NODE_TESTS) --loglevel=error >/dev/null && touch $@; \
+	else \
+		echo "npm not found: tests/test_node_sdk.py will be skipped" >&2; \
+	fi
 
 run: install
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
@@ -25,4 +40,4 @@ test: install-test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) instance
+	rm -rf $(VENV) instance $(NODE_TESTS)/node_modules
