@@ -35,6 +35,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from .idempotency import init_app as init_idempotency
     init_idempotency(app, settings)
     register_errorhandlers(app)
+    register_streams(app, settings)
     register_commands(app)
     register_engine(app)
     if settings.AUTO_MIGRATE:
@@ -113,6 +114,12 @@ def register_errorhandlers(app: Flask) -> None:
 
     register(app)
     register_server_errors(app)
+
+
+def register_streams(app: Flask, settings: Settings) -> None:
+    from .api.streams import init_app
+
+    init_app(app, settings.STREAMS_PER_PROCESS)
 
 
 def register_commands(app: Flask) -> None:

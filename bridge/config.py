@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     # Artificial latency of the offline responder, to demonstrate polling and cancel.
     OFFLINE_REPLY_DELAY: float = Field(default=0.0, ge=0, le=600)
 
+    # Streams (`"stream": true`): a `: ping` comment after this many idle seconds, so proxies do
+    # not cut a stream that waits; and the most streams one server process holds open at once.
+    STREAM_PING_SECONDS: float = Field(default=15.0, gt=0, le=300)
+    STREAMS_PER_PROCESS: int = Field(default=128, ge=1, le=10_000)
+
     # Request bounds.
     MAX_CONTENT_LENGTH: int = Field(default=1024 * 1024, ge=1024)
 

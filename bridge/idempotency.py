@@ -242,8 +242,10 @@ def _run(claim: Claim, proceed: Callable[[], Response]) -> Response:
 
 def _keeps(response: Response) -> bool:
     status = response.status_code
-    return (200 <= status < 300 or (400 <= status < 500 and status not in TRANSIENT_STATUSES)) \
-        and not response.is_streamed
+    if response.is_streamed:
+        # A stream is not replayed; what is kept is the object it was about (bridge/api/streams).
+        return getattr(response, "replay_body", None) is not None
+    return 200 <= status < 300 or (400 <= status < 500 and status not in TRANSIENT_STATUSES)
 
 
 def _mine(claim: Claim):
@@ -252,13 +254,16 @@ def _mine(claim: Claim):
 
 
 def _store(claim: Claim, response: Response) -> None:
-    headers = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
+    if response.is_streamed:
+        body, headers = response.replay_body, {"Content-Type": "application/json"}
+    else:
+        body = response.get_data(as_text=True)
+        headers = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
     try:
         _release_session()
         with db.engine.begin() as conn:
             conn.execute(update(IdempotencyRecord).where(*_mine(claim)).values(
-                state=DONE, status=response.status_code, body=response.get_data(as_text=True),
-                headers=headers))
+                state=DONE, status=response.status_code, body=body, headers=headers))
     except Exception:
         # The request succeeded: keep the key in flight (until its lease ends) rather than let a
         # retry run it a second time.
