@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import select
 import socket
 import sys
 import threading
@@ -588,7 +587,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _peer_closed(self) -> bool:
         """Whether the client closed its end of the connection (a read would see end of file)."""
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+            return not self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False  # nothing to read: the client is there, waiting
         except OSError:
             return True
