@@ -13,11 +13,12 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from .chat_server import (MODELS, LoopbackFake, _completion, _error, _Handler, _HTTPServer, _Response,
-                          _validate)
+from .chat_server import (MODELS, LoopbackFake, _chat_frames, _chunks, _completion, _error, _Handler,
+                          _HTTPServer, _include_usage, _Response, _validate)
 from .sse import EventLog, Stream, follow, pieces
 
 REPLY_KEYS = frozenset({"content", "function_calls", "usage", "status", "error"})
@@ -1149,15 +1150,16 @@ class FakeOpenAI(LoopbackFake):
         """List the one fake model."""
         return _Response(200, copy.deepcopy(MODELS))
 
-    def _chat(self, req: _Request) -> _Response | None:
-        """Answer a chat completion, honouring hold() and scripted replies."""
+    def _chat(self, req: _Request) -> _Response | Stream | None:
+        """Answer a chat completion, whole or streamed, honouring hold() and scripted replies."""
         invalid = _validate(req.body)
         if invalid is not None:
             return invalid
-        if req.body.get("stream"):
-            raise _bad("FakeOpenAI does not stream chat completions yet; send a non-streaming request.", "stream")
+        streamed = req.body.get("stream") is True
         job = _Job({"status": "in_progress"}, time.monotonic(), self._releases, self._epoch)
-        if not self._wait(job, job.t0, ("in_progress",), 0):
+        # A stream held after some pieces starts at once; anything else is held before it starts.
+        holdable = None if streamed and self._hold_after_deltas else 0
+        if not self._wait(job, job.t0, ("in_progress",), holdable):
             return None
         reply = self._next_reply()
         chat_reply: dict[str, Any] = {}
@@ -1170,7 +1172,12 @@ class FakeOpenAI(LoopbackFake):
             prompt, completion = _token_counts(reply, 0, 0)
             chat_reply["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
                                    "total_tokens": prompt + completion}
-        return _Response(200, _completion(req.body, chat_reply))
+        completion = _completion(req.body, chat_reply)
+        if not streamed:
+            return _Response(200, completion)
+        chunks = _chunks(completion, self.stream_chunks, _include_usage(req.body))
+        return Stream(_chat_frames(chunks, partial(self._stream_pause, releases=job.releases,
+                                                   interval=self.stream_interval)))
 
     # ---- conversations -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import openai
 import pytest
 from openai import AssistantEventHandler
 from openai.types.beta import AssistantStreamEvent
+from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 
 from .openai_server import FakeOpenAI
@@ -48,8 +49,10 @@ def checked(event: Any) -> Any:
     data = event.to_dict()
     if "sequence_number" in data:
         RESPONSE_EVENT_TYPES[data["type"]].model_validate(data)
-    else:
+    elif "event" in data:
         ASSISTANT_EVENT_TYPES[data["event"]].model_validate(data)
+    else:
+        ChatCompletionChunk.model_validate(data)
     return event
 
 
@@ -624,3 +627,36 @@ def test_run_stream_flag_is_validated(client: openai.OpenAI, assistant_id: str, 
         client.post(f"/threads/{thread_id}/runs", body={"assistant_id": assistant_id, "stream": "yes"},
                     cast_to=object, options={"headers": {"OpenAI-Beta": "assistants=v2"}})
     assert caught.value.param == "stream"
+
+
+# ---- chat completions ---------------------------------------------------------------------------
+
+def test_chat_completion_stream_with_tool_calls_and_usage(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "call it"}]
+    fake.enqueue({"function_calls": [{"name": "f", "arguments": {"x": 1}}]})
+    chunks = read(client.chat.completions.create(model=MODEL, messages=messages, stream=True,
+                                                 stream_options={"include_usage": True}))
+
+    opening = chunks[0].choices[0].delta
+    assert opening.role == "assistant" and opening.tool_calls is not None
+    assert [(t.index, t.function.name, t.function.arguments) for t in opening.tool_calls] == [(0, "f", "")]
+    assert "".join(c.choices[0].delta.tool_calls[0].function.arguments for c in chunks[1:-2]) == '{"x": 1}'
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+
+    with client.chat.completions.stream(model=MODEL, messages=messages) as stream:
+        assert stream.get_final_completion().choices[0].message.content == "echo: call it"
+
+
+def test_chat_completion_stream_held_after_deltas(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    fake.hold(after_deltas=1)
+    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "held"}],
+                                            stream=True)
+    first = [checked(next(stream)) for _ in range(2)]
+    with pytest.raises(TimeoutError):  # a bounded wait: the stream stays open while held
+        fake.wait_for_open_streams(0, timeout=0.2)
+
+    fake.release()
+
+    rest = read(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in first + rest) == "echo: held"
