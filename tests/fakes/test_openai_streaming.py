@@ -367,7 +367,7 @@ def test_responses_frames_name_their_event_and_carry_a_sequence_number(fake: Fak
     assert json.loads(frames[-1].split("\n")[1].removeprefix("data: "))["type"] == "response.completed"
 
 
-def test_stop_and_reset_cut_open_streams(client: openai.OpenAI) -> None:
+def test_stop_and_reset_cut_open_streams() -> None:
     fake = FakeOpenAI(latency=0.01).start()
     sdk = openai.OpenAI(base_url=fake.base_url, api_key=fake.api_key, max_retries=0, timeout=5)
     fake.hold(after_deltas=1)
