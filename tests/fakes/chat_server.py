@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import sys
@@ -9,14 +10,17 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from .sse import LIVENESS_SECONDS, Stream, StreamAbandoned, compact, frame, pieces
+
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 REPLY_KEYS = frozenset({"content", "tool_calls", "usage", "status", "headers", "delay", "drop",
-                        "finish_reason"})
+                        "finish_reason", "drop_after"})
 MODELS = {
     "object": "list",
     "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}],
@@ -73,6 +77,9 @@ def _normalize_reply(reply: str | dict[str, Any]) -> dict[str, Any]:
     status = reply.get("status")
     if status is not None and not (isinstance(status, int) and 400 <= status <= 599):
         raise ValueError(f"a scripted status must be an int error status (4xx or 5xx), not {status!r}")
+    drop_after = reply.get("drop_after")
+    if drop_after is not None and not (isinstance(drop_after, int) and drop_after >= 0):
+        raise ValueError(f"drop_after is a number of streamed chunks, not {drop_after!r}")
     return dict(reply)
 
 
@@ -96,8 +103,15 @@ def _validate(body: Any) -> _Response | None:
                 f"Supported values are: {', '.join(sorted(ROLES))}.",
                 f"messages[{i}].role",
             )
-    if body.get("stream"):
-        return _error(400, "FakeChatServer does not support 'stream': true; send a non-streaming request.", "stream")
+    stream, options = body.get("stream"), body.get("stream_options")
+    if stream is not None and not isinstance(stream, bool):
+        return _error(400, "Invalid type for 'stream': expected a boolean.", "stream", "invalid_type")
+    if options is not None and not stream:
+        return _error(400, "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                      "stream_options", "invalid_value")
+    if options is not None and not isinstance(options, dict):
+        return _error(400, "Invalid type for 'stream_options': expected an object.", "stream_options",
+                      "invalid_type")
     return None
 
 
@@ -141,6 +155,67 @@ def _completion(body: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# ---- streaming ---------------------------------------------------------------------------------
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    """Whether a streamed request asked for the closing usage chunk."""
+    options = body.get("stream_options") or {}
+    return options.get("include_usage") is True
+
+
+def _chunks(completion: dict[str, Any], count: int, include_usage: bool) -> list[tuple[dict[str, Any], bool]]:
+    """The chat.completion.chunk objects that stream `completion`, each with whether it carries a text piece.
+
+    As OpenAI sends them: the role first (with the first tool call when there is no content), the content
+    in pieces, each tool call's id and name then its arguments in pieces, a chunk with the finish reason,
+    and, when asked for, a last chunk with the usage and no choices.
+    """
+    choice = completion["choices"][0]
+    message = choice["message"]
+    content, calls = message.get("content"), message.get("tool_calls") or []
+
+    def chunk(delta: dict[str, Any] | None, finish_reason: str | None = None) -> dict[str, Any]:
+        body = {key: completion[key] for key in ("id", "created", "model")}
+        body.update(object="chat.completion.chunk", system_fingerprint=None, choices=[] if delta is None else [
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}])
+        if include_usage:
+            body["usage"] = None
+        return body
+
+    def call_head(index: int) -> dict[str, Any]:
+        call = calls[index]
+        return {"index": index, "id": call["id"], "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""}}
+
+    opening: dict[str, Any] = {"role": "assistant", "content": "" if content is not None else None, "refusal": None}
+    if content is None and calls:
+        opening["tool_calls"] = [call_head(0)]
+    out = [(chunk(opening), False)]
+    out += [(chunk({"content": piece}), True) for piece in pieces(content or "", count)]
+    for index, call in enumerate(calls):
+        if index or content is not None:
+            out.append((chunk({"tool_calls": [call_head(index)]}), False))
+        out += [(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}), True)
+                for piece in pieces(call["function"]["arguments"], count)]
+    out.append((chunk({}, choice["finish_reason"]), False))
+    if include_usage:
+        out.append((dict(chunk(None), usage=completion["usage"]), False))
+    return out
+
+
+def _chat_frames(chunks: list[tuple[dict[str, Any], bool]],
+                 pause: Callable[[int], Generator[None, None, bool]]) -> Iterator[bytes | None]:
+    """Frame chat chunks as OpenAI does (data only, `[DONE]` last), pausing after each text piece."""
+    deltas = 0
+    for chunk, is_delta in chunks:
+        yield frame(compact(chunk))
+        if is_delta:
+            deltas += 1
+            if not (yield from pause(deltas)):
+                raise StreamAbandoned
+    yield frame("[DONE]")
+
+
 class LoopbackFake:
     """Start and stop of a fake served on 127.0.0.1 by `server_class`, shared by every fake here."""
 
@@ -151,6 +226,12 @@ class LoopbackFake:
         self._stopping = False
         self._httpd: _HTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
+        # hold() state, read by the subclasses' own hold rules and by _stream_pause().
+        self._holding = False
+        # Bumped by release(): held work waits for a change, so an immediate hold() cannot re-block it.
+        self._releases = 0
+        self._hold_after_deltas = 0
+        self._open_streams = 0
 
     def start(self):
         """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
@@ -199,19 +280,56 @@ class LoopbackFake:
             raise RuntimeError(f"{type(self).__name__} is not running")
         return f"http://127.0.0.1:{self._httpd.server_port}/v1"
 
+    @property
+    def open_streams(self) -> int:
+        """How many streamed answers are being written now (a client that went away no longer counts)."""
+        with self._cond:
+            return self._open_streams
+
+    def wait_for_open_streams(self, n: int, timeout: float = 5.0) -> None:
+        """Block until exactly n streamed answers are being written, else raise TimeoutError."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._open_streams == n, timeout):
+                raise TimeoutError(f"expected {n} open streams, got {self._open_streams}")
+
+    def _stream_opened(self, change: int) -> None:
+        """Count a stream that starts (+1) or ends (-1)."""
+        with self._cond:
+            self._open_streams += change
+            self._cond.notify_all()
+
+    def _stream_pause(self, deltas: int, releases: int, interval: float) -> Generator[None, None, bool]:
+        """Wait `interval` after a streamed piece, and while hold(after_deltas=...) holds it.
+
+        Yields None now and then so that the writer can see a client that went away; returns False
+        when the fake stops.
+        """
+        deadline = time.monotonic() + interval
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return False
+                held = self._holding and self._releases == releases and deltas >= self._hold_after_deltas
+                remaining = deadline - time.monotonic()
+                if not held and remaining <= 0:
+                    return True
+                self._cond.wait(LIVENESS_SECONDS if held else min(remaining, LIVENESS_SECONDS))
+            yield None
+
 
 class FakeChatServer(LoopbackFake):
     """A stateful fake of an OpenAI-compatible Chat Completions server."""
 
-    def __init__(self, api_key: str = "test-upstream-key"):
+    def __init__(self, api_key: str = "test-upstream-key", stream_chunks: int = 4, stream_interval: float = 0.0):
         super().__init__()
         self.server_class = _HTTPServer
         self.api_key = api_key
+        # A streamed reply's content (and each tool call's arguments) goes out in this many pieces,
+        # `stream_interval` seconds apart.
+        self.stream_chunks = stream_chunks
+        self.stream_interval = stream_interval
         self._requests: list[dict[str, Any]] = []
         self._replies: deque[dict[str, Any]] = deque()
-        self._holding = False
-        # Bumped by release(): a held request waits for a change, so an immediate hold() cannot re-block it.
-        self._releases = 0
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -225,10 +343,15 @@ class FakeChatServer(LoopbackFake):
         with self._cond:
             self._replies.extend(normalized)
 
-    def hold(self) -> None:
-        """Block requests received from now on, after recording them, until release()."""
+    def hold(self, after_deltas: int = 0) -> None:
+        """Block requests received from now on, after recording them, until release().
+
+        With `after_deltas`, streamed requests are not blocked but pause once they have sent that many
+        content or argument pieces; requests that do not stream are blocked as without it.
+        """
         with self._cond:
             self._holding = True
+            self._hold_after_deltas = after_deltas
 
     def release(self) -> None:
         """Let held requests continue and stop holding new ones."""
@@ -252,17 +375,18 @@ class FakeChatServer(LoopbackFake):
             self._releases += 1
             self._cond.notify_all()
 
-    def _answer_chat(self, path: str, headers: dict[str, str], raw: bytes) -> _Response | None:
+    def _answer_chat(self, path: str, headers: dict[str, str], raw: bytes) -> _Response | Stream | None:
         """Record a chat completion request and return its answer, or None to drop the connection."""
         try:
             body = json.loads(raw)
         except ValueError:
             body = None
+        streamed = isinstance(body, dict) and body.get("stream") is True
         with self._cond:
             self._requests.append({"path": path, "headers": headers, "json": body})
             self._cond.notify_all()
-            if self._holding:
-                releases = self._releases
+            releases = self._releases
+            if self._holding and not (streamed and self._hold_after_deltas):
                 self._cond.wait_for(lambda: self._stopping or self._releases != releases)
             if self._stopping:
                 return None
@@ -281,6 +405,10 @@ class FakeChatServer(LoopbackFake):
         status = reply.get("status")
         if status is not None:
             response = _error(status, f"Scripted error {status} from FakeChatServer.")
+        elif streamed:
+            chunks = _chunks(_completion(body, reply), self.stream_chunks, _include_usage(body))
+            pause = functools.partial(self._stream_pause, releases=releases, interval=self.stream_interval)
+            return Stream(_chat_frames(chunks, pause), headers_out, reply.get("drop_after"))
         else:
             response = _Response(200, _completion(body, reply))
         response.headers.update(headers_out)
@@ -396,10 +524,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(_error(404, f"Unknown request URL: {self.command} {self.path}.", code="unknown_url"))
 
-    def _send(self, response: _Response | None) -> None:
-        """Write a JSON answer, or close the connection without one when given None."""
+    def _send(self, response: _Response | Stream | None) -> None:
+        """Write a JSON answer, or a stream, or close the connection without one when given None."""
         if response is None:
             self.close_connection = True
+            return
+        if isinstance(response, Stream):
+            self._send_stream(response)
             return
         data = json.dumps(response.body).encode()
         self.send_response(response.status)
@@ -410,3 +541,54 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _send_stream(self, stream: Stream) -> None:
+        """Write a stream frame by frame as its frames come; a client that goes away ends it quietly."""
+        fake = self.server.fake
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
+        for name, value in stream.headers.items():
+            self.send_header(name, value)
+        fake._stream_opened(+1)
+        sent = 0
+
+        def cut() -> bool:
+            # A fault: the body stops short of its end, as when a connection breaks mid-stream.
+            return stream.drop_after is not None and sent >= stream.drop_after
+
+        try:
+            self.end_headers()
+            if cut():
+                self.close_connection = True
+                return
+            for data in stream.frames:
+                if data is None:
+                    if self._peer_closed():
+                        self.close_connection = True
+                        return
+                    continue
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                sent += 1
+                if cut():
+                    self.close_connection = True
+                    return
+            self.wfile.write(b"0\r\n\r\n")
+        except (OSError, StreamAbandoned):
+            self.close_connection = True
+        finally:
+            close = getattr(stream.frames, "close", None)
+            if close is not None:
+                close()
+            fake._stream_opened(-1)
+
+    def _peer_closed(self) -> bool:
+        """Whether the client closed its end of the connection (a read would see end of file)."""
+        try:
+            return not self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False  # nothing to read: the client is there, waiting
+        except OSError:
+            return True

@@ -11,12 +11,15 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from functools import partial
+from typing import Any, Callable, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from .chat_server import (MODELS, LoopbackFake, _completion, _error, _Handler, _HTTPServer, _Response,
-                          _validate)
+from .chat_server import (MODELS, LoopbackFake, _chat_frames, _chunks, _completion, _error, _Handler,
+                          _HTTPServer, _include_usage, _Response, _validate)
+from .sse import EventLog, Stream, follow, pieces
 
 REPLY_KEYS = frozenset({"content", "function_calls", "usage", "status", "error"})
 # Scripted end states besides "completed": a failed or a length-cut (incomplete) model output.
@@ -51,6 +54,8 @@ ROUTES = (
     ("POST", "/v1/assistants/{id}", "_assistant_update"),
     ("DELETE", "/v1/assistants/{id}", "_assistant_delete"),
     ("POST", "/v1/threads", "_thread_create"),
+    # Before the /v1/threads/{id} routes, which would take "runs" for a thread id.
+    ("POST", "/v1/threads/runs", "_thread_create_and_run"),
     ("GET", "/v1/threads/{id}", "_thread_get"),
     ("POST", "/v1/threads/{id}", "_thread_update"),
     ("DELETE", "/v1/threads/{id}", "_thread_delete"),
@@ -65,6 +70,8 @@ ROUTES = (
     ("POST", "/v1/threads/{id}/runs/{run_id}", "_run_update"),
     ("POST", "/v1/threads/{id}/runs/{run_id}/cancel", "_run_cancel"),
     ("POST", "/v1/threads/{id}/runs/{run_id}/submit_tool_outputs", "_run_submit_tool_outputs"),
+    ("GET", "/v1/threads/{id}/runs/{run_id}/steps", "_step_list"),
+    ("GET", "/v1/threads/{id}/runs/{run_id}/steps/{step_id}", "_step_get"),
 )
 ROUTE_KEYS = frozenset(f"{method} {template}" for method, template, _ in ROUTES)
 _PATTERNS = [
@@ -125,6 +132,21 @@ class _Job:
     thread: str | None = None
     stored: bool = True
     context: list[dict[str, Any]] = field(default_factory=list)
+    # The events of the stream that follows this work, when it was asked for with "stream": true (a run
+    # has one per stretch: from its start, or from submitted tool outputs, to a pause or its end).
+    log: EventLog | None = None
+    # A run's steps, in order.
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    # Tool outputs submitted to a run, by call id, until its tool_calls step records them.
+    tool_outputs: dict[str, str] = field(default_factory=dict)
+
+
+class _Event(NamedTuple):
+    """A stream event of model output; `piece` marks the text or argument pieces streams are paced by."""
+
+    kind: str
+    payload: dict[str, Any]
+    piece: bool = False
 
 
 @dataclass
@@ -236,10 +258,16 @@ def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _no_stream(body: dict[str, Any]) -> None:
-    """Reject streaming requests, which this fake does not serve."""
-    if body.get("stream"):
-        raise _bad("FakeOpenAI does not support 'stream': true; send a non-streaming request.", "stream")
+def _stream_flag(body: dict[str, Any]) -> bool:
+    """Validate the optional `stream` parameter and `stream_options`, which needs it."""
+    stream = _flag(body, "stream", False)
+    options = body.get("stream_options")
+    if options is not None and not stream:
+        raise _bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options",
+                   "invalid_value")
+    if options is not None and not isinstance(options, dict):
+        raise _invalid_type("stream_options", "an object")
+    return stream
 
 
 def _response_tools(value: Any) -> list[dict[str, Any]]:
@@ -457,6 +485,12 @@ def _message_text(message: dict[str, Any]) -> str:
     return " ".join(block["text"]["value"] for block in message["content"] if block["type"] == "text")
 
 
+def _step_delta(step: dict[str, Any], tool_call: dict[str, Any]) -> dict[str, Any]:
+    """A thread.run.step.delta carrying one change to one of a tool_calls step's calls."""
+    return {"id": step["id"], "object": "thread.run.step.delta",
+            "delta": {"step_details": {"type": "tool_calls", "tool_calls": [tool_call]}}}
+
+
 def _page(objects: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
     """Paginate objects (in creation order) by limit/order/after/before into a list envelope."""
     try:
@@ -533,10 +567,15 @@ def _token_counts(reply: dict[str, Any], prompt: int, completion: int) -> tuple[
 
 
 class FakeOpenAI(LoopbackFake):
-    """A stateful fake of OpenAI's Conversations, Responses, Assistants v2 and Chat Completions APIs."""
+    """A stateful fake of OpenAI's Conversations, Responses, Assistants v2 and Chat Completions APIs.
+
+    With "stream": true each API answers with its Server-Sent Events as OpenAI sends them; the output is
+    made step by step by the same code whether it is streamed or not, so both read back alike.
+    """
 
     def __init__(self, api_key: str = "test-openai-key", latency: float = 0.05, retention: float = 600.0,
-                 poll_after_ms: int = 10, max_recorded: int | None = None):
+                 poll_after_ms: int = 10, max_recorded: int | None = None, stream_chunks: int = 4,
+                 stream_interval: float = 0.0):
         super().__init__()
         # Keep only about the last `max_recorded` requests in `requests` (long soaks); None keeps all.
         self.max_recorded = max_recorded
@@ -547,10 +586,12 @@ class FakeOpenAI(LoopbackFake):
         self.poll_after_ms = poll_after_ms
         # Seconds every request waits before it is answered (benchmarks of a slow upstream).
         self.answer_delay = 0.0
+        # Streamed output: each text (or function arguments) goes out in this many pieces, each followed
+        # by `stream_interval` seconds (0 streams as fast as the client reads).
+        self.stream_chunks = stream_chunks
+        self.stream_interval = stream_interval
         self._delay_epoch = 0  # end_delays() moves it on
         self._workers: list[threading.Thread] = []
-        self._holding = False
-        self._releases = 0
         self._epoch = 0
         self._clear()
 
@@ -565,6 +606,8 @@ class FakeOpenAI(LoopbackFake):
         # Random faults (fault_rates()), drawn for a request no queued fault applies to.
         self._fault_rates: _FaultRates | None = None
         self._injected: Counter[str] = Counter()
+        # Streams to cut short (drop_stream_after()): (route or None for any, frames to send first).
+        self._stream_cuts: deque[tuple[str | None, int]] = deque()
         self._conversations: dict[str, _Conversation] = {}
         self._responses: dict[str, _Job] = {}
         self._assistants: dict[str, dict[str, Any]] = {}
@@ -653,6 +696,28 @@ class FakeOpenAI(LoopbackFake):
         """Close the connection of the next `count` requests to one route without answering."""
         self._add_route_faults(route, _Fault("drop"), count)
 
+    def drop_stream_after(self, events: int, count: int = 1, route: str | None = None) -> None:
+        """Cut each of the next `count` streamed answers (to `route`, if given) after `events` events.
+
+        The connection closes mid-body, as a broken network would leave it: the SDK raises
+        APIConnectionError. The work behind the stream goes on (a background response can be
+        streamed again from where the client got to, a run keeps running).
+        """
+        if not (isinstance(events, int) and events >= 0):
+            raise ValueError(f"events must be a non-negative int, not {events!r}")
+        if route is not None and route not in ROUTE_KEYS:
+            raise ValueError(f"unknown route {route!r}; known routes: {sorted(ROUTE_KEYS)}")
+        with self._cond:
+            self._stream_cuts.extend((route, events) for _ in range(count))
+
+    def _stream_cut(self, route: str) -> int | None:
+        """Take the cut for a stream on `route`, if one is queued (caller holds the lock)."""
+        for cut in self._stream_cuts:
+            if cut[0] in (None, route):
+                self._stream_cuts.remove(cut)
+                return cut[1]
+        return None
+
     def _add_route_faults(self, route: str, fault: _Fault, count: int) -> None:
         """Queue count copies of a fault for one route."""
         if route not in ROUTE_KEYS:
@@ -716,10 +781,15 @@ class FakeOpenAI(LoopbackFake):
             return _Fault("timeout", seconds=config.timeout_seconds)
         return None
 
-    def hold(self) -> None:
-        """Keep model output from now on (responses, runs, chat) in progress until release()."""
+    def hold(self, after_deltas: int = 0) -> None:
+        """Keep model output from now on (responses, runs, chat) in progress until release().
+
+        With `after_deltas`, streamed output starts and pauses once it has streamed that many text or
+        argument pieces; output that is not streamed is made at once, so it is held before it starts.
+        """
         with self._cond:
             self._holding = True
+            self._hold_after_deltas = after_deltas
 
     def release(self) -> None:
         """Let held model output complete and stop holding new work."""
@@ -740,7 +810,7 @@ class FakeOpenAI(LoopbackFake):
     # ---- dispatch ------------------------------------------------------------------------------
 
     def _handle(self, method: str, path: str, query_string: str, headers: dict[str, str],
-                raw: bytes) -> _Response | None:
+                raw: bytes) -> _Response | Stream | None:
         """Record a request, apply faults and checks, and route it; None means drop the connection."""
         path = path.rstrip("/") or "/"
         route, handler, params, path_known = f"{method} {path}", None, (), False
@@ -801,9 +871,12 @@ class FakeOpenAI(LoopbackFake):
             if body is _INVALID_JSON or (body is not None and not isinstance(body, dict)):
                 return _error(400, "We could not parse the JSON body of your request: expected a JSON object.")
             try:
-                return handler(_Request(body or {}, query), *params)
+                answer = handler(_Request(body or {}, query), *params)
             except _Reject as rejection:
                 return rejection.response
+            if isinstance(answer, Stream):
+                answer.drop_after = self._stream_cut(route)
+            return answer
 
     # ---- model output and background work ------------------------------------------------------
 
@@ -818,117 +891,258 @@ class FakeOpenAI(LoopbackFake):
         self._workers.append(worker)
         worker.start()
 
-    def _wait(self, job: _Job, until: float, holdable: bool, active: tuple[str, ...]) -> bool:
-        """Wait (lock held) until `until` and, if holdable, a release; False if the job was dropped."""
+    def _wait(self, job: _Job, until: float, active: tuple[str, ...], deltas: int | None = None) -> bool:
+        """Wait (lock held) until `until` and while hold() holds the job, having streamed `deltas` pieces
+        (None: hold() does not apply); False if the job was dropped or left the `active` statuses."""
         while True:
             if self._stopping or job.epoch != self._epoch or job.obj["status"] not in active:
                 return False
-            held = holdable and self._holding and self._releases == job.releases
+            held = deltas is not None and self._held(job, deltas)
             remaining = until - time.monotonic()
             if not held and remaining <= 0:
                 return True
             self._cond.wait(None if held else remaining)
 
-    def _work_response(self, job: _Job) -> None:
-        """Move a background response queued -> in_progress -> completed."""
-        with self._cond:
-            if not self._wait(job, job.t0 + self.latency / 2, False, RESPONSE_ACTIVE):
-                return
-            job.obj["status"] = "in_progress"
-            self._cond.notify_all()
-            if self._wait(job, job.t0 + self.latency, True, RESPONSE_ACTIVE):
-                self._finish_response(job)
+    def _held(self, job: _Job, deltas: int) -> bool:
+        """Whether hold() keeps a job that has streamed `deltas` pieces from going on."""
+        if not self._holding or self._releases != job.releases:
+            return False
+        # Output that is not streamed is made in one go, so it can only be held before it starts.
+        return deltas >= (self._hold_after_deltas if job.log is not None else 0)
 
-    def _finish_response(self, job: _Job) -> None:
-        """Complete a response with the next reply and append its output to its conversation."""
+    def _log(self, job: _Job, kind: str, payload: dict[str, Any]) -> None:
+        """Add an event to the job's stream, if it has one (caller holds the lock)."""
+        if job.log is not None:
+            job.log.add(kind, payload)
+            self._cond.notify_all()
+
+    def _follow(self, job: _Job, start: int = 0) -> Stream:
+        """A streamed answer that sends the job's events from index `start` on, then follows new ones."""
+        assert job.log is not None
+        return Stream(follow(self._cond, job.log, start, lambda: not self._stopping and job.epoch == self._epoch))
+
+    def _play(self, job: _Job, output: Iterator[_Event], active: tuple[str, ...]) -> bool:
+        """Make a job's output (lock held); when it is streamed, log each event and pace its pieces.
+
+        False if the job was cancelled or dropped on the way (the lock is free while a stream is paced).
+        """
+        deltas = 0
+        for event in output:
+            if job.log is None:
+                continue
+            self._log(job, event.kind, event.payload)
+            if event.piece:
+                deltas += 1
+                if not self._wait(job, time.monotonic() + self.stream_interval, active, deltas):
+                    output.close()
+                    return False
+        self._cond.notify_all()
+        return True
+
+    # ---- responses: background work and output -------------------------------------------------
+
+    def _work_response(self, job: _Job) -> None:
+        """Take a background or streamed response to its end: queued -> in_progress -> its output."""
+        with self._cond:
+            until = job.t0
+            if job.obj["status"] == "queued":
+                if not self._wait(job, job.t0 + self.latency / 2, RESPONSE_ACTIVE):
+                    return
+                job.obj["status"] = "in_progress"
+                self._log(job, "response.in_progress", {"response": job.obj})
+                self._cond.notify_all()
+                until = job.t0 + self.latency
+            if self._wait(job, until, RESPONSE_ACTIVE, 0) and \
+                    self._play(job, self._response_output(job), RESPONSE_ACTIVE) and job.log is not None:
+                job.log.end()
+
+    def _response_output(self, job: _Job) -> Iterator[_Event]:
+        """Make a response's output from the next reply, yielding each change's stream event once it is made.
+
+        Items are added to the response as they are streamed; the conversation gets them at the end.
+        """
+        obj = job.obj
         conversation = self._conversations.get(job.conversation or "")
         context = conversation.items if conversation else job.context
         reply = self._next_reply()
         if reply.get("status") == "failed":
-            job.obj.update(status="failed", output=[], error=dict(reply.get("error") or {
+            obj.update(status="failed", output=[], error=dict(reply.get("error") or {
                 "code": "server_error", "message": "The model failed (scripted)."}))
-            self._cond.notify_all()
+            yield _Event("response.failed", {"response": obj})
             return
         incomplete = reply.get("status") == "incomplete"
         if "function_calls" in reply:
-            output = [{"id": _id("fc"), "type": "function_call", "call_id": _id("call"), "name": call["name"],
-                       "arguments": call["arguments"], "status": "completed"} for call in reply["function_calls"]]
+            for call in reply["function_calls"]:
+                yield from self._function_call_events(obj, call["name"], call["arguments"])
             produced = " ".join(call["arguments"] for call in reply["function_calls"])
         else:
             produced = reply.get("content", "echo: " + _last_user_text(context))
-            output = [{"id": _id("msg"), "type": "message", "role": "assistant",
-                       "status": "incomplete" if incomplete else "completed",
-                       "content": [{"type": "output_text", "text": produced, "annotations": [], "logprobs": []}]}]
-        prompt = _words(job.obj["instructions"] or "") + sum(_words(_item_text(item)) for item in context)
+            yield from self._message_events(obj, produced, "incomplete" if incomplete else "completed")
+        prompt = _words(obj["instructions"] or "") + sum(_words(_item_text(item)) for item in context)
         input_tokens, output_tokens = _token_counts(reply, prompt, _words(produced))
-        job.obj.update(status="completed", output=output, completed_at=_now(), usage={
+        obj.update(status="completed", completed_at=_now(), usage={
             "input_tokens": input_tokens, "output_tokens": output_tokens,
             "total_tokens": input_tokens + output_tokens,
             "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens_details": {"reasoning_tokens": 0},
         })
         if incomplete:
-            job.obj.update(status="incomplete", completed_at=None,
-                           incomplete_details={"reason": "max_output_tokens"})
+            obj.update(status="incomplete", completed_at=None, incomplete_details={"reason": "max_output_tokens"})
         if conversation is not None:
-            conversation.items.extend(copy.deepcopy(output))
-        self._cond.notify_all()
+            conversation.items.extend(copy.deepcopy(obj["output"]))
+        yield _Event("response.incomplete" if incomplete else "response.completed", {"response": obj})
+
+    def _message_events(self, obj: dict[str, Any], text: str, status: str) -> Iterator[_Event]:
+        """Add an assistant message to a response's output: its item, its text part, the text in pieces."""
+        item = {"id": _id("msg"), "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+        index = len(obj["output"])
+        obj["output"].append(item)
+        yield _Event("response.output_item.added", {"output_index": index, "item": item})
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        item["content"].append(part)
+        where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        yield _Event("response.content_part.added", {**where, "part": part})
+        for piece in pieces(text, self.stream_chunks):
+            part["text"] += piece
+            yield _Event("response.output_text.delta", {**where, "delta": piece, "logprobs": []}, piece=True)
+        yield _Event("response.output_text.done", {**where, "text": text, "logprobs": []})
+        yield _Event("response.content_part.done", {**where, "part": part})
+        item["status"] = status
+        yield _Event("response.output_item.done", {"output_index": index, "item": item})
+
+    def _function_call_events(self, obj: dict[str, Any], name: str, arguments: str) -> Iterator[_Event]:
+        """Add a function call to a response's output: its item, then its arguments in pieces."""
+        item = {"id": _id("fc"), "type": "function_call", "status": "in_progress", "call_id": _id("call"),
+                "name": name, "arguments": ""}
+        index = len(obj["output"])
+        obj["output"].append(item)
+        yield _Event("response.output_item.added", {"output_index": index, "item": item})
+        where = {"item_id": item["id"], "output_index": index}
+        for piece in pieces(arguments, self.stream_chunks):
+            item["arguments"] += piece
+            yield _Event("response.function_call_arguments.delta", {**where, "delta": piece}, piece=True)
+        yield _Event("response.function_call_arguments.done", {**where, "arguments": arguments})
+        item["status"] = "completed"
+        yield _Event("response.output_item.done", {"output_index": index, "item": item})
+
+    # ---- runs: background work, steps and output -----------------------------------------------
 
     def _work_run(self, job: _Job) -> None:
-        """Move a run queued -> in_progress -> completed or requires_action."""
+        """Move a run queued -> in_progress -> its output: a message (completed), or tool calls to submit."""
         with self._cond:
-            if not self._wait(job, job.t0 + self.latency / 2, False, RUN_ACTIVE):
+            if not self._wait(job, job.t0 + self.latency / 2, RUN_ACTIVE):
                 return
             job.obj["status"] = "in_progress"
             job.obj["started_at"] = job.obj["started_at"] or _now()
+            self._log(job, "thread.run.in_progress", job.obj)
+            self._record_tool_outputs(job)
             self._cond.notify_all()
-            if self._wait(job, job.t0 + self.latency, True, ("in_progress",)):
-                self._finish_run(job)
+            if self._wait(job, job.t0 + self.latency, ("in_progress",), 0) and \
+                    self._play(job, self._run_output(job), ("in_progress",)) and job.log is not None:
+                job.log.end(done=True)
 
-    def _finish_run(self, job: _Job) -> None:
-        """End a run with the next reply: an assistant message, or tool calls to submit."""
+    def _new_step(self, job: _Job, details: dict[str, Any]) -> dict[str, Any]:
+        """Record an in-progress run step of the kind `details` describe."""
+        run = job.obj
+        step = {"id": _id("step"), "object": "thread.run.step", "created_at": _now(), "run_id": run["id"],
+                "assistant_id": run["assistant_id"], "thread_id": run["thread_id"], "type": details["type"],
+                "status": "in_progress", "cancelled_at": None, "completed_at": None, "expired_at": None,
+                "failed_at": None, "last_error": None, "step_details": details, "usage": None, "metadata": {}}
+        job.steps.append(step)
+        return step
+
+    def _record_tool_outputs(self, job: _Job) -> None:
+        """Complete the tool_calls step whose outputs were submitted, now that the run goes on."""
+        if not job.tool_outputs:
+            return
+        step = job.steps[-1]
+        for call in step["step_details"]["tool_calls"]:
+            call["function"]["output"] = job.tool_outputs.get(call["id"])
+        arguments = sum(_words(call["function"]["arguments"]) for call in step["step_details"]["tool_calls"])
+        step.update(status="completed", completed_at=_now(), usage={
+            "prompt_tokens": 0, "completion_tokens": arguments, "total_tokens": arguments})
+        job.tool_outputs = {}
+        self._log(job, "thread.run.step.completed", step)
+
+    def _run_output(self, job: _Job) -> Iterator[_Event]:
+        """Make a run's output from the next reply, yielding each change's stream event once it is made:
+        an assistant message (in a message_creation step), or tool calls (a tool_calls step) to submit."""
         run = job.obj
         thread = self._threads.get(job.thread or "")
         if thread is None:
             run.update(status="failed", failed_at=_now(),
                        last_error={"code": "server_error", "message": "The thread was deleted."})
-            self._cond.notify_all()
+            yield _Event("thread.run.failed", run)
             return
         reply = self._next_reply()
         if reply.get("status") == "failed":
             run.update(status="failed", failed_at=_now(), last_error=dict(reply.get("error") or {
                 "code": "server_error", "message": "The model failed (scripted)."}))
-            self._cond.notify_all()
+            yield _Event("thread.run.failed", run)
+            return
+        if "function_calls" in reply:
+            yield from self._tool_call_events(job, reply["function_calls"])
             return
         incomplete = reply.get("status") == "incomplete"
-        if "function_calls" in reply:
-            calls = [{"id": _id("call"), "type": "function", "function": dict(call)}
-                     for call in reply["function_calls"]]
-            run.update(status="requires_action", required_action={
-                "type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}})
-            self._cond.notify_all()
-            return
         last_user = next((m for m in reversed(thread.messages) if m["role"] == "user"), None)
         text = reply.get("content", "echo: " + (_message_text(last_user) if last_user else ""))
+        prompt = _words(run["instructions"]) + sum(_words(_message_text(m)) for m in thread.messages)
+        message = {
+            "id": _id("msg"), "object": "thread.message", "created_at": _now(), "thread_id": thread.obj["id"],
+            "role": "assistant", "content": [], "assistant_id": run["assistant_id"], "run_id": run["id"],
+            "attachments": [], "metadata": {}, "status": "in_progress", "completed_at": None,
+            "incomplete_at": None, "incomplete_details": None,
+        }
+        step = self._new_step(job, {"type": "message_creation", "message_creation": {"message_id": message["id"]}})
+        yield _Event("thread.run.step.created", step)
+        yield _Event("thread.run.step.in_progress", step)
+        thread.messages.append(message)
+        yield _Event("thread.message.created", message)
+        yield _Event("thread.message.in_progress", message)
+        block = {"type": "text", "text": {"value": "", "annotations": []}}
+        message["content"].append(block)
+        for piece in pieces(text, self.stream_chunks):
+            block["text"]["value"] += piece
+            yield _Event("thread.message.delta", {"id": message["id"], "object": "thread.message.delta", "delta": {
+                "content": [{"index": 0, "type": "text", "text": {"value": piece, "annotations": []}}]}}, piece=True)
         now = _now()
-        thread.messages.append({
-            "id": _id("msg"), "object": "thread.message", "created_at": now, "thread_id": thread.obj["id"],
-            "role": "assistant", "content": [{"type": "text", "text": {"value": text, "annotations": []}}],
-            "assistant_id": run["assistant_id"], "run_id": run["id"], "attachments": [], "metadata": {},
-            "status": "completed", "completed_at": now, "incomplete_at": None, "incomplete_details": None,
-        })
         if incomplete:
-            thread.messages[-1].update(status="incomplete", completed_at=None, incomplete_at=now,
-                                       incomplete_details={"reason": "max_tokens"})
-        prompt = _words(run["instructions"]) + sum(_words(_message_text(m)) for m in thread.messages[:-1])
+            message.update(status="incomplete", incomplete_at=now, incomplete_details={"reason": "max_tokens"})
+            yield _Event("thread.message.incomplete", message)
+        else:
+            message.update(status="completed", completed_at=now)
+            yield _Event("thread.message.completed", message)
         prompt_tokens, completion_tokens = _token_counts(reply, prompt, _words(text))
-        run.update(status="completed", completed_at=now, usage={
-            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens})
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        step.update(status="completed", completed_at=now, usage=usage)
+        yield _Event("thread.run.step.completed", step)
+        run.update(status="completed", completed_at=now, usage=usage)
         if incomplete:
-            run.update(status="incomplete", completed_at=None,
-                       incomplete_details={"reason": "max_completion_tokens"})
-        self._cond.notify_all()
+            run.update(status="incomplete", completed_at=None, incomplete_details={"reason": "max_completion_tokens"})
+        yield _Event("thread.run.incomplete" if incomplete else "thread.run.completed", run)
+
+    def _tool_call_events(self, job: _Job, calls: list[dict[str, str]]) -> Iterator[_Event]:
+        """Make a tool_calls step, each call's id and name then its arguments in pieces, and pause the run
+        for their outputs; the step completes when they are submitted."""
+        step = self._new_step(job, {"type": "tool_calls", "tool_calls": []})
+        yield _Event("thread.run.step.created", step)
+        yield _Event("thread.run.step.in_progress", step)
+        for index, call in enumerate(calls):
+            tool_call = {"id": _id("call"), "type": "function",
+                         "function": {"name": call["name"], "arguments": "", "output": None}}
+            step["step_details"]["tool_calls"].append(tool_call)
+            yield _Event("thread.run.step.delta", _step_delta(step, {"index": index, **tool_call}))
+            for piece in pieces(call["arguments"], self.stream_chunks):
+                tool_call["function"]["arguments"] += piece
+                yield _Event("thread.run.step.delta", _step_delta(step, {
+                    "index": index, "type": "function", "function": {"arguments": piece}}), piece=True)
+        job.obj.update(status="requires_action", required_action={
+            "type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
+                {"id": tool_call["id"], "type": "function",
+                 "function": {"name": tool_call["function"]["name"], "arguments": tool_call["function"]["arguments"]}}
+                for tool_call in step["step_details"]["tool_calls"]]}})
+        yield _Event("thread.run.requires_action", job.obj)
 
     # ---- chat completions and models -----------------------------------------------------------
 
@@ -936,13 +1150,16 @@ class FakeOpenAI(LoopbackFake):
         """List the one fake model."""
         return _Response(200, copy.deepcopy(MODELS))
 
-    def _chat(self, req: _Request) -> _Response | None:
-        """Answer a chat completion, honouring hold() and scripted replies."""
+    def _chat(self, req: _Request) -> _Response | Stream | None:
+        """Answer a chat completion, whole or streamed, honouring hold() and scripted replies."""
         invalid = _validate(req.body)
         if invalid is not None:
             return invalid
+        streamed = req.body.get("stream") is True
         job = _Job({"status": "in_progress"}, time.monotonic(), self._releases, self._epoch)
-        if not self._wait(job, job.t0, True, ("in_progress",)):
+        # A stream held after some pieces starts at once; anything else is held before it starts.
+        holdable = None if streamed and self._hold_after_deltas else 0
+        if not self._wait(job, job.t0, ("in_progress",), holdable):
             return None
         reply = self._next_reply()
         chat_reply: dict[str, Any] = {}
@@ -955,7 +1172,12 @@ class FakeOpenAI(LoopbackFake):
             prompt, completion = _token_counts(reply, 0, 0)
             chat_reply["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
                                    "total_tokens": prompt + completion}
-        return _Response(200, _completion(req.body, chat_reply))
+        completion = _completion(req.body, chat_reply)
+        if not streamed:
+            return _Response(200, completion)
+        chunks = _chunks(completion, self.stream_chunks, _include_usage(req.body))
+        return Stream(_chat_frames(chunks, partial(self._stream_pause, releases=job.releases,
+                                                   interval=self.stream_interval)))
 
     # ---- conversations -------------------------------------------------------------------------
 
@@ -1048,11 +1270,12 @@ class FakeOpenAI(LoopbackFake):
             raise _Reject(_error(404, f"Response with id '{response_id}' not found."))
         return job
 
-    def _response_create(self, req: _Request) -> _Response | None:
-        """Create a response, in the background or synchronously, optionally in a conversation."""
+    def _response_create(self, req: _Request) -> _Response | Stream | None:
+        """Create a response, in the background or synchronously, optionally in a conversation, and answer
+        with it or, with "stream": true, with its events as it is made."""
         body = req.body
         model = _string(body, "model", required=True)
-        _no_stream(body)
+        stream = _stream_flag(body)
         reference = body.get("conversation")
         if isinstance(reference, dict):
             reference = reference.get("id")
@@ -1099,25 +1322,55 @@ class FakeOpenAI(LoopbackFake):
         if conversation is not None:
             conversation.items.extend(copy.deepcopy(items))
             conversation.active = obj["id"]
+        if stream:
+            # A streamed response is made by a worker, so that it goes on when its client goes away.
+            job.log = EventLog(numbered=True)
+            job.log.add("response.created", {"response": obj})
+            job.log.add("response.queued" if background else "response.in_progress", {"response": obj})
+            self._spawn(self._work_response, job)
+            return self._follow(job)
         if background:
             self._spawn(self._work_response, job)
-        elif self._wait(job, job.t0, True, ("in_progress",)):
-            self._finish_response(job)
+        elif self._wait(job, job.t0, ("in_progress",), 0):
+            self._play(job, self._response_output(job), ("in_progress",))
         else:
             return None
         return _Response(200, copy.deepcopy(obj))
 
-    def _response_get(self, req: _Request, response_id: str) -> _Response:
-        """Retrieve a response until it expires."""
-        return _Response(200, copy.deepcopy(self._response_job(response_id).obj))
+    def _response_get(self, req: _Request, response_id: str) -> _Response | Stream:
+        """Retrieve a response until it expires; with stream=true, stream a background response's events
+        again, those after sequence number `starting_after` (all of them without it), then the new ones."""
+        job = self._response_job(response_id)
+        if req.query.get("stream") != "true":
+            return _Response(200, copy.deepcopy(job.obj))
+        if job.log is None or not job.obj["background"]:
+            raise _bad("Only responses created with background=true and stream=true can be streamed again.",
+                       "stream", "invalid_value")
+        after = req.query.get("starting_after", "-1")
+        try:
+            start = int(after) + 1
+        except ValueError:
+            raise _invalid_type("starting_after", "an integer") from None
+        if start < 0:
+            raise _bad(f"Invalid 'starting_after': {after} is below 0.", "starting_after", "invalid_value")
+        return self._follow(job, start)
 
     def _response_cancel(self, req: _Request, response_id: str) -> _Response:
-        """Cancel a queued or in-progress background response."""
-        obj = self._response_job(response_id).obj
+        """Cancel a queued or in-progress background response; its stream, if any, ends with it."""
+        job = self._response_job(response_id)
+        obj = job.obj
         if not obj["background"]:
             raise _bad("Only responses created with background=true can be cancelled.")
         if obj["status"] in RESPONSE_ACTIVE:
             obj["status"] = "cancelled"
+            for item in obj["output"]:
+                if item["status"] == "in_progress":
+                    item["status"] = "incomplete"
+            # The SDK knows no "response.cancelled" event: the stream's last event is the one a response
+            # cut short ends with, carrying the response with status "cancelled".
+            self._log(job, "response.incomplete", {"response": obj})
+            if job.log is not None:
+                job.log.end()
             self._cond.notify_all()
         elif obj["status"] != "cancelled":
             raise _bad(f"Cannot cancel a response with status '{obj['status']}'.")
@@ -1191,18 +1444,24 @@ class FakeOpenAI(LoopbackFake):
         job = thread.runs.get(thread.active or "")
         return job.obj["id"] if job is not None and job.obj["status"] in RUN_ACTIVE else None
 
+    def _new_thread(self, raw: dict[str, Any], param: str = "") -> _Thread:
+        """Validate a thread to create (its messages, metadata, tool resources) and build it, unstored."""
+        prefix = f"{param}." if param else ""
+        thread_id = _id("thread")
+        raw_messages = raw.get("messages")
+        if raw_messages is not None and not isinstance(raw_messages, list):
+            raise _invalid_type(f"{prefix}messages", "an array")
+        messages = [_thread_message(m, f"{prefix}messages[{i}]", thread_id) for i, m in enumerate(raw_messages or [])]
+        obj = {"id": thread_id, "object": "thread", "created_at": _now(),
+               "metadata": _metadata(raw.get("metadata"), f"{prefix}metadata"),
+               "tool_resources": copy.deepcopy(raw.get("tool_resources") or {})}
+        return _Thread(obj, messages)
+
     def _thread_create(self, req: _Request) -> _Response:
         """Create a thread with optional messages and metadata."""
-        thread_id = _id("thread")
-        raw_messages = req.body.get("messages")
-        if raw_messages is not None and not isinstance(raw_messages, list):
-            raise _invalid_type("messages", "an array")
-        messages = [_thread_message(m, f"messages[{i}]", thread_id) for i, m in enumerate(raw_messages or [])]
-        obj = {"id": thread_id, "object": "thread", "created_at": _now(),
-               "metadata": _metadata(req.body.get("metadata")),
-               "tool_resources": copy.deepcopy(req.body.get("tool_resources") or {})}
-        self._threads[thread_id] = _Thread(obj, messages)
-        return _Response(200, copy.deepcopy(obj))
+        thread = self._new_thread(req.body)
+        self._threads[thread.obj["id"]] = thread
+        return _Response(200, copy.deepcopy(thread.obj))
 
     def _thread_get(self, req: _Request, thread_id: str) -> _Response:
         """Retrieve a thread."""
@@ -1278,14 +1537,31 @@ class FakeOpenAI(LoopbackFake):
             raise _not_found("run", run_id)
         return job
 
-    def _run_create(self, req: _Request, thread_id: str) -> _Response:
+    def _run_create(self, req: _Request, thread_id: str) -> _Response | Stream:
         """Start a run of an assistant on a thread."""
-        body = req.body
         thread = self._thread(thread_id)
+        stream = _stream_flag(req.body)
+        obj, messages = self._new_run(req.body, thread_id, thread)
+        return self._start_run(thread, obj, messages, stream)
+
+    def _thread_create_and_run(self, req: _Request) -> _Response | Stream:
+        """Create a thread and start a run on it; a stream of it opens with `thread.created`."""
+        raw_thread = req.body.get("thread")
+        if raw_thread is not None and not isinstance(raw_thread, dict):
+            raise _invalid_type("thread", "an object")
+        stream = _stream_flag(req.body)
+        thread = self._new_thread(raw_thread or {}, "thread")
+        obj, messages = self._new_run(req.body, thread.obj["id"])
+        self._threads[thread.obj["id"]] = thread
+        return self._start_run(thread, obj, messages, stream, opening=[("thread.created", thread.obj)])
+
+    def _new_run(self, body: dict[str, Any], thread_id: str,
+                 thread: _Thread | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Validate a run to start on a thread (an existing one must have no active run) and build it and
+        its additional messages, unstored."""
         assistant_id = _string(body, "assistant_id", required=True)
         assistant = self._assistant(assistant_id, "assistant_id")
-        _no_stream(body)
-        active = self._active_run(thread)
+        active = self._active_run(thread) if thread is not None else None
         if active:
             raise _bad(f"Thread {thread_id} already has an active run {active}.")
         model = _string(body, "model") or assistant["model"]
@@ -1315,12 +1591,21 @@ class FakeOpenAI(LoopbackFake):
             "truncation_strategy": {"type": "auto", "last_messages": None}, "incomplete_details": None,
             "response_format": "auto", "tool_choice": "auto", "parallel_tool_calls": True,
         }
-        job = _Job(obj, time.monotonic(), self._releases, self._epoch, thread=thread_id)
+        return obj, messages
+
+    def _start_run(self, thread: _Thread, obj: dict[str, Any], messages: list[dict[str, Any]], stream: bool,
+                   opening: list[tuple[str, dict[str, Any]]] = ()) -> _Response | Stream:
+        """Store a new run and its messages, set it going, and answer with it or with its stream."""
+        job = _Job(obj, time.monotonic(), self._releases, self._epoch, thread=thread.obj["id"])
         thread.messages.extend(messages)
         thread.runs[obj["id"]] = job
         thread.active = obj["id"]
+        if stream:
+            job.log = EventLog(numbered=False)
+            for kind, payload in [*opening, ("thread.run.created", obj), ("thread.run.queued", obj)]:
+                job.log.add(kind, payload)
         self._spawn(self._work_run, job)
-        return self._run_answer(obj)
+        return self._follow(job) if stream else self._run_answer(obj)
 
     def _run_list(self, req: _Request, thread_id: str) -> _Response:
         """List a thread's runs."""
@@ -1337,20 +1622,39 @@ class FakeOpenAI(LoopbackFake):
         return self._run_answer(obj)
 
     def _run_cancel(self, req: _Request, thread_id: str, run_id: str) -> _Response:
-        """Cancel an active run: answer `cancelling`, and the run is `cancelled` from then on."""
-        obj = self._run(thread_id, run_id).obj
+        """Cancel an active run: answer `cancelling`, and the run is `cancelled` from then on.
+
+        What it had made stays, cut short: its message in progress is incomplete and its steps in
+        progress are cancelled; a stream of it ends with those changes and `thread.run.cancelled`.
+        """
+        job = self._run(thread_id, run_id)
+        obj = job.obj
         if obj["status"] not in RUN_ACTIVE:
             raise _bad(f"Cannot cancel run with status '{obj['status']}'.")
         answer = dict(obj, status="cancelling")
-        obj.update(status="cancelled", cancelled_at=_now(), required_action=None)
+        self._log(job, "thread.run.cancelling", answer)
+        now = _now()
+        obj.update(status="cancelled", cancelled_at=now, required_action=None)
+        thread = self._threads.get(job.thread or "")
+        for message in thread.messages if thread else []:
+            if message["run_id"] == obj["id"] and message["status"] == "in_progress":
+                message.update(status="incomplete", incomplete_at=now, incomplete_details={"reason": "run_cancelled"})
+                self._log(job, "thread.message.incomplete", message)
+        for step in job.steps:
+            if step["status"] == "in_progress":
+                step.update(status="cancelled", cancelled_at=now)
+                self._log(job, "thread.run.step.cancelled", step)
+        self._log(job, "thread.run.cancelled", obj)
+        if job.log is not None:
+            job.log.end(done=True)
         self._cond.notify_all()
         return self._run_answer(answer)
 
-    def _run_submit_tool_outputs(self, req: _Request, thread_id: str, run_id: str) -> _Response:
-        """Accept the outputs of every requested tool call and resume the run."""
+    def _run_submit_tool_outputs(self, req: _Request, thread_id: str, run_id: str) -> _Response | Stream:
+        """Accept the outputs of every requested tool call and resume the run, streamed if asked."""
         job = self._run(thread_id, run_id)
         obj = job.obj
-        _no_stream(req.body)
+        stream = _stream_flag(req.body)
         if obj["status"] != "requires_action":
             raise _bad(f'Runs in status "{obj["status"]}" do not accept tool outputs.')
         outputs = req.body.get("tool_outputs")
@@ -1369,8 +1673,22 @@ class FakeOpenAI(LoopbackFake):
             raise _bad(f"Expected tool outputs for call_ids {expected}, got {given}.", "tool_outputs")
         obj.update(status="queued", required_action=None)
         job.t0, job.releases = time.monotonic(), self._releases
+        job.tool_outputs = {output["tool_call_id"]: output["output"] for output in outputs}
+        job.log = EventLog(numbered=False) if stream else None
+        self._log(job, "thread.run.queued", obj)
         self._spawn(self._work_run, job)
-        return self._run_answer(obj)
+        return self._follow(job) if stream else self._run_answer(obj)
+
+    def _step_list(self, req: _Request, thread_id: str, run_id: str) -> _Response:
+        """List a run's steps (limit, order, after, before)."""
+        return _Response(200, _page(self._run(thread_id, run_id).steps, req.query))
+
+    def _step_get(self, req: _Request, thread_id: str, run_id: str, step_id: str) -> _Response:
+        """Retrieve a run step."""
+        step = next((step for step in self._run(thread_id, run_id).steps if step["id"] == step_id), None)
+        if step is None:
+            raise _not_found("run step", step_id)
+        return _Response(200, copy.deepcopy(step))
 
 
 class _Server(_HTTPServer):

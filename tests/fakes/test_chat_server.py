@@ -12,9 +12,12 @@ from typing import Any
 import openai
 import pytest
 
+from openai.types.chat import ChatCompletionChunk
+
 from .chat_server import FakeChatServer
 
 MODEL = "fake-model"
+USER = [{"role": "user", "content": "hello there"}]
 
 
 @pytest.fixture
@@ -193,12 +196,6 @@ def test_missing_messages_is_a_bad_request(srv: FakeChatServer, client: openai.O
     assert srv.requests[0]["json"] == {"model": MODEL}
 
 
-def test_streaming_is_refused(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True)
-
-    assert caught.value.param == "stream"
-    assert "stream" in caught.value.message
 
 
 def test_models_list_and_unknown_paths(srv: FakeChatServer, client: openai.OpenAI) -> None:
@@ -331,3 +328,196 @@ def test_context_manager_serves_on_a_random_local_port() -> None:
     with openai.OpenAI(base_url=base_url, api_key="k1", max_retries=0, timeout=1) as sdk:
         with pytest.raises(openai.APIConnectionError):
             ask(sdk)
+
+
+# ---- streaming ----------------------------------------------------------------------------------
+
+def stream_chunks(client: openai.OpenAI, **options: Any) -> list[ChatCompletionChunk]:
+    """Stream a completion with the raw SDK call; every chunk is validated against the SDK's type."""
+    with client.chat.completions.create(model=MODEL, messages=USER, stream=True, **options) as stream:
+        chunks = list(stream)
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk.to_dict())
+    return chunks
+
+
+def raw_stream(srv: FakeChatServer, body: dict[str, Any]) -> tuple[int, str, list[str]]:
+    """POST a streamed request without the SDK: status, content type, and the raw SSE frames."""
+    port = int(srv.base_url.rsplit(":", 1)[1].split("/")[0])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Authorization": f"Bearer {srv.api_key}", "Content-Type": "application/json"}
+        conn.request("POST", "/v1/chat/completions", body=json.dumps(body), headers=headers)
+        response = conn.getresponse()
+        frames = response.read().decode().split("\n\n")
+        return response.status, response.getheader("Content-Type"), [f for f in frames if f]
+    finally:
+        conn.close()
+
+
+def test_streamed_reply_is_chunked_as_openai_does(client: openai.OpenAI) -> None:
+    chunks = stream_chunks(client, stream_options={"include_usage": True})
+
+    assert {(c.id, c.created, c.model, c.object) for c in chunks} == {
+        (chunks[0].id, chunks[0].created, MODEL, "chat.completion.chunk")}
+    first, *pieces, finish, usage = chunks
+    assert (first.choices[0].delta.role, first.choices[0].delta.content) == ("assistant", "")
+    assert [c.choices[0].delta.content for c in pieces] == ["echo", ": he", "llo ", "there"]
+    assert all(c.choices[0].finish_reason is None and c.usage is None for c in [first, *pieces])
+    assert (finish.choices[0].delta.content, finish.choices[0].finish_reason) == (None, "stop")
+    assert usage.choices == []
+    assert usage.usage is not None and (usage.usage.prompt_tokens, usage.usage.completion_tokens) == (2, 3)
+    assert "usage" not in stream_chunks(client)[0].to_dict()
+
+
+def test_stream_chunks_and_scripted_finish_reason(srv: FakeChatServer, client: openai.OpenAI) -> None:
+    srv.stream_chunks = 2
+    srv.enqueue({"content": "one two three", "finish_reason": "length"})
+
+    chunks = stream_chunks(client)
+
+    assert [c.choices[0].delta.content for c in chunks[1:-1]] == ["one tw", "o three"]
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_streamed_tool_calls_come_in_pieces(srv: FakeChatServer, client: openai.OpenAI) -> None:
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}},
+             {"id": "call_2", "type": "function", "function": {"name": "fetch", "arguments": '{"n": 12}'}}]
+    srv.enqueue({"tool_calls": calls})
+
+    chunks = stream_chunks(client)
+
+    deltas = [c.choices[0].delta for c in chunks]
+    assert (deltas[0].role, deltas[0].content) == ("assistant", None)
+    assert deltas[0].tool_calls is not None
+    assert [(t.index, t.id, t.type, t.function.name, t.function.arguments) for t in deltas[0].tool_calls] == [
+        (0, "call_1", "function", "lookup", "")]
+    pieces: dict[int, str] = {}
+    for delta in deltas[1:-1]:
+        assert delta.tool_calls is not None and len(delta.tool_calls) == 1
+        call = delta.tool_calls[0]
+        if call.id is not None:
+            assert (call.index, call.id, call.function.name, call.function.arguments) == (1, "call_2", "fetch", "")
+        else:
+            pieces[call.index] = pieces.get(call.index, "") + call.function.arguments
+    assert pieces == {0: '{"q": "x"}', 1: '{"n": 12}'}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+    srv.enqueue({"tool_calls": calls})
+    with client.chat.completions.stream(model=MODEL, messages=USER) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_completion()
+    assert "tool_calls.function.arguments.done" in kinds
+    assert final.choices[0].message.tool_calls is not None
+    assert [(t.id, t.function.name, t.function.arguments) for t in final.choices[0].message.tool_calls] == [
+        ("call_1", "lookup", '{"q": "x"}'), ("call_2", "fetch", '{"n": 12}')]
+
+
+def test_stream_helper_accumulates_the_content(client: openai.OpenAI) -> None:
+    with client.chat.completions.stream(model=MODEL, messages=USER,
+                                        stream_options={"include_usage": True}) as stream:
+        deltas = [event.delta for event in stream if event.type == "content.delta"]
+        final = stream.get_final_completion()
+
+    assert "".join(deltas) == final.choices[0].message.content == "echo: hello there"
+    assert final.choices[0].finish_reason == "stop"
+    assert final.usage is not None and final.usage.total_tokens == 5
+
+
+def test_stream_frames_are_data_only_and_end_with_done(srv: FakeChatServer) -> None:
+    status, content_type, frames = raw_stream(srv, {"model": MODEL, "messages": USER, "stream": True})
+
+    assert status == 200 and content_type.startswith("text/event-stream")
+    assert all(frame.startswith("data: ") and "\n" not in frame for frame in frames)
+    assert frames[-1] == "data: [DONE]"
+    assert json.loads(frames[0][len("data: "):])["object"] == "chat.completion.chunk"
+
+
+def test_stream_options_need_stream(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=USER, stream_options={"include_usage": True})
+
+    assert caught.value.param == "stream_options"
+
+
+def test_scripted_errors_delays_and_drops_apply_before_a_stream(srv: FakeChatServer, client: openai.OpenAI) -> None:
+    srv.enqueue({"status": 429, "headers": {"retry-after": "3"}})
+    with pytest.raises(openai.RateLimitError) as caught:
+        stream_chunks(client)
+    assert caught.value.response.headers["retry-after"] == "3"
+
+    srv.enqueue({"drop": True})
+    with pytest.raises(openai.APIConnectionError):
+        stream_chunks(client)
+
+    srv.enqueue({"delay": 0.2, "content": "late", "headers": {"x-scripted": "yes"}})
+    started = time.monotonic()
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=USER, stream=True)
+    assert raw.headers["x-scripted"] == "yes"
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse()) == "late"
+    assert time.monotonic() - started >= 0.2
+    assert "".join(c.choices[0].delta.content or "" for c in stream_chunks(client)) == "echo: hello there"
+
+
+def test_drop_after_cuts_the_stream_mid_way(srv: FakeChatServer, client: openai.OpenAI) -> None:
+    srv.enqueue({"drop_after": 3})
+    received = []
+
+    with pytest.raises(openai.APIConnectionError):
+        for chunk in client.chat.completions.create(model=MODEL, messages=USER, stream=True):
+            received.append(chunk)
+
+    assert len(received) == 3
+    assert ask(client).choices[0].message.content == "echo: hello there"
+
+
+def test_hold_after_deltas_pauses_a_stream_until_release(srv: FakeChatServer, client: openai.OpenAI) -> None:
+    srv.hold(after_deltas=2)
+    stream = client.chat.completions.create(model=MODEL, messages=USER, stream=True)
+    received = [next(stream) for _ in range(3)]
+    # A bounded wait: a stream that did not pause would be written to its end and closed meanwhile.
+    with pytest.raises(TimeoutError):
+        srv.wait_for_open_streams(0, timeout=0.2)
+
+    # Other requests go on while the stream waits: it holds no lock.
+    assert [m.id for m in client.models.list()] == ["fake-model"]
+    srv.release()
+    received += list(stream)
+
+    assert "".join(c.choices[0].delta.content or "" for c in received if c.choices) == "echo: hello there"
+    srv.wait_for_open_streams(0)
+
+
+def test_a_client_that_leaves_mid_stream_ends_it_quietly(srv: FakeChatServer, client: openai.OpenAI) -> None:
+    srv.hold(after_deltas=1)
+    stream = client.chat.completions.create(model=MODEL, messages=USER, stream=True)
+    next(stream), next(stream)
+    srv.wait_for_open_streams(1)
+
+    stream.close()
+
+    srv.wait_for_open_streams(0)
+    srv.release()
+    assert ask(client).choices[0].message.content == "echo: hello there"
+
+
+def test_stop_ends_a_held_stream(srv: FakeChatServer, client: openai.OpenAI) -> None:
+    srv.hold(after_deltas=1)
+    stream = client.chat.completions.create(model=MODEL, messages=USER, stream=True)
+    next(stream)
+
+    started = time.monotonic()
+    srv.stop()
+
+    assert time.monotonic() - started < 2
+    with pytest.raises(openai.APIConnectionError):
+        list(stream)
+
+
+def test_stream_interval_paces_the_pieces(srv: FakeChatServer, client: openai.OpenAI) -> None:
+    srv.stream_interval = 0.05
+
+    started = time.monotonic()
+    stream_chunks(client)
+
+    assert time.monotonic() - started >= 4 * 0.05
