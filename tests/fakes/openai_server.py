@@ -65,6 +65,7 @@ ROUTES = (
     ("POST", "/v1/threads/{id}/runs/{run_id}", "_run_update"),
     ("POST", "/v1/threads/{id}/runs/{run_id}/cancel", "_run_cancel"),
     ("POST", "/v1/threads/{id}/runs/{run_id}/submit_tool_outputs", "_run_submit_tool_outputs"),
+    ("GET", "/v1/threads/{id}/runs/{run_id}/steps", "_step_list"),
 )
 ROUTE_KEYS = frozenset(f"{method} {template}" for method, template, _ in ROUTES)
 _PATTERNS = [
@@ -125,6 +126,7 @@ class _Job:
     thread: str | None = None
     stored: bool = True
     context: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # a run's steps, oldest first
 
 
 @dataclass
@@ -523,6 +525,17 @@ def _script(reply: str | dict[str, Any]) -> dict[str, Any]:
     return script
 
 
+def _run_step(run: dict[str, Any], details: dict[str, Any], status: str,
+              usage: dict[str, int] | None = None) -> dict[str, Any]:
+    """Return a run step object of a run."""
+    now = _now()
+    return {"id": _id("step"), "object": "thread.run.step", "created_at": now, "run_id": run["id"],
+            "assistant_id": run["assistant_id"], "thread_id": run["thread_id"], "type": details["type"],
+            "status": status, "cancelled_at": None, "completed_at": now if status == "completed" else None,
+            "expired_at": None, "failed_at": None, "last_error": None, "step_details": details,
+            "usage": usage, "metadata": {}}
+
+
 def _token_counts(reply: dict[str, Any], prompt: int, completion: int) -> tuple[int, int]:
     """Return (input, output) tokens: the scripted usage in either API's names, else the word counts."""
     usage = reply.get("usage")
@@ -906,6 +919,8 @@ class FakeOpenAI(LoopbackFake):
                      for call in reply["function_calls"]]
             run.update(status="requires_action", required_action={
                 "type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}})
+            job.steps.append(_run_step(run, {"type": "tool_calls", "tool_calls": [
+                {**call, "function": {**call["function"], "output": None}} for call in calls]}, "in_progress"))
             self._cond.notify_all()
             return
         last_user = next((m for m in reversed(thread.messages) if m["role"] == "user"), None)
@@ -925,6 +940,8 @@ class FakeOpenAI(LoopbackFake):
         run.update(status="completed", completed_at=now, usage={
             "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens})
+        job.steps.append(_run_step(run, {"type": "message_creation", "message_creation": {
+            "message_id": thread.messages[-1]["id"]}}, "completed", dict(run["usage"])))
         if incomplete:
             run.update(status="incomplete", completed_at=None,
                        incomplete_details={"reason": "max_completion_tokens"})
@@ -1338,11 +1355,15 @@ class FakeOpenAI(LoopbackFake):
 
     def _run_cancel(self, req: _Request, thread_id: str, run_id: str) -> _Response:
         """Cancel an active run: answer `cancelling`, and the run is `cancelled` from then on."""
-        obj = self._run(thread_id, run_id).obj
+        job = self._run(thread_id, run_id)
+        obj = job.obj
         if obj["status"] not in RUN_ACTIVE:
             raise _bad(f"Cannot cancel run with status '{obj['status']}'.")
         answer = dict(obj, status="cancelling")
         obj.update(status="cancelled", cancelled_at=_now(), required_action=None)
+        for step in job.steps:
+            if step["status"] == "in_progress":
+                step.update(status="cancelled", cancelled_at=obj["cancelled_at"])
         self._cond.notify_all()
         return self._run_answer(answer)
 
@@ -1368,9 +1389,19 @@ class FakeOpenAI(LoopbackFake):
         if given != expected:
             raise _bad(f"Expected tool outputs for call_ids {expected}, got {given}.", "tool_outputs")
         obj.update(status="queued", required_action=None)
+        given = {output["tool_call_id"]: output["output"] for output in outputs}
+        for step in job.steps:
+            if step["type"] == "tool_calls" and step["status"] == "in_progress":
+                for call in step["step_details"]["tool_calls"]:
+                    call["function"]["output"] = given.get(call["id"])
+                step.update(status="completed", completed_at=_now())
         job.t0, job.releases = time.monotonic(), self._releases
         self._spawn(self._work_run, job)
         return self._run_answer(obj)
+
+    def _step_list(self, req: _Request, thread_id: str, run_id: str) -> _Response:
+        """List a run's steps (limit, order, after, before)."""
+        return _Response(200, _page(self._run(thread_id, run_id).steps, req.query))
 
 
 class _Server(_HTTPServer):
