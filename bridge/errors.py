@@ -81,7 +81,8 @@ def error_response(status: int, message: str, *, type: str = "invalid_request_er
     return response
 
 
-_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A field, or a list parameter of a query string as clients name it (`include[]`).
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\])?$")
 
 
 def _location(error: dict) -> str | None:

@@ -133,6 +133,8 @@ class Run(db.Model):
     polled_at: Mapped[float | None] = mapped_column(Float)
 
     thread: Mapped[Thread] = relationship(back_populates="runs")
+    steps: Mapped[list["RunStep"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True)
 
     @property
     def thread_id(self) -> str:
@@ -141,6 +143,34 @@ class Run(db.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_RUN_STATUSES
+
+
+class RunStep(db.Model):
+    """One step of a run: a message it wrote, or a round of tool calls it asked for."""
+
+    __tablename__ = "run_steps"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    # The upstream's own step, or the response or message item the step stands for.
+    upstream_id: Mapped[str | None] = mapped_column(String(128))
+    run_pk: Mapped[int] = mapped_column(ForeignKey("runs.pk", ondelete="CASCADE"), index=True)
+    thread_pk: Mapped[int] = mapped_column(ForeignKey("threads.pk", ondelete="CASCADE"), index=True)
+    assistant_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))  # "message_creation" or "tool_calls"
+    status: Mapped[str] = mapped_column(String(16), default="in_progress")
+    # In the wire shape, with our message ids: {"type": "message_creation", "message_creation":
+    # {"message_id"}} or {"type": "tool_calls", "tool_calls": [...]}
+    step_details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    usage: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    completed_at: Mapped[int | None] = mapped_column(Integer)
+    failed_at: Mapped[int | None] = mapped_column(Integer)
+    cancelled_at: Mapped[int | None] = mapped_column(Integer)
+    expired_at: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[dict[str, str] | None] = mapped_column(JSON)
+
+    run: Mapped[Run] = relationship(back_populates="steps")
 
 
 class ThreadMove(db.Model):

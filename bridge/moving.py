@@ -17,8 +17,8 @@ moves its threads with it, and clients keep using the same thread and message id
   exactly one copy, in order.
 - The switch is one commit: the thread's home and upstream id, each message's upstream id, and
   the end of the move row. Until then the source engine keeps the thread; after it, the target.
-- Threads with an active run are left alone (reported as skipped); finished runs stay as they
-  are, served from the registry.
+- Threads with an active run are left alone (reported as skipped); finished runs and their
+  steps stay as they are, served from the registry.
 - Moving to the registry (`local`) copies nothing: the messages are there already.
 - The source's upstream object is deleted only when asked (`delete_source`), after the switch,
   and a failure to delete it does not undo the move.
@@ -40,7 +40,7 @@ from .engines import build_named_engine
 from .engines.base import EngineError, UpstreamNotFound
 from .engines.remote import UpstreamEngine, UpstreamMessage, best_effort
 from .extensions import db
-from .models import ACTIVE_RUN_STATUSES, Message, Run, Thread, ThreadMove
+from .models import ACTIVE_RUN_STATUSES, Message, Run, RunStep, Thread, ThreadMove
 from .schemas import RESERVED_METADATA_KEY
 
 # Engine names and homes, to the home they name.
@@ -372,8 +372,10 @@ def _switch(pk: int, outcome: Outcome, container: str | None, copies: dict[str, 
         Message.thread_pk == pk, Message.id.not_in(list(copies))))
     if arrived:
         raise _Refused("failed", "a message arrived while the thread was switched; run again")
-    # The runs (all finished) were the old home's: their upstream ids mean nothing at the new one.
+    # The runs (all finished) and their steps were the old home's: their upstream ids mean
+    # nothing at the new one. Steps name our message ids, which stay.
     db.session.execute(update(Run).where(Run.thread_pk == pk).values(upstream_id=None))
+    db.session.execute(update(RunStep).where(RunStep.thread_pk == pk).values(upstream_id=None))
     if container is None:
         db.session.execute(update(Message).where(Message.thread_pk == pk).values(upstream_id=None))
     elif copies:

@@ -13,12 +13,12 @@ from sqlalchemy.sql import Select
 
 from .errors import InvalidRequest, NotFound
 from .extensions import db
-from .models import Assistant, Message, Run, Thread
+from .models import Assistant, Message, Run, RunStep, Thread
 from .schemas import ListQuery
 
 _ALPHABET = string.ascii_letters + string.digits
 _ID_LENGTH = 24  # ~143 bits: unguessable
-_ID_SHAPE = re.compile(rf"^(asst|thread|msg|run)_[A-Za-z0-9]{{{_ID_LENGTH}}}$")
+_ID_SHAPE = re.compile(rf"^(asst|thread|msg|run|step)_[A-Za-z0-9]{{{_ID_LENGTH}}}$")
 
 
 def new_id(prefix: str) -> str:
@@ -39,6 +39,8 @@ _THREAD_OF_USER = select(Thread).where(Thread.id == bindparam("id"),
 _MESSAGE_IN_THREAD = select(Message).where(Message.id == bindparam("id"),
                                            Message.thread_pk == bindparam("thread_pk"))
 _RUN_IN_THREAD = select(Run).where(Run.id == bindparam("id"), Run.thread_pk == bindparam("thread_pk"))
+_STEP_IN_RUN = select(RunStep).where(RunStep.id == bindparam("id"),
+                                     RunStep.run_pk == bindparam("run_pk"))
 _ASSISTANT = select(Assistant).where(Assistant.id == bindparam("id"))
 
 
@@ -77,6 +79,11 @@ def run_in_thread(thread: Thread, run_id: str) -> Run:
     return _lookup(_RUN_IN_THREAD, "run", "run", run_id, thread_pk=thread.pk, param="run_id")
 
 
+def step_in_run(run: Run, step_id: str) -> RunStep:
+    """A step of an already-authorised run, or NotFound."""
+    return _lookup(_STEP_IN_RUN, "step", "run step", step_id, run_pk=run.pk, param="step_id")
+
+
 def assistant_by_id(assistant_id: str, *, param: str = "assistant_id") -> Assistant:
     """An assistant (shared by all users), or NotFound."""
     return _lookup(_ASSISTANT, "asst", "assistant", assistant_id, param=param)
@@ -87,7 +94,7 @@ def assistant_by_name(name: str) -> Assistant | None:
     return db.session.scalar(select(Assistant).where(Assistant.name == name).order_by(Assistant.pk))
 
 
-_PREFIXES = {Assistant: "asst", Thread: "thread", Message: "msg", Run: "run"}
+_PREFIXES = {Assistant: "asst", Thread: "thread", Message: "msg", Run: "run", RunStep: "step"}
 
 M = TypeVar("M")
 

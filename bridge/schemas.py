@@ -399,6 +399,24 @@ class MessageListQuery(ListQuery):
     run_id: Cursor | None = None
 
 
+# The one value OpenAI documents: file_search result contents inside tool_calls steps. The bridge
+# runs no file_search of its own, so it accepts the value and there is nothing to add yet.
+StepInclude = Literal["step_details.tool_calls[*].file_search.results[*].content"]
+StepIncludes = Annotated[list[StepInclude] | None, Field(alias="include[]")]
+
+
+class StepQuery(BaseModel):
+    """GET a run step: `include[]`, as the SDK sends it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include: StepIncludes = None
+
+
+class StepListQuery(ListQuery):
+    include: StepIncludes = None
+
+
 # ---- response objects ----------------------------------------------------------------------
 
 class TextValue(BaseModel):
@@ -476,6 +494,59 @@ class RunObject(BaseModel):
     response_format: Any | None = "auto"
     tool_choice: Any | None = "auto"
     parallel_tool_calls: bool = True
+
+
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str
+    output: str | None = None
+
+
+class FunctionToolCall(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class ToolCallsStepDetails(BaseModel):
+    type: Literal["tool_calls"]
+    # Function calls in their documented shape; code_interpreter and file_search calls that an
+    # Assistants upstream ran are passed on as it reported them.
+    tool_calls: list[FunctionToolCall | dict[str, Any]]
+
+
+class MessageCreation(BaseModel):
+    message_id: str
+
+
+class MessageCreationStepDetails(BaseModel):
+    type: Literal["message_creation"]
+    message_creation: MessageCreation
+
+
+class StepLastError(BaseModel):
+    code: Literal["server_error", "rate_limit_exceeded"]
+    message: str
+
+
+class RunStepObject(BaseModel):
+    id: str
+    object: Literal["thread.run.step"] = "thread.run.step"
+    created_at: int
+    run_id: str
+    assistant_id: str
+    thread_id: str
+    type: Literal["message_creation", "tool_calls"]
+    status: Literal["in_progress", "cancelled", "failed", "completed", "expired"]
+    cancelled_at: int | None = None
+    completed_at: int | None = None
+    expired_at: int | None = None
+    failed_at: int | None = None
+    last_error: StepLastError | None = None
+    step_details: Annotated[MessageCreationStepDetails | ToolCallsStepDetails,
+                            Field(discriminator="type")]
+    usage: Usage | None = None
+    metadata: dict[str, str] = {}
 
 
 class AssistantObject(BaseModel):
@@ -556,6 +627,29 @@ def run_object(run, thread_id: str) -> RunObject:
         max_completion_tokens=run.max_completion_tokens, truncation_strategy=run.truncation_strategy,
         response_format=run.response_format or "auto", tool_choice=run.tool_choice or "auto",
         parallel_tool_calls=run.parallel_tool_calls)
+
+
+def message_creation_details(message_id: str) -> dict[str, Any]:
+    """The `step_details` of a step that wrote one message."""
+    return {"type": "message_creation", "message_creation": {"message_id": message_id}}
+
+
+def tool_calls_details(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `step_details` of a step that asked for tool calls, given in the run's
+    `required_action` shape (or as an upstream reported them); outputs not given are null."""
+    return {"type": "tool_calls", "tool_calls": [
+        {**call, "function": {**call["function"], "output": call["function"].get("output")}}
+        if call.get("type") == "function" else call for call in calls]}
+
+
+def run_step_object(step, thread_id: str, run_id: str) -> RunStepObject:
+    return RunStepObject(
+        id=step.id, created_at=step.created_at, run_id=run_id, assistant_id=step.assistant_id,
+        thread_id=thread_id, type=step.type, status=step.status, cancelled_at=step.cancelled_at,
+        completed_at=step.completed_at, expired_at=step.expired_at, failed_at=step.failed_at,
+        last_error=step.last_error, step_details=step.step_details,
+        # OpenAI counts a step's tokens once it has ended.
+        usage=None if step.status == "in_progress" else step.usage)
 
 
 def assistant_object(assistant) -> AssistantObject:

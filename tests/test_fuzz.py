@@ -3,13 +3,13 @@
 Every generated request goes through the WSGI app with a valid token of one of two users (alice,
 an admin, and bob), chosen from the generated data so that a replayed example keeps its user.
 Most requests aim at real objects: path parameters (and a body's `assistant_id`, a list's
-`run_id` filter) are replaced by the ids of a thread, message, run and assistant seeded for that
-user, or for the other user. Each response must pass schemathesis' checks: no 5xx, a documented
+`run_id` filter) are replaced by the ids of a thread, message, run, run step and assistant seeded
+for that user, or for the other user. Each response must pass schemathesis' checks: no 5xx, a documented
 status code, a documented content type, a body that matches the documented schema. On top:
 
 - a request whose Authorization is not one of our tokens (schemathesis' negative cases drop or
   garble it) is answered 401, unless routing refused it first (404/405 without a `param`);
-- a request for the other user's thread, message or run is answered 404 (or a 400/413 about the
+- a request for the other user's thread, message, run or step is answered 404 (or a 400/413 about the
   body or query), never 2xx, 403 or 409, and never a 400 about the object itself.
 
 What runs: schemathesis' examples and coverage phases (deterministic: boundary values, missing
@@ -55,7 +55,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # outputs: these two cannot answer 2xx, but must still reach real runs.
 NO_2XX_EXPECTED = {"cancel_run", "submit_tool_outputs"}
 PATH_OBJECTS = {"thread_id": "thread", "message_id": "message", "run_id": "run",
-                "assistant_id": "assistant"}
+                "step_id": "step", "assistant_id": "assistant"}
 TARGETS = ("generated", "own", "own", "other", "own thread only")
 TOKEN_LIMITS = ("max_prompt_tokens", "max_completion_tokens")
 
@@ -105,7 +105,7 @@ class World:
         return response.get_json()
 
     def seed(self, user: str) -> dict[str, str]:
-        """A thread with a message and a completed run, for `user`."""
+        """A thread with a message and a completed run (and its step), for `user`."""
         thread = self.post(user, "/v1/threads", {
             "metadata": {"seed": user},
             "messages": [{"role": "user", "content": f"hello from {user}"}]})
@@ -118,8 +118,10 @@ class World:
         assert run["status"] == "completed", run
         messages = self.client.get(f"/v1/threads/{thread['id']}/messages",
                                    headers=self.auth(user)).get_json()["data"]
+        steps = self.client.get(f"/v1/threads/{thread['id']}/runs/{run['id']}/steps",
+                                headers=self.auth(user)).get_json()["data"]
         return {"thread": thread["id"], "run": run["id"], "message": messages[-1]["id"],
-                "assistant": self.assistant}
+                "step": steps[0]["id"], "assistant": self.assistant}
 
     def disposable(self, user: str, operation_id: str) -> dict[str, str]:
         """The user's seeds, with a fresh object for a delete to remove."""

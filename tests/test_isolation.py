@@ -1,12 +1,14 @@
-"""Per-user isolation: another user's thread, message or run id behaves exactly like a missing one.
+"""Per-user isolation: another user's thread, message, run or step id behaves exactly like a
+missing one.
 
-Alice owns a thread with a message and a completed run; Bob owns a thread of his own. For every
-/v1 route that takes a thread, message or run id (one table, `ROUTES`), and for every id kind the
-route takes (in its path or query), Bob sends Alice's id and must get the very same answer as for
-a well-formed id that never existed and for a malformed id: same status (404), same headers, same
-body byte for byte once the id string itself is replaced by a placeholder. Message and run ids are
-tried under Bob's own thread, so the thread check cannot be what stops him. After every attempt
-both users' data must be unchanged.
+Alice owns a thread with a message and a completed run (with its step); Bob owns a thread with a
+completed run of his own. For every /v1 route that takes a thread, message, run or step id (one
+table, `ROUTES`), and for every id kind the route takes (in its path or query), Bob sends Alice's
+id and must get the very same answer as for a well-formed id that never existed and for a
+malformed id: same status (404), same headers, same body byte for byte once the id string itself
+is replaced by a placeholder. Message and run ids are tried under Bob's own thread, and step ids
+under Bob's own run, so the check of what holds them cannot be what stops him. After every
+attempt both users' data must be unchanged.
 
 `test_table_covers_every_id_route` ties the table to `app.url_map`, so a new route that takes one
 of these ids fails the suite until it is added to the matrix.
@@ -30,18 +32,19 @@ import pytest
 from bridge.observability import route_template
 from tests.conftest import ENGINES, engine_settings, make_token, wait_for
 
-KINDS = ("thread_id", "message_id", "run_id")
-PREFIX = {"thread_id": "thread", "message_id": "msg", "run_id": "run"}
+KINDS = ("thread_id", "message_id", "run_id", "step_id")
+PREFIX = {"thread_id": "thread", "message_id": "msg", "run_id": "run", "step_id": "step"}
 PLACEHOLDER = b"<ID>"
 TERMINAL = {"completed", "failed", "cancelled", "incomplete", "expired"}
-ID_SLOT = re.compile(r"\{(thread_id|message_id|run_id)\}")
+ID_SLOT = re.compile(r"\{(thread_id|message_id|run_id|step_id)\}")
 
 
 # ---- the matrix table ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Route:
-    """One /v1 operation; `{thread_id}`, `{message_id}`, `{run_id}` mark where ids go."""
+    """One /v1 operation; `{thread_id}`, `{message_id}`, `{run_id}`, `{step_id}` mark where ids
+    go."""
 
     method: str
     template: str
@@ -81,9 +84,11 @@ ROUTES = [
     Route("POST", "/v1/threads/{thread_id}/runs/{run_id}/cancel"),
     Route("POST", "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
           {"tool_outputs": [{"tool_call_id": "call_1", "output": "bob"}]}),
+    Route("GET", "/v1/threads/{thread_id}/runs/{run_id}/steps"),
+    Route("GET", "/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}"),
 ]
 
-# One matrix cell per (route, id kind): 15 routes, 23 cells.
+# One matrix cell per (route, id kind): 17 routes, 28 cells.
 MATRIX = [pytest.param(route, kind, id=f"{route.method} {route.template} [{kind}]")
           for route in ROUTES for kind in route.kinds]
 
@@ -116,7 +121,9 @@ class World:
     alice_thread: str = ""
     alice_message: str = ""
     alice_run: str = ""
+    alice_step: str = ""
     bob_thread: str = ""
+    bob_run: str = ""
     tokens: dict[str, str] = field(default_factory=dict)
 
     def request(self, user: str, method: str, url: str, body: dict | None = None, *,
@@ -144,19 +151,22 @@ class World:
         return wait_for(terminal)
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything both users can see of their threads, messages and runs."""
+        """Everything both users can see of their threads, messages, runs and steps."""
         seen = {}
-        for user, thread in (("alice", self.alice_thread), ("bob", self.bob_thread)):
+        for user, thread, run in (("alice", self.alice_thread, self.alice_run),
+                                  ("bob", self.bob_thread, self.bob_run)):
             for url in ("/v1/threads?limit=100", f"/v1/threads/{thread}",
                         f"/v1/threads/{thread}/messages?limit=100&order=asc",
-                        f"/v1/threads/{thread}/runs?limit=100"):
+                        f"/v1/threads/{thread}/runs?limit=100",
+                        f"/v1/threads/{thread}/runs/{run}/steps?limit=100"):
                 response = self.request(user, "GET", url)
                 seen[user, url] = (response.status_code, response.get_json())
         return seen
 
 
 def build_world(app) -> World:
-    """Alice: a thread with a message and a completed run, all with metadata. Bob: one thread."""
+    """Alice: a thread with a message and a completed run, all with metadata. Bob: a thread with
+    a completed run."""
     world = World(app=app)
     world.assistant_id = build_assistant(app)
     world.alice_thread = world.create("alice", "/v1/threads", {
@@ -168,8 +178,14 @@ def build_world(app) -> World:
     world.alice_run = world.create("alice", f"/v1/threads/{world.alice_thread}/runs", {
         "assistant_id": world.assistant_id, "metadata": {"tag": "alice"}})["id"]
     assert world.finished("alice", world.alice_thread, world.alice_run) == "completed"
+    steps = world.request("alice", "GET",
+                          f"/v1/threads/{world.alice_thread}/runs/{world.alice_run}/steps")
+    world.alice_step = steps.get_json()["data"][0]["id"]
     world.bob_thread = world.create("bob", "/v1/threads", {
         "messages": [{"role": "user", "content": "hello from bob"}]})["id"]
+    world.bob_run = world.create("bob", f"/v1/threads/{world.bob_thread}/runs", {
+        "assistant_id": world.assistant_id})["id"]
+    assert world.finished("bob", world.bob_thread, world.bob_run) == "completed"
     return world
 
 
@@ -205,10 +221,13 @@ def fill(route: Route, world: World, kind: str, value: str) -> tuple[str, dict |
     """The URL and body Bob sends, with `value` in the `kind` slot.
 
     The thread slot holds Alice's thread when the thread id is under test, and Bob's own thread
-    otherwise; the other slots hold Alice's real ids.
+    otherwise; the run slot holds Bob's own run when a step id is under test; the other slots hold
+    Alice's real ids.
     """
     ids = {"thread_id": world.alice_thread if kind == "thread_id" else world.bob_thread,
-           "message_id": world.alice_message, "run_id": world.alice_run, kind: value}
+           "message_id": world.alice_message,
+           "run_id": world.bob_run if kind == "step_id" else world.alice_run,
+           "step_id": world.alice_step, kind: value}
     url = route.template.format(**ids)
     body = None
     if route.body is not None:
@@ -242,7 +261,7 @@ def assert_not_found_envelope(response, param: str) -> None:
 def test_foreign_id_is_indistinguishable_from_missing_id(world, route, kind):
     before = world.snapshot()
     foreign = {"thread_id": world.alice_thread, "message_id": world.alice_message,
-               "run_id": world.alice_run}[kind]
+               "run_id": world.alice_run, "step_id": world.alice_step}[kind]
 
     def attempt(value: str):
         url, body = fill(route, world, kind, value)
@@ -262,13 +281,13 @@ def test_foreign_id_is_indistinguishable_from_missing_id(world, route, kind):
 
 
 def test_matrix_size():
-    """15 routes; 7 take one id kind, 8 take two: 23 cells, each tried with 7 ids."""
-    assert len(ROUTES) == len({(r.method, r.template) for r in ROUTES}) == 15
-    assert len(MATRIX) == 23
+    """17 routes; 7 take one id kind, 9 take two, 1 takes three: 28 cells, each tried with 7 ids."""
+    assert len(ROUTES) == len({(r.method, r.template) for r in ROUTES}) == 17
+    assert len(MATRIX) == 28
 
 
 def test_table_covers_every_id_route(app):
-    """Every url_map rule with a thread/message/run id, for every method, is a row of ROUTES."""
+    """Every url_map rule with a thread/message/run/step id, for every method, is a row of ROUTES."""
     in_app = {(method, route_template(rule.rule))
               for rule in app.url_map.iter_rules()
               if rule.rule.startswith("/v1/") and set(rule.arguments) & set(KINDS)
@@ -303,9 +322,11 @@ def test_sdk_sees_foreign_ids_as_not_found(bridge, sdk):
         "thread_id": lambda v: bob.beta.threads.retrieve(v),
         "message_id": lambda v: bob.beta.threads.messages.retrieve(v, thread_id=world.bob_thread),
         "run_id": lambda v: bob.beta.threads.runs.retrieve(v, thread_id=world.bob_thread),
+        "step_id": lambda v: bob.beta.threads.runs.steps.retrieve(
+            v, thread_id=world.bob_thread, run_id=world.bob_run),
     }
     foreign = {"thread_id": world.alice_thread, "message_id": world.alice_message,
-               "run_id": world.alice_run}
+               "run_id": world.alice_run, "step_id": world.alice_step}
     for kind, call in calls.items():
         errors = {}
         for label, value in (("foreign", foreign[kind]), ("missing", missing_id(kind))):
@@ -341,7 +362,8 @@ CURSORS = [
     pytest.param(path, cursor, kind, id=f"{path}?{cursor}=<{kind}>")
     for path, kind in (("/v1/threads", "thread_id"),
                        ("/v1/threads/{bob_thread}/messages", "message_id"),
-                       ("/v1/threads/{bob_thread}/runs", "run_id"))
+                       ("/v1/threads/{bob_thread}/runs", "run_id"),
+                       ("/v1/threads/{bob_thread}/runs/{bob_run}/steps", "step_id"))
     for cursor in ("after", "before")
 ]
 
@@ -350,8 +372,8 @@ CURSORS = [
 def test_foreign_cursor_is_indistinguishable_from_unknown_cursor(offline_world, path, cursor, kind):
     world = offline_world
     foreign = {"thread_id": world.alice_thread, "message_id": world.alice_message,
-               "run_id": world.alice_run}[kind]
-    url = path.format(bob_thread=world.bob_thread)
+               "run_id": world.alice_run, "step_id": world.alice_step}[kind]
+    url = path.format(bob_thread=world.bob_thread, bob_run=world.bob_run)
 
     def attempt(value):
         return world.request("bob", "GET", f"{url}?{cursor}={value}")

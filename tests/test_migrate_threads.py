@@ -15,7 +15,7 @@ from bridge.engines.assistants import AssistantsEngine
 from bridge.engines.base import UpstreamUnavailable
 from bridge.engines.responses import ResponsesEngine
 from bridge.extensions import db
-from bridge.models import Message, Thread, ThreadMove
+from bridge.models import Message, RunStep, Thread, ThreadMove
 from tests.conftest import UPSTREAM_ENGINES, wait_for
 
 # The fake's routes for appending and deleting messages, per target.
@@ -181,7 +181,10 @@ def test_assistants_threads_move_to_responses_and_the_source_is_deleted(start_br
     alice = source.sdk("alice")
     thread = alice.beta.threads.create(metadata={"project": "x"},
                                        messages=[{"role": "user", "content": "First"}])
-    assert _run(alice, thread.id, assistant_id).status == "completed"
+    old_run = _run(alice, thread.id, assistant_id)
+    assert old_run.status == "completed"
+    old_steps = list(alice.beta.threads.runs.steps.list(old_run.id, thread_id=thread.id))
+    assert [step.type for step in old_steps] == ["message_creation"]
     alice.beta.threads.messages.create(thread.id, role="user", content="Second")
     before = _messages(alice, thread.id)
     assert [text for _, _, text in before] == ["First", "echo: First", "Second"]
@@ -210,9 +213,17 @@ def test_assistants_threads_move_to_responses_and_the_source_is_deleted(start_br
 
     client = target.sdk("alice")
     assert _messages(client, thread.id) == before
+    # The old run's steps are still served, naming our message ids, with no upstream left behind.
+    assert list(client.beta.threads.runs.steps.list(old_run.id, thread_id=thread.id)) == old_steps
+    assert old_steps[0].step_details.message_creation.message_id == before[1][0]
+    with target.app.app_context():
+        assert db.session.scalars(select(RunStep.upstream_id)).all() == [None]
+        db.session.remove()
     run = _run(client, thread.id, assistant_id)
     assert run.status == "completed"
     assert _messages(client, thread.id)[-1][1:] == ("assistant", "echo: Second")
+    (reply_step,) = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)
+    assert reply_step.step_details.message_creation.message_id == _messages(client, thread.id)[-1][0]
 
 
 def test_an_interrupted_move_resumes_without_a_second_conversation_or_duplicates(

@@ -39,7 +39,7 @@ REQUEST_BODIES = [
     ("post", "/v1/assistants/{assistant_id}", AssistantModify),
 ]
 LIST_ROUTES = ["/v1/threads", "/v1/threads/{thread_id}/messages", "/v1/threads/{thread_id}/runs",
-               "/v1/assistants"]
+               "/v1/threads/{thread_id}/runs/{run_id}/steps", "/v1/assistants"]
 
 
 @pytest.fixture
@@ -174,6 +174,17 @@ def test_message_list_documents_its_run_filter(spec):
     assert "run_id" in {p["name"] for p in operation["parameters"] if p["in"] == "query"}
 
 
+@pytest.mark.parametrize("path", ["/v1/threads/{thread_id}/runs/{run_id}/steps",
+                                  "/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}"])
+def test_step_routes_document_include_as_the_sdk_sends_it(spec, path):
+    query = {p["name"]: p for p in spec["paths"][path]["get"]["parameters"] if p["in"] == "query"}
+
+    include = query["include[]"]["schema"]["anyOf"][0]
+    assert include["type"] == "array"
+    assert include["items"]["const"] == \
+        "step_details.tool_calls[*].file_search.results[*].content"
+
+
 # ---- schemas are the pydantic models ----------------------------------------------------------------
 
 @pytest.mark.parametrize("method, path, model", REQUEST_BODIES,
@@ -237,6 +248,7 @@ def test_real_replies_have_the_documented_fields(app, client, spec, token_for):
     run = client.post(run_url, json={"assistant_id": assistant["id"]}, headers=user).get_json()
     wait_for(lambda: client.get(f"{run_url}/{run['id']}", headers=user).get_json()["status"]
              == "completed")
+    steps = client.get(f"{run_url}/{run['id']}/steps", headers=user).get_json()
     replies = {
         ("post", "/v1/assistants"): assistant,
         ("post", "/v1/threads"): thread,
@@ -244,6 +256,10 @@ def test_real_replies_have_the_documented_fields(app, client, spec, token_for):
             client.get(f"{run_url}/{run['id']}", headers=user).get_json(),
         ("get", "/v1/threads/{thread_id}/messages"):
             client.get(f"/v1/threads/{thread['id']}/messages", headers=user).get_json(),
+        ("get", "/v1/threads/{thread_id}/runs/{run_id}/steps"): steps,
+        ("get", "/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}"):
+            client.get(f"{run_url}/{run['id']}/steps/{steps['data'][0]['id']}",
+                       headers=user).get_json(),
         ("delete", "/v1/threads/{thread_id}"):
             client.delete(f"/v1/threads/{thread['id']}", headers=user).get_json(),
     }

@@ -22,7 +22,8 @@ from tests.test_errors import error_of
 
 PATH_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 PLACEHOLDER_IDS = {"thread_id": "thread_" + "x" * 24, "message_id": "msg_" + "x" * 24,
-                   "run_id": "run_" + "x" * 24, "assistant_id": "asst_" + "x" * 24}
+                   "run_id": "run_" + "x" * 24, "step_id": "step_" + "x" * 24,
+                   "assistant_id": "asst_" + "x" * 24}
 METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH")
 
 
@@ -108,12 +109,21 @@ def thread_id(client, headers) -> str:
     return client.post("/v1/threads", json={}, headers=headers).get_json()["id"]
 
 
+@pytest.fixture
+def run_id(client, headers, thread_id) -> str:
+    assistant = client.post("/v1/assistants", json={"model": "m"}, headers=headers).get_json()
+    return client.post(f"/v1/threads/{thread_id}/runs", json={"assistant_id": assistant["id"]},
+                       headers=headers).get_json()["id"]
+
+
 ID_SLOTS = [
     ("/v1/threads/{word}", "thread_id"),
     ("/v1/threads/{word}/messages", "thread_id"),
     ("/v1/threads/{word}/runs", "thread_id"),
     ("/v1/threads/{thread}/messages/{word}", "message_id"),
     ("/v1/threads/{thread}/runs/{word}", "run_id"),
+    ("/v1/threads/{thread}/runs/{word}/steps", "run_id"),
+    ("/v1/threads/{thread}/runs/{run}/steps/{word}", "step_id"),
     ("/v1/assistants/{word}", "assistant_id"),
 ]
 MALFORMED = [(template, param, word) for template, param in ID_SLOTS
@@ -122,8 +132,10 @@ MALFORMED = [(template, param, word) for template, param in ID_SLOTS
 
 
 @pytest.mark.parametrize("template, param, word", MALFORMED)
-def test_a_malformed_id_is_the_registrys_404(client, headers, thread_id, template, param, word):
-    response = client.get(template.format(thread=thread_id, word=word), headers=headers)
+def test_a_malformed_id_is_the_registrys_404(client, headers, thread_id, run_id, template, param,
+                                             word):
+    response = client.get(template.format(thread=thread_id, run=run_id, word=word),
+                          headers=headers)
 
     error = error_of(response, 404)
     assert error["param"] == param

@@ -429,9 +429,9 @@ def _statuses(client, thread_id: str) -> dict[str, str]:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_run_seen_completed_always_has_its_reply_listed(start_bridge, engine):
     # Runs are settled by whoever gets there first: a poll, a list, the sweeper (every 20 ms) or
-    # the executor. Whichever it is, status and reply commit together, so a client never sees a
-    # completed run without its reply; it may see the reply while a listing taken before still
-    # showed the run active.
+    # the executor. Whichever it is, status, reply and step commit together, so a client never
+    # sees a completed run without its reply and the step naming it; it may see the reply while a
+    # listing taken before still showed the run active.
     bridge = start_bridge(engine, RUN_SWEEP_SECONDS=0.02, POLL_AFTER_MS=10,
                           OFFLINE_REPLY_DELAY=0.05 if engine == "offline" else 0,
                           RATE_LIMIT_READS="", RATE_LIMIT_WRITES="", RATE_LIMIT_RUNS="")
@@ -454,6 +454,11 @@ def test_a_run_seen_completed_always_has_its_reply_listed(start_bridge, engine):
             replies = client.beta.threads.messages.list(thread_id, run_id=run.id).data
             if run.status != "completed" or [m.role for m in replies] != ["assistant"]:
                 problems.append(f"{run.id} polled {run.status}, run's replies {len(replies)}")
+            steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread_id).data
+            named = [s.step_details.message_creation.message_id for s in steps
+                     if s.type == "message_creation" and s.status == "completed"]
+            if named != [m.id for m in replies][:1] or len(steps) != 1:
+                problems.append(f"{run.id} polled {run.status}, steps {[s.type for s in steps]}")
             if _replies(client, thread_id)[run.id] != 1:
                 problems.append(f"{run.id} polled {run.status}, not listed once in the thread")
 

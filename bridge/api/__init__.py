@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import json
+import types
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Union, get_args, get_origin
 
 from flask import Blueprint, Flask, current_app, g, request
 from pydantic import BaseModel, ValidationError
@@ -49,6 +50,29 @@ def validate(model: type[BaseModel], data: Any) -> BaseModel:
     except ValidationError as exc:
         message, param = validation_message(exc)
         raise InvalidRequest(message, param=param) from None
+
+
+def _is_list(annotation: Any) -> bool:
+    if get_origin(annotation) is list:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_is_list(member) for member in get_args(annotation))
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def _list_parameters(model: type[BaseModel]) -> frozenset[str]:
+    """The query parameters of a model that take a list, by the name clients send."""
+    return frozenset(field.alias or name for name, field in model.model_fields.items()
+                     if _is_list(field.annotation))
+
+
+def read_query(model: type[BaseModel]) -> BaseModel:
+    """Validate the query string: a list parameter (`include[]=a&include[]=b`) takes every
+    value it is given, any other parameter its first."""
+    many = _list_parameters(model)
+    args = request.args
+    return validate(model, {key: args.getlist(key) if key in many else args[key] for key in args})
 
 
 def _refuse_constant(name: str):
@@ -117,7 +141,7 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: A
             if admin:
                 require_admin()
             if query is not None:
-                kwargs["query"] = validate(query, request.args.to_dict())
+                kwargs["query"] = read_query(query)
             if body is not None:
                 kwargs["body"] = read_json_body(body)
             result = view(**kwargs)
@@ -163,7 +187,7 @@ def register_blueprints(app: Flask) -> None:
     # Set before any rule is added, since each rule takes the map's setting when it is added.
     app.url_map.merge_slashes = False
     app.url_map.converters["id"] = IdConverter
-    from . import assistants, docs, health, messages, runs, threads
+    from . import assistants, docs, health, messages, runs, steps, threads
 
-    for module in (health, docs, threads, messages, runs, assistants):
+    for module in (health, docs, threads, messages, runs, steps, assistants):
         app.register_blueprint(module.bp)

@@ -1,9 +1,9 @@
 """The `assistants` engine: a pass-through to servers that still speak the Assistants API v2.
 
 Threads, messages, runs and assistants are created upstream through the SDK's `beta` resources
-and mirrored in the registry behind our ids. A run is started with every setting recorded on it
-(model, instructions, tools, sampling), so what clients see does not depend on how current the
-upstream copy of the assistant is.
+and mirrored in the registry behind our ids, as are a run's steps when it settles. A run is
+started with every setting recorded on it (model, instructions, tools, sampling), so what
+clients see does not depend on how current the upstream copy of the assistant is.
 
 Settings read: OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_TIMEOUT, OPENAI_MAX_RETRIES, POLL_AFTER_MS.
 """
@@ -21,11 +21,13 @@ from ..models import Assistant
 from ..schemas import MessageCreate, ToolOutput
 from .base import UpstreamNotFound
 from .remote import (RunSettings, RunSnapshot, UpstreamEngine, UpstreamMessage, UpstreamReply,
-                     best_effort)
+                     UpstreamStep, best_effort)
 
 log = logging.getLogger(__name__)
 
 _SETTLED = ("completed", "failed", "cancelled", "expired", "incomplete", "requires_action")
+_STEP_STATUSES = ("in_progress", "cancelled", "failed", "completed", "expired")
+_STEP_STAMPS = ("completed_at", "failed_at", "cancelled_at", "expired_at")
 _ASSISTANT_FIELDS = ("name", "description", "model", "instructions", "tools", "temperature",
                      "top_p", "response_format")
 
@@ -33,6 +35,27 @@ _ASSISTANT_FIELDS = ("name", "description", "model", "instructions", "tools", "t
 def _text(message: dict[str, Any]) -> str:
     return "".join(block["text"]["value"] for block in message.get("content") or []
                    if block.get("type") == "text")
+
+
+def _usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
+    if not usage:
+        return None
+    prompt, completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": usage.get("total_tokens") or prompt + completion}
+
+
+def _step(step: dict[str, Any]) -> UpstreamStep:
+    """An upstream run step; its message id is still the upstream's."""
+    details = step.get("step_details") or {}
+    status = step.get("status")
+    return UpstreamStep(
+        upstream_id=step["id"], type=step["type"],
+        status=status if status in _STEP_STATUSES else "failed",
+        created_at=step.get("created_at"),
+        message=(details.get("message_creation") or {}).get("message_id"),
+        tool_calls=list(details.get("tool_calls") or []), usage=_usage(step.get("usage")),
+        last_error=step.get("last_error"), **{name: step.get(name) for name in _STEP_STAMPS})
 
 
 class AssistantsEngine(UpstreamEngine):
@@ -225,4 +248,14 @@ class AssistantsEngine(UpstreamEngine):
             snapshot.replies = [UpstreamReply(upstream_id=message.id, text=_text(message.to_dict()),
                                               truncated=message.status == "incomplete")
                                 for message in page.data if message.role == "assistant"]
+            snapshot.steps = self._steps(container, run["id"])
         return snapshot
+
+    def _steps(self, container: str, upstream_run: str) -> list[UpstreamStep]:
+        """Every step of an upstream run, oldest first, across all pages."""
+        def every_step(client) -> list[dict[str, Any]]:
+            return [step.to_dict() for step in client.beta.threads.runs.steps.list(
+                upstream_run, thread_id=container, order="asc", limit=100)]
+
+        return [_step(step) for step in self.upstream.call(every_step)
+                if step.get("type") in ("message_creation", "tool_calls")]

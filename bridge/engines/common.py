@@ -1,4 +1,5 @@
-"""Registry steps every engine shares: message and run rows, the one-active-run rule, tool outputs.
+"""Registry steps every engine shares: message, run and run step rows, the one-active-run rule,
+tool outputs.
 
 Engines differ in where a thread's conversation lives and who answers; what a thread, message or
 run looks like in the registry, and when a write is refused, is the same for all of them.
@@ -8,14 +9,20 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, InvalidRequest
 from ..extensions import db
-from ..models import ACTIVE_RUN_STATUSES, Message, Run, Thread, now
+from ..models import ACTIVE_RUN_STATUSES, Message, Run, RunStep, Thread, now
 from ..registry import new_id
-from ..schemas import MessageCreate, RunCreate, ToolOutputsSubmit, text_block
+from ..schemas import (MessageCreate, RunCreate, ToolOutputsSubmit, message_creation_details,
+                       text_block, tool_calls_details)
+
+# A run that ends this way ends the step it was in the same way, stamped in this field.
+_STEP_ENDINGS = {"cancelled": "cancelled_at", "failed": "failed_at", "expired": "expired_at"}
+# A step's `last_error.code` has two of a run's three values.
+_STEP_ERROR_CODES = ("server_error", "rate_limit_exceeded")
 
 
 def require_home(thread: Thread, home: str) -> None:
@@ -135,3 +142,58 @@ def add_usage(total: dict[str, int] | None, step: dict[str, int] | None) -> dict
     if step is None:
         return total
     return {key: (total or {}).get(key, 0) + value for key, value in step.items()}
+
+
+# ---- run steps --------------------------------------------------------------------------------
+
+def step_error(error: dict[str, Any] | None) -> dict[str, str] | None:
+    """A run's (or an upstream step's) `last_error` in the vocabulary of steps."""
+    if not error:
+        return None
+    code = error.get("code") if error.get("code") in _STEP_ERROR_CODES else "server_error"
+    return {"code": code, "message": error.get("message") or "The step failed."}
+
+
+def tool_calls_step(run: Run, calls: list[dict[str, Any]], usage: dict[str, int] | None) -> RunStep:
+    """The open step of a round of tool calls: in progress until their outputs arrive."""
+    return RunStep(id=new_id("step"), run_pk=run.pk, thread_pk=run.thread_pk,
+                   assistant_id=run.assistant_id, type="tool_calls", status="in_progress",
+                   step_details=tool_calls_details(calls), usage=usage, created_at=now())
+
+
+def message_step(run: Run, message: Message, usage: dict[str, int] | None) -> RunStep:
+    """The step of a reply the run wrote, ended with it."""
+    stamp = now()
+    return RunStep(id=new_id("step"), run_pk=run.pk, thread_pk=run.thread_pk,
+                   assistant_id=run.assistant_id, type="message_creation", status="completed",
+                   step_details=message_creation_details(message.id), usage=usage,
+                   created_at=stamp, completed_at=stamp)
+
+
+def deliver_tool_outputs(run: Run, outputs: dict[str, str]) -> None:
+    """Write the submitted outputs into the run's open tool_calls step and end it (no commit)."""
+    step = db.session.scalar(select(RunStep).where(
+        RunStep.run_pk == run.pk, RunStep.type == "tool_calls", RunStep.status == "in_progress")
+        .order_by(RunStep.pk.desc()))
+    if step is None:
+        return  # a run that asked for tools before steps were recorded
+    calls = [{**call, "function": {**call["function"], "output": outputs[call["id"]]}}
+             if call.get("type") == "function" and call.get("id") in outputs else call
+             for call in step.step_details["tool_calls"]]
+    step.step_details = {**step.step_details, "tool_calls": calls}
+    step.status, step.completed_at = "completed", now()
+
+
+def end_open_steps(run_pks: int | list[int], run_status: str,
+                   last_error: dict[str, Any] | None = None) -> None:
+    """End the steps still in progress of runs that just ended, the way the runs ended (no
+    commit): called in the transaction that ends the runs, so a run and its steps agree."""
+    stamp_field = _STEP_ENDINGS.get(run_status)
+    pks = [run_pks] if isinstance(run_pks, int) else list(run_pks)
+    if stamp_field is None or not pks:
+        return
+    values: dict[str, Any] = {"status": run_status, stamp_field: now()}
+    if run_status == "failed":
+        values["last_error"] = step_error(last_error)
+    db.session.execute(update(RunStep).where(RunStep.run_pk.in_(pks),
+                                             RunStep.status == "in_progress").values(**values))

@@ -21,8 +21,9 @@ from ..schemas import (RESERVED_METADATA_KEY, MessageCreate, MessageModify, RunC
                        ThreadCreate, ThreadModify, ToolOutputsSubmit)
 from .base import (CancelSignal, Engine, EngineError, Reply, Responder, RunFailed, RunRequest, Turn,
                    UpstreamRateLimited)
-from .common import (add_usage, check_tool_outputs, insert_run, message_row, message_text, new_run,
-                     refuse_while_active, reply_row, require_home, required_action)
+from .common import (add_usage, check_tool_outputs, deliver_tool_outputs, end_open_steps,
+                     insert_run, message_row, message_step, message_text, new_run,
+                     refuse_while_active, reply_row, require_home, required_action, tool_calls_step)
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class RegistryEngine(Engine):
                 update(Run).where(Run.pk == run.pk, Run.status == source)
                 .values(status=target, **fields)).rowcount
             if changed:
+                end_open_steps(run.pk, target)
                 break
         db.session.commit()
         self._signal_cancel(run.id)
@@ -161,6 +163,8 @@ class RegistryEngine(Engine):
             update(Run).where(Run.pk == run.pk, Run.status == "requires_action")
             .values(status="queued", required_action=None,
                     tool_exchange=[*(run.tool_exchange or []), *outputs])).rowcount
+        if resumed:
+            deliver_tool_outputs(run, {o.tool_call_id: o.output for o in body.tool_outputs})
         db.session.commit()
         if not resumed:
             self._pending.release()
@@ -287,6 +291,7 @@ class RegistryEngine(Engine):
         if run is not None and run.status == "cancelling":
             run.status = "cancelled"
             run.cancelled_at = now()
+            end_open_steps(run.pk, "cancelled")
         db.session.commit()
         return None
 
@@ -294,17 +299,21 @@ class RegistryEngine(Engine):
         run = self._still_executing(run_id)
         if run is None:
             return
-        run.usage = add_usage(run.usage, reply.usage.as_dict())
+        usage = reply.usage.as_dict()
+        run.usage = add_usage(run.usage, usage)
+        # The run's new state, its reply and its step commit together.
         if reply.tool_calls:
             calls = [call.as_required_action() for call in reply.tool_calls]
             run.status = "requires_action"
             run.required_action = required_action(calls)
             run.tool_exchange = [*(run.tool_exchange or []), {
                 "role": "assistant", "content": reply.text or None, "tool_calls": calls}]
+            db.session.add(tool_calls_step(run, calls, usage))
             db.session.commit()
             return
         truncated = reply.finish_reason == "length"
-        db.session.add(reply_row(run, reply.text, truncated=truncated))
+        message = reply_row(run, reply.text, truncated=truncated)
+        db.session.add_all([message, message_step(run, message, usage)])
         if truncated:
             run.status = "incomplete"
             run.incomplete_details = {"reason": "max_completion_tokens"}
@@ -320,6 +329,7 @@ class RegistryEngine(Engine):
         run.status = "failed"
         run.failed_at = now()
         run.last_error = {"code": code, "message": message}
+        end_open_steps(run.pk, "failed", run.last_error)
         db.session.commit()
 
     # ---- the sweeper ----------------------------------------------------------------------------
@@ -333,19 +343,26 @@ class RegistryEngine(Engine):
         stamp = now()
         local = select(Thread.pk).where(Thread.home == self.home)
         overdue = Run.thread_pk.in_(local), Run.expires_at <= stamp
-        db.session.execute(update(Run).where(*overdue, Run.status.in_(
+        # Each update names the runs it ended, so that their open steps end with them.
+        expired = db.session.scalars(update(Run).where(*overdue, Run.status.in_(
             ("queued", "in_progress", "requires_action"))).values(
             status="expired", required_action=None, last_error={
                 "code": "server_error",
-                "message": "The run did not finish within the bridge's run timeout."}))
-        db.session.execute(update(Run).where(*overdue, Run.status == "cancelling")
-                           .values(status="cancelled", cancelled_at=stamp))
-        db.session.execute(update(Run).where(
+                "message": "The run did not finish within the bridge's run timeout."})
+            .returning(Run.pk)).all()
+        end_open_steps(expired, "expired")
+        cancelled = db.session.scalars(update(Run).where(*overdue, Run.status == "cancelling")
+                                       .values(status="cancelled", cancelled_at=stamp)
+                                       .returning(Run.pk)).all()
+        end_open_steps(cancelled, "cancelled")
+        interrupted = {"code": "server_error",
+                       "message": "The run was interrupted (the server restarted); start a new run."}
+        failed = db.session.scalars(update(Run).where(
             Run.thread_pk.in_(local), Run.status == "in_progress",
             Run.started_at <= stamp - self.step_limit, Run.id.not_in(list(self._cancel_events)))
-            .values(status="failed", failed_at=stamp, last_error={
-                "code": "server_error",
-                "message": "The run was interrupted (the server restarted); start a new run."}))
+            .values(status="failed", failed_at=stamp, last_error=interrupted)
+            .returning(Run.pk)).all()
+        end_open_steps(failed, "failed", interrupted)
         db.session.commit()
         if self.queue is not None:
             return  # queued runs wait in Redis, which outlives this process

@@ -8,7 +8,7 @@ written to the registry, in which order, and what is undone when a step fails, i
 - Objects are created upstream with retries off (creating twice costs twice); when a later step
   of the same request fails, what the earlier steps created is deleted again.
 - A run is settled from an upstream snapshot by one conditional update, so of several pollers
-  only one writes the reply, and a run seen terminal is never asked about again.
+  only one writes the reply and the steps, and a run seen terminal is never asked about again.
 - Polls within the poll interval are served from the registry: one upstream call per interval
   however many clients poll.
 """
@@ -27,13 +27,15 @@ from sqlalchemy.orm.exc import ObjectDeletedError
 
 from ..errors import InvalidRequest, NotFound
 from ..extensions import db
-from ..models import Message, Run, Thread, now
+from ..models import Message, Run, RunStep, Thread, now
 from ..registry import new_id
 from ..schemas import (RESERVED_METADATA_KEY, MessageCreate, MessageModify, RunCreate, RunModify,
-                       ThreadCreate, ThreadModify, ToolOutput, ToolOutputsSubmit)
+                       ThreadCreate, ThreadModify, ToolOutput, ToolOutputsSubmit,
+                       message_creation_details, tool_calls_details)
 from .base import Engine, EngineError, UpstreamNotFound, UpstreamRejected
-from .common import (add_usage, check_tool_outputs, insert_run, message_row, message_text, new_run,
-                     pending_tool_calls, refuse_while_active, reply_row, require_home)
+from .common import (add_usage, check_tool_outputs, deliver_tool_outputs, end_open_steps,
+                     insert_run, message_row, message_text, new_run, pending_tool_calls,
+                     refuse_while_active, reply_row, require_home, step_error)
 from .upstream import OpenAIUpstream
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,25 @@ class UpstreamReply:
     upstream_id: str
     text: str
     truncated: bool = False
+
+
+@dataclass(frozen=True)
+class UpstreamStep:
+    """A step of a run as the upstream reports it; `message` is the upstream id of the message a
+    `message_creation` step wrote, `tool_calls` the calls of a `tool_calls` step."""
+
+    upstream_id: str
+    type: str
+    status: str
+    created_at: int | None = None
+    message: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, int] | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    cancelled_at: int | None = None
+    expired_at: int | None = None
+    last_error: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,8 @@ class RunSnapshot:
     # True when `usage` counts the whole run, False when only this upstream step.
     usage_is_total: bool = True
     replies: list[UpstreamReply] = field(default_factory=list)
+    # In the order the run took them; each with the usage of what it stands for.
+    steps: list[UpstreamStep] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -366,11 +389,18 @@ class UpstreamEngine(Engine):
         """A new upstream copy of an assistant the upstream no longer has, else None."""
         return None
 
-    def _record_start(self, run: Run, snapshot: RunSnapshot) -> None:
-        """Link a run to the upstream run or response just started, and take in its state."""
+    def _record_start(self, run: Run, snapshot: RunSnapshot,
+                      delivered: dict[str, str] | None = None) -> None:
+        """Link a run to the upstream run or response just started, and take in its state.
+
+        `delivered` are the tool outputs that started it: the upstream has them, so the step
+        that asked for them has ended, whatever happens to the run next.
+        """
         linked = db.session.execute(
             update(Run).where(Run.pk == run.pk, Run.status == "queued", Run.upstream_id.is_(None))
             .values(upstream_id=snapshot.upstream_id, polled_at=time.time())).rowcount
+        if delivered is not None:
+            deliver_tool_outputs(run, delivered)
         db.session.commit()
         if not linked:
             # Cancelled (or deleted with its thread) while it was being started.
@@ -379,9 +409,10 @@ class UpstreamEngine(Engine):
             if container:
                 best_effort(f"cancel {run.id}",
                             lambda: self._call(self._cancel, container, snapshot.upstream_id))
-            db.session.execute(
-                update(Run).where(Run.pk == run.pk, Run.status == "cancelling")
-                .values(status="cancelled", cancelled_at=now()))
+            if db.session.execute(
+                    update(Run).where(Run.pk == run.pk, Run.status == "cancelling")
+                    .values(status="cancelled", cancelled_at=now())).rowcount:
+                end_open_steps(run.pk, "cancelled")
             db.session.commit()
             return
         self._settle(run, snapshot)
@@ -474,7 +505,8 @@ class UpstreamEngine(Engine):
                     self._tidy_tool_calls(run, waiting["submit_tool_outputs"]["tool_calls"],
                                           upstream_run=previous)
             raise
-        self._record_start(run, snapshot)
+        self._record_start(run, snapshot,
+                           delivered={o.tool_call_id: o.output for o in body.tool_outputs})
         return run
 
     def modify_run(self, run: Run, body: RunModify) -> Run:
@@ -493,6 +525,8 @@ class UpstreamEngine(Engine):
         moved = db.session.execute(
             update(Run).where(Run.pk == run.pk, Run.status == source, *conditions)
             .values(**values)).rowcount
+        if moved:
+            end_open_steps(run.pk, values.get("status", source), values.get("last_error"))
         db.session.commit()
         return bool(moved)
 
@@ -516,15 +550,50 @@ class UpstreamEngine(Engine):
             update(Run).where(Run.pk == run.pk, Run.upstream_id == snapshot.upstream_id,
                               Run.status.in_(POLLED_STATUSES))
             .values(**values)).rowcount
-        if moved and snapshot.replies:
-            known = set(db.session.scalars(select(Message.upstream_id).where(
-                Message.thread_pk == run.thread_pk, Message.run_id == run.id)))
-            db.session.add_all(reply_row(run, reply.text, upstream_id=reply.upstream_id,
-                                         truncated=reply.truncated)
-                               for reply in snapshot.replies if reply.upstream_id not in known)
+        if moved and (snapshot.replies or snapshot.steps):
+            # The run's new state, its replies and its steps commit together.
+            mirrored = dict(db.session.execute(select(Message.upstream_id, Message.id).where(
+                Message.thread_pk == run.thread_pk, Message.run_id == run.id)).all())
+            for reply in snapshot.replies:
+                if reply.upstream_id not in mirrored:
+                    row = reply_row(run, reply.text, upstream_id=reply.upstream_id,
+                                    truncated=reply.truncated)
+                    db.session.add(row)
+                    mirrored[reply.upstream_id] = row.id
+            self._record_steps(run, snapshot.steps, mirrored)
+        if moved:
+            end_open_steps(run.pk, snapshot.status, snapshot.last_error)
         db.session.commit()
         if moved and source != snapshot.status:
             log.info("run %s: %s -> %s", run.id, source, snapshot.status)
+
+    def _record_steps(self, run: Run, steps: list[UpstreamStep], messages: dict[str, str]) -> None:
+        """Mirror the steps of a snapshot behind our ids: new ones are added, known ones (by
+        upstream id) brought up to date. `messages` maps upstream message ids to ours."""
+        if not steps:
+            return
+        known = {row.upstream_id: row for row in db.session.scalars(select(RunStep).where(
+            RunStep.run_pk == run.pk, RunStep.upstream_id.is_not(None)))}
+        for step in steps:
+            if step.type == "message_creation":
+                if step.message not in messages:
+                    continue  # a message we do not mirror: its upstream id must not show
+                details = message_creation_details(messages[step.message])
+            else:
+                details = tool_calls_details(step.tool_calls)
+            row = known.get(step.upstream_id)
+            if row is None:
+                row = RunStep(id=new_id("step"), upstream_id=step.upstream_id, run_pk=run.pk,
+                              thread_pk=run.thread_pk, assistant_id=run.assistant_id,
+                              type=step.type, created_at=step.created_at or now())
+                db.session.add(row)
+                known[step.upstream_id] = row
+            elif row.status != "in_progress" and step.status == "in_progress":
+                continue  # ended here (its outputs were delivered): never reopened
+            row.status, row.step_details, row.usage = step.status, details, step.usage
+            row.completed_at, row.failed_at = step.completed_at, step.failed_at
+            row.cancelled_at, row.expired_at = step.cancelled_at, step.expired_at
+            row.last_error = step_error(step.last_error)
 
     def _expire(self, run: Run) -> Run:
         """A run past its `expires_at` ends as `expired`; the upstream is told to stop."""

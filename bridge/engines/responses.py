@@ -9,21 +9,24 @@ does differently from the Assistants API, and how it is bridged:
   new background response on the same conversation.
 - A conversation takes one response at a time (`conversation_locked`): our own
   one-active-run rule answers 409 first, and an upstream lock maps to 409 too.
-- Background responses are kept for a limited time: a run's end state, reply and usage are
-  written to the registry the first time they are seen.
+- Background responses are kept for a limited time: a run's end state, reply, steps and usage
+  are written to the registry the first time they are seen.
+- There are no run steps upstream: each response makes a `message_creation` step per reply and
+  a `tool_calls` step for its function calls, and the last of them carries its usage.
 
 Settings read: OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_TIMEOUT, OPENAI_MAX_RETRIES, POLL_AFTER_MS.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from ..models import now
 from ..schemas import MessageCreate, ToolOutput
 from .remote import (RunSettings, RunSnapshot, UpstreamEngine, UpstreamMessage, UpstreamReply,
-                     best_effort)
+                     UpstreamStep, best_effort)
 
 # A conversation takes at most this many items per request.
 _ITEMS_PER_CALL = 20
@@ -125,7 +128,25 @@ def snapshot_of(response: dict[str, Any]) -> RunSnapshot:
             snapshot.status, snapshot.failed_at, snapshot.replies = "failed", stamp, []
             snapshot.last_error = {"code": "server_error",
                                    "message": f"The model provider stopped the reply ({reason})."}
+    snapshot.steps = _steps(response, snapshot, stamp)
     return snapshot
+
+
+def _steps(response: dict[str, Any], snapshot: RunSnapshot, stamp: int) -> list[UpstreamStep]:
+    """The steps a response stands for: its replies, then its function calls."""
+    created = response.get("created_at") or stamp
+    steps = [UpstreamStep(upstream_id=reply.upstream_id, type="message_creation",
+                          status="completed", created_at=created, completed_at=stamp,
+                          message=reply.upstream_id) for reply in snapshot.replies]
+    if snapshot.status == "requires_action":
+        # Open until the outputs are submitted; named after the response that asked.
+        steps.append(UpstreamStep(upstream_id=response["id"], type="tool_calls",
+                                  status="in_progress", created_at=created,
+                                  tool_calls=snapshot.tool_calls))
+    if steps:
+        # One response, one count of tokens: on its last step, so the steps add up to the run.
+        steps[-1] = dataclasses.replace(steps[-1], usage=snapshot.usage)
+    return steps
 
 
 class ResponsesEngine(UpstreamEngine):

@@ -500,6 +500,29 @@ def test_run_cancel(fake: FakeOpenAI, client: openai.OpenAI) -> None:
         client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
 
 
+def test_run_steps_record_tool_rounds_and_replies(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    assistant = client.beta.assistants.create(model=MODEL, tools=[tool])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "look it up"}])
+    fake.enqueue({"function_calls": [{"name": "lookup", "arguments": "{}"}]}, "found it")
+    run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    run = poll(lambda: client.beta.threads.runs.retrieve(run.id, thread_id=thread.id),
+               lambda r: r.status == "requires_action")
+    (waiting,) = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)
+    assert (waiting.type, waiting.status, waiting.step_details.tool_calls[0].function.output) == (
+        "tool_calls", "in_progress", None)
+    call = run.required_action.submit_tool_outputs.tool_calls[0]
+    client.beta.threads.runs.submit_tool_outputs(
+        run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": call.id, "output": "42"}])
+    done = poll(lambda: client.beta.threads.runs.retrieve(run.id, thread_id=thread.id),
+                lambda r: r.status == "completed")
+    tools, message = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc")
+    assert (tools.status, tools.step_details.tool_calls[0].function.output) == ("completed", "42")
+    assert message.step_details.message_creation.message_id == \
+        client.beta.threads.messages.list(thread.id).data[0].id
+    assert message.usage.total_tokens == done.usage.total_tokens
+
+
 # ---- chat completions ---------------------------------------------------------------------------
 
 def test_chat_completions_echo_and_tool_calls(fake: FakeOpenAI, client: openai.OpenAI) -> None:
