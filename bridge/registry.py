@@ -84,6 +84,12 @@ def step_in_run(run: Run, step_id: str) -> RunStep:
     return _lookup(_STEP_IN_RUN, "step", "run step", step_id, run_pk=run.pk, param="step_id")
 
 
+def latest_tool_step(run: Run) -> RunStep | None:
+    """The run's most recent round of tool calls."""
+    return db.session.scalar(select(RunStep).where(
+        RunStep.run_pk == run.pk, RunStep.type == "tool_calls").order_by(RunStep.pk.desc()))
+
+
 def assistant_by_id(assistant_id: str, *, param: str = "assistant_id") -> Assistant:
     """An assistant (shared by all users), or NotFound."""
     return _lookup(_ASSISTANT, "asst", "assistant", assistant_id, param=param)

@@ -299,16 +299,8 @@ TopP = Annotated[float, Field(ge=0, le=1)]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 
 
-def _not_streaming(value: bool | None) -> bool | None:
-    # `Literal[False]` would take 0 as well (0 == False): a boolean first, then its value.
-    if value:
-        raise PydanticCustomError("streaming_unsupported",
-                                  "streaming is not supported yet; only false is accepted")
-    return value
-
-
-NoStream = Annotated[bool | None, AfterValidator(_not_streaming), Field(
-    description="Streaming is not supported yet; only false is accepted.")]
+Stream = Annotated[bool | None, Field(
+    description="Answer with the run's events as `text/event-stream` instead of the run object.")]
 
 
 class RunOptions(Request):
@@ -329,7 +321,7 @@ class RunOptions(Request):
     parallel_tool_calls: bool | None = None
     truncation_strategy: TruncationStrategy | None = None
     reasoning_effort: ReasoningEffort | None = None
-    stream: NoStream = None
+    stream: Stream = None
 
 
 class RunCreate(RunOptions):
@@ -353,7 +345,7 @@ class ToolOutput(Request):
 
 class ToolOutputsSubmit(Request):
     tool_outputs: Annotated[list[ToolOutput], Field(min_length=1, max_length=128)]
-    stream: NoStream = None
+    stream: Stream = None
 
 
 # ---- assistants ----------------------------------------------------------------------------

@@ -338,8 +338,16 @@ def test_message_count_limit(api, route, field, count, status):
 
 
 @pytest.mark.parametrize("route", ["run", "thread_and_run"])
-def test_stream_true_is_refused(api, route):
-    error = error_of(post_with(api, route, stream=True), 400)
+def test_stream_true_answers_an_event_stream(api, route):
+    response = post_with(api, route, stream=True)
+
+    assert response.status_code == 200 and response.mimetype == "text/event-stream"
+    assert response.get_data(as_text=True).endswith("event: done\ndata: [DONE]\n\n")
+
+
+@pytest.mark.parametrize("route", ["run", "thread_and_run"])
+def test_stream_must_be_a_boolean(api, route):
+    error = error_of(post_with(api, route, stream="yes"), 400)
 
     assert error["param"] == "stream"
 
@@ -543,7 +551,7 @@ def test_sdk_maps_400_to_bad_request(offline_bridge):
                                             extra_body={"colour": "blue"})
     with pytest.raises(openai.BadRequestError) as streaming:
         client.beta.threads.runs.create(thread_id=thread.id, assistant_id=offline_bridge.assistant(),
-                                        stream=True)
+                                        extra_body={"stream": "yes"})
 
     assert sdk_error_of(unknown_field.value, 400)["param"] == "colour"
     assert sdk_error_of(streaming.value, 400)["param"] == "stream"

@@ -656,14 +656,15 @@ def test_run_start_timeout_is_504_and_leaves_no_run(start_bridge, engine):
     bridge = start_bridge(engine, OPENAI_TIMEOUT=0.5)
     fake, client = bridge.fake, bridge.sdk("alice")
     thread = client.beta.threads.create()
-    fake.delay_on(START[engine], 2)
+    fake.delay_on(START[engine], 10)
 
     started = time.monotonic()
     error = status_error(lambda: client.beta.threads.runs.create(
         thread_id=thread.id, assistant_id=bridge.assistant()))
 
     assert error.status_code == 504 and error.code == "upstream_timeout"
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 5  # the bridge's 0.5 s timeout, not the fake's 10 s
+    fake.end_delays()
     assert client.beta.threads.runs.list(thread_id=thread.id).data == []
     assert count_rows(bridge, Run) == 0
 

@@ -12,7 +12,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable, Union, get_args, get_origin
 
-from flask import Blueprint, Flask, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
@@ -145,6 +145,8 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: A
             if body is not None:
                 kwargs["body"] = read_json_body(body)
             result = view(**kwargs)
+            if isinstance(result, Response):
+                return result  # a stream (bridge/api/streams.py)
             headers = {}
             if isinstance(result, tuple):
                 result, headers = result

@@ -30,6 +30,10 @@ _IDEMPOTENCY_KEY = {
 # Any request may be refused at the door (bridge/bounds.py), whatever its operation.
 _BOUNDS = {"414": f"Request target over {bounds.MAX_TARGET_BYTES} bytes",
            "431": f"A header other than Authorization over {bounds.MAX_HEADER_BYTES} bytes"}
+# With `"stream": true`, the run's events instead of the run object.
+_EVENT_STREAM = {"schema": {"type": "string", "description": (
+    "Server-Sent Events: `event: <name>` and `data: <JSON>` per event, the Assistants v2 stream "
+    "events (`thread.run.*`, `thread.run.step.*`, `thread.message.*`), `event: done` last.")}}
 _BODY_ERRORS = {"413": "Request body too large"}
 _LOCKED = {"409": "The thread has an active run"}
 _ADMIN = {"403": "Needs an admin token"}
@@ -66,12 +70,14 @@ def openapi_spec() -> dict:
         idempotent = op.auth and op.method == "post"
         if idempotent:
             parameters.append(_IDEMPOTENCY_KEY)
+        content = {"application/json": {"schema": ref[op.response]}}
+        if op.body is not None and "stream" in op.body.model_fields:
+            content["text/event-stream"] = _EVENT_STREAM
         operation = {
             "operationId": op.operation_id, "summary": op.summary, "tags": [op.tag],
             "parameters": parameters,
             "responses": {
-                str(op.status): {"description": "OK",
-                                 "content": {"application/json": {"schema": ref[op.response]}}},
+                str(op.status): {"description": "OK", "content": content},
                 **(errors(_ERRORS) if op.auth else {}),
                 **(errors(_BODY_ERRORS) if op.body is not None else {}),
                 **(errors(_LOCKED) if op.operation_id in _LOCKING_OPERATIONS else {}),

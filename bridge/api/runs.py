@@ -13,6 +13,7 @@ from ..schemas import (ListObject, ListQuery, RunCreate, RunModify, RunObject, T
                        ThreadCreate, ToolOutputsSubmit, run_object)
 from . import endpoint
 from .pages import list_object
+from .streams import reserve_stream, run_stream
 
 bp = Blueprint("runs", __name__, url_prefix="/v1")
 bp.before_request(require_user)
@@ -32,7 +33,21 @@ def create_run(thread_id: str, body: RunCreate):
     """Queue a run on one of the caller's threads; it executes in the background."""
     thread = thread_for_user(thread_id, current_user_id())
     assistant = assistant_by_id(body.assistant_id)
+    if body.stream:
+        return _streamed(lambda: current_engine().create_run(thread, assistant, body))
     return _with_poll_hint(current_engine().create_run(thread, assistant, body))
+
+
+def _streamed(start, **options):
+    """Start a run (or continue one) and answer with its stream; the slot is taken first, so
+    a full server refuses before anything starts."""
+    slots = reserve_stream()
+    try:
+        run = start()
+    except BaseException:
+        slots.give_back()
+        raise
+    return run_stream(run, slots, **options)
 
 
 @endpoint(bp, "/threads/runs", "POST", body=ThreadAndRunCreate, response=RunObject,
@@ -44,8 +59,14 @@ def create_thread_and_run(body: ThreadAndRunCreate):
     if body.tool_resources is not None and thread_body.tool_resources is None:
         thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
     run_body = RunCreate(**body.model_dump(exclude={"thread", "tool_resources"}, exclude_unset=True))
-    run = current_engine().create_thread_and_run(current_user_id(), thread_body, assistant, run_body)
-    return _with_poll_hint(run)
+
+    def start():
+        return current_engine().create_thread_and_run(current_user_id(), thread_body, assistant,
+                                                      run_body)
+
+    if body.stream:
+        return _streamed(start, thread_created=True)
+    return _with_poll_hint(start())
 
 
 @endpoint(bp, "/threads/<thread_id>/runs", "GET", query=ListQuery, response=ListObject[RunObject],
@@ -80,7 +101,10 @@ def modify_run(thread_id: str, run_id: str, body: RunModify):
 def submit_tool_outputs(thread_id: str, run_id: str, body: ToolOutputsSubmit):
     """Continue a run in `requires_action` with the outputs of its tool calls."""
     thread = thread_for_user(thread_id, current_user_id())
-    return _with_poll_hint(current_engine().submit_tool_outputs(run_in_thread(thread, run_id), body))
+    run = run_in_thread(thread, run_id)
+    if body.stream:
+        return _streamed(lambda: current_engine().submit_tool_outputs(run, body), resumed=True)
+    return _with_poll_hint(current_engine().submit_tool_outputs(run, body))
 
 
 @endpoint(bp, "/threads/<thread_id>/runs/<run_id>/cancel", "POST", response=RunObject,

@@ -13,7 +13,14 @@ from typing import Iterator
 
 from flask import Flask, Response, current_app, stream_with_context
 
+from ..engines import current_engine
 from ..errors import ServiceUnavailable
+from ..registry import latest_tool_step
+from ..schemas import run_object, thread_object
+from ..streaming import events as ev
+from ..streaming.follow import emit
+from ..streaming.order import StreamOrder
+from ..streaming.publish import run_payload, step_payload
 
 _EXTENSION_KEY = "bridge.stream_slots"
 HEADERS = {
@@ -84,3 +91,32 @@ def stream_response(frames: Iterator[bytes], slots: StreamSlots, *,
     response.call_on_close(slots.give_back)
     response.replay_body = replay_body
     return response
+
+
+def run_stream(run, slots: StreamSlots, *, thread_created: bool = False,
+               resumed: bool = False) -> Response:
+    """The stream of a run just created (or, `resumed`, given its tool outputs).
+
+    Its opening events come from the run as the request left it; the rest from the engine.
+    """
+    payload = run_payload(run)
+    if resumed:
+        step = latest_tool_step(run)
+        order = StreamOrder.resuming(step.id if step is not None else None)
+        opening = [ev.run_status(payload)]
+        if step is not None:
+            opening.append(ev.step_event(step_payload(step, run.thread.id, run.id), step.status))
+    else:
+        order = StreamOrder()
+        opening = [ev.run_created(payload), ev.run_status(payload)]
+        if thread_created:
+            thread = thread_object(run.thread).model_dump(mode="json")
+            opening.insert(0, ev.thread_created(thread))
+    replay = run_object(run, run.thread.id).model_dump_json()
+    engine, run_id = current_engine(), run.id
+
+    def frames() -> Iterator[bytes]:
+        yield from emit(order, opening)
+        yield from engine.stream(run_id, order)
+
+    return stream_response(frames(), slots, replay_body=replay)

@@ -16,6 +16,24 @@ def build_engine(app: Flask) -> Engine:
 
 def build_named_engine(app: Flask, name: str) -> Engine:
     """An engine by name, configured from the app's settings."""
+    engine = _engine_named(app, name)
+    settings = app.config["BRIDGE_SETTINGS"]
+    engine.configure_streams(run_log(settings), settings.STREAM_PING_SECONDS)
+    return engine
+
+
+def run_log(settings):
+    """Where streamed runs' events travel: Redis when the processes share one, else memory."""
+    from ..streaming.log import LocalRunLog, RedisRunLog
+
+    if not settings.REDIS_URL:
+        return LocalRunLog()
+    from redis import Redis
+
+    return RedisRunLog(Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2))
+
+
+def _engine_named(app: Flask, name: str) -> Engine:
     from .local import RegistryEngine
     from .upstream import OpenAIUpstream
 

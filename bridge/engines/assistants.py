@@ -20,8 +20,10 @@ from ..extensions import db
 from ..models import Assistant
 from ..schemas import MessageCreate, ToolOutput
 from .base import UpstreamNotFound
-from .remote import (RunSettings, RunSnapshot, UpstreamEngine, UpstreamMessage, UpstreamReply,
-                     UpstreamStep, best_effort)
+from ..streaming.events import TERMINAL_RUN_EVENTS
+from ..streaming.publish import RunPublisher
+from .remote import (Announced, Relay, RunSettings, RunSnapshot, UpstreamEngine, UpstreamMessage,
+                     UpstreamReply, UpstreamStep, UpstreamStream, best_effort)
 
 log = logging.getLogger(__name__)
 
@@ -192,18 +194,37 @@ class AssistantsEngine(UpstreamEngine):
         return self._sync_assistant(assistant)
 
     def _start(self, run: RunSettings, container, upstream_assistant) -> RunSnapshot:
-        options = {name: value for name, value in (
-            ("model", run.model), ("instructions", run.instructions), ("tools", run.tools),
-            ("metadata", run.metadata or None), ("temperature", run.temperature),
-            ("top_p", run.top_p),
-            ("max_prompt_tokens", run.max_prompt_tokens),
-            ("max_completion_tokens", run.max_completion_tokens),
-            ("response_format", run.response_format), ("tool_choice", run.tool_choice),
-            ("parallel_tool_calls", run.parallel_tool_calls),
-            ("truncation_strategy", run.truncation_strategy)) if value is not None}
+        options = _run_options(run)
         upstream_run = self.upstream.create(lambda client: client.beta.threads.runs.create(
             container, assistant_id=upstream_assistant, **options))
         return self._snapshot(container, upstream_run.to_dict())
+
+    def _start_stream(self, run, container, upstream_assistant) -> UpstreamStream:
+        options = _run_options(run)
+        return self._opened(container, lambda client: client.beta.threads.runs.create(
+            container, assistant_id=upstream_assistant, stream=True, **options))
+
+    def _continue_stream(self, run, container, upstream_run, outputs) -> UpstreamStream:
+        tool_outputs = [{"tool_call_id": output.tool_call_id, "output": output.output}
+                        for output in outputs]
+        return self._opened(container, lambda client: client.beta.threads.runs.submit_tool_outputs(
+            upstream_run, thread_id=container, tool_outputs=tool_outputs, stream=True))
+
+    def _opened(self, container: str, create) -> UpstreamStream:
+        """A run started as a stream, read up to its first run event."""
+        stream = self.upstream.create(create)
+        events = self.upstream.events(stream)
+        try:
+            first = next(event for event in events if event.event.startswith("thread.run.")
+                         and not event.event.startswith("thread.run.step."))
+        except BaseException:
+            stream.close()
+            raise
+        return UpstreamStream(snapshot=self._snapshot(container, first.data.to_dict()),
+                              events=events, close=stream.close)
+
+    def _relay(self, run, publisher) -> Relay:
+        return AssistantsRelay(self, run, publisher)
 
     def _fetch(self, container, upstream_run) -> RunSnapshot:
         return self._snapshot(container, self.upstream.call(
@@ -259,3 +280,61 @@ class AssistantsEngine(UpstreamEngine):
 
         return [_step(step) for step in self.upstream.call(every_step)
                 if step.get("type") in ("message_creation", "tool_calls")]
+
+
+def _run_options(run: RunSettings) -> dict[str, Any]:
+    """Every setting the run records, so the upstream copy of the assistant does not matter."""
+    return {name: value for name, value in (
+        ("model", run.model), ("instructions", run.instructions), ("tools", run.tools),
+        ("metadata", run.metadata or None), ("temperature", run.temperature),
+        ("top_p", run.top_p), ("max_prompt_tokens", run.max_prompt_tokens),
+        ("max_completion_tokens", run.max_completion_tokens),
+        ("response_format", run.response_format), ("tool_choice", run.tool_choice),
+        ("parallel_tool_calls", run.parallel_tool_calls),
+        ("truncation_strategy", run.truncation_strategy)) if value is not None}
+
+
+class AssistantsRelay(Relay):
+    """An upstream run's own stream, with its ids rewritten to ours: the text and tool calls go
+    on through our publisher, and the run's end is settled like a poll."""
+
+    def __init__(self, engine: "AssistantsEngine", run, publisher: RunPublisher):
+        self.engine, self.run, self.publisher = engine, run, publisher
+        self.announced = Announced()
+        self.message_step: str | None = None  # the upstream ids of the open steps
+        self.tool_step: str | None = None
+
+    def feed(self, event: Any) -> bool:
+        name, data, publisher = event.event, event.data, self.publisher
+        if name == "thread.run.in_progress":
+            self.engine._settle(self.run, RunSnapshot(upstream_id=data.id, status="in_progress"))
+            publisher.status(self.run)
+        elif name == "thread.run.step.created":
+            if data.type == "tool_calls":
+                self.tool_step = data.id
+            else:
+                self.message_step = data.id
+        elif name == "thread.message.delta":
+            for part in data.delta.content or ():
+                if part.type == "text" and part.text and part.text.value:
+                    publisher.text(part.text.value)
+            if publisher.message_id is not None:
+                self.announced.messages[data.id] = publisher.message_id
+                if self.message_step is not None:
+                    self.announced.steps[self.message_step] = publisher.message_step_id
+        elif name == "thread.run.step.delta":
+            details = data.delta.step_details
+            for call in getattr(details, "tool_calls", None) or ():
+                function = getattr(call, "function", None)
+                publisher.tool_call(call.index, call_id=call.id,
+                                    name=getattr(function, "name", None),
+                                    arguments=getattr(function, "arguments", None) or "")
+            if self.tool_step is not None and publisher.tool_step_id is not None:
+                self.announced.steps[self.tool_step] = publisher.tool_step_id
+        elif name in TERMINAL_RUN_EVENTS:
+            container = self.run.thread.upstream_id
+            snapshot = self.engine._call(self.engine._snapshot, container, data.to_dict())
+            self.engine._settle(self.run, snapshot, self.announced)
+            publisher.finished(*self.engine._announced_rows(self.run, self.announced))
+            return True
+        return False

@@ -10,7 +10,7 @@ import abc
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 if TYPE_CHECKING:
     from ..schemas import (MessageCreate, MessageModify, RunCreate, RunModify, ThreadCreate,
@@ -168,14 +168,27 @@ class RunFailed(Exception):
         self.message = message
 
 
+class ReplyStream(Protocol):
+    """Where a responder reports its reply as it is written, when somebody streams the run."""
+
+    def text(self, piece: str) -> None:
+        """More of the reply's text."""
+
+    def tool_call(self, index: int, *, call_id: str | None = None, name: str | None = None,
+                  arguments: str = "") -> None:
+        """More of function call `index`; its id and name come with its first piece."""
+
+
 class Responder(abc.ABC):
     """Answers a run: the only thing that differs between registry-backed engines."""
 
     name: str
 
     @abc.abstractmethod
-    def respond(self, request: RunRequest, cancel: CancelSignal) -> Reply:
-        """Produce the assistant's reply, or raise RunFailed."""
+    def respond(self, request: RunRequest, cancel: CancelSignal,
+                stream: ReplyStream | None = None) -> Reply:
+        """Produce the assistant's reply, or raise RunFailed; with `stream`, report it there
+        piece by piece as well."""
 
     def warm_up(self) -> None:
         """Pay one-off start-up costs (imports, first connection) before the first user does."""
@@ -194,6 +207,11 @@ class Engine(abc.ABC):
     name: str
 
     def __init__(self):
+        from ..streaming.log import LocalRunLog
+
+        # Streamed runs' events, from whoever executes them to whoever streams them.
+        self.run_log = LocalRunLog()
+        self.ping_seconds = 15.0
         self._sweeping = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._sweeper_lock = threading.Lock()
@@ -256,6 +274,21 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def submit_tool_outputs(self, run, body: "ToolOutputsSubmit"):
         """Continue a run in `requires_action` with the outputs of its tool calls."""
+
+    def configure_streams(self, run_log, ping_seconds: float) -> None:
+        """Where streamed runs' events travel, and how often an idle stream pings."""
+        self.run_log, self.ping_seconds = run_log, ping_seconds
+
+    def stream(self, run_id: str, order) -> Iterator[bytes]:
+        """The frames of a streamed run after those the caller sent, in `order`, to its end.
+
+        From the run's log, with the registry as the source of truth when the log goes quiet.
+        """
+        from ..streaming.follow import follow
+        from ..streaming.publish import settled_events
+
+        return follow(self.run_log, run_id, order, lambda seen: settled_events(run_id, seen),
+                      ping_seconds=self.ping_seconds)
 
     def refresh_run(self, run):
         """Bring a run up to date before it is shown; registry-backed runs already are."""

@@ -54,9 +54,10 @@ def message_row(thread: Thread | int, body: MessageCreate,
 
 
 def reply_row(run: Run, text: str, *, upstream_id: str | None = None,
-              truncated: bool = False) -> Message:
-    """The registry row of an assistant message a run produced."""
-    return Message(id=new_id("msg"), thread_pk=run.thread_pk, role="assistant",
+              truncated: bool = False, message_id: str | None = None) -> Message:
+    """The registry row of an assistant message a run produced (with the id a stream already
+    announced it by, if one did)."""
+    return Message(id=message_id or new_id("msg"), thread_pk=run.thread_pk, role="assistant",
                    upstream_id=upstream_id, content=[text_block(text)], attachments=[], meta={},
                    status="incomplete" if truncated else "completed",
                    completed_at=None if truncated else now(), assistant_id=run.assistant_id,
@@ -154,17 +155,19 @@ def step_error(error: dict[str, Any] | None) -> dict[str, str] | None:
     return {"code": code, "message": error.get("message") or "The step failed."}
 
 
-def tool_calls_step(run: Run, calls: list[dict[str, Any]], usage: dict[str, int] | None) -> RunStep:
+def tool_calls_step(run: Run, calls: list[dict[str, Any]], usage: dict[str, int] | None, *,
+                    step_id: str | None = None) -> RunStep:
     """The open step of a round of tool calls: in progress until their outputs arrive."""
-    return RunStep(id=new_id("step"), run_pk=run.pk, thread_pk=run.thread_pk,
+    return RunStep(id=step_id or new_id("step"), run_pk=run.pk, thread_pk=run.thread_pk,
                    assistant_id=run.assistant_id, type="tool_calls", status="in_progress",
                    step_details=tool_calls_details(calls), usage=usage, created_at=now())
 
 
-def message_step(run: Run, message: Message, usage: dict[str, int] | None) -> RunStep:
+def message_step(run: Run, message: Message, usage: dict[str, int] | None, *,
+                 step_id: str | None = None) -> RunStep:
     """The step of a reply the run wrote, ended with it."""
     stamp = now()
-    return RunStep(id=new_id("step"), run_pk=run.pk, thread_pk=run.thread_pk,
+    return RunStep(id=step_id or new_id("step"), run_pk=run.pk, thread_pk=run.thread_pk,
                    assistant_id=run.assistant_id, type="message_creation", status="completed",
                    step_details=message_creation_details(message.id), usage=usage,
                    created_at=stamp, completed_at=stamp)

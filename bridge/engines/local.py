@@ -21,6 +21,7 @@ from ..schemas import (RESERVED_METADATA_KEY, MessageCreate, MessageModify, RunC
                        ThreadCreate, ThreadModify, ToolOutputsSubmit)
 from .base import (CancelSignal, Engine, EngineError, Reply, Responder, RunFailed, RunRequest, Turn,
                    UpstreamRateLimited)
+from ..streaming.publish import RunPublisher
 from .common import (add_usage, check_tool_outputs, deliver_tool_outputs, end_open_steps,
                      insert_run, message_row, message_step, message_text, new_run,
                      refuse_while_active, reply_row, require_home, required_action, tool_calls_step)
@@ -28,6 +29,12 @@ from .common import (add_usage, check_tool_outputs, deliver_tool_outputs, end_op
 log = logging.getLogger(__name__)
 
 _CANCEL_CHECK_SECONDS = 0.25
+
+
+class _Unstreamed:
+    """A run nobody streams: nothing was announced, every id is new."""
+
+    message_id = message_step_id = tool_step_id = None
 
 
 class RegistryEngine(Engine):
@@ -118,6 +125,8 @@ class RegistryEngine(Engine):
         except BaseException:
             self._pending.release()
             raise
+        if body.stream:
+            self.run_log.open(run.id)  # before it executes: the stream misses none of its events
         self._submit(run.id)
         return run
 
@@ -171,6 +180,8 @@ class RegistryEngine(Engine):
             db.session.refresh(run)
             raise InvalidRequest(f"Runs in status '{run.status}' do not accept tool outputs.",
                                  param="run_id")
+        if body.stream:
+            self.run_log.open(run.id)
         self._submit(run.id)
         db.session.refresh(run)
         return run
@@ -223,14 +234,16 @@ class RegistryEngine(Engine):
             self._cancel_events.pop(run_id, None)
 
     def _execute_in_context(self, run_id: str) -> None:
-        request = self._begin(run_id)
-        if request is None:
+        begun = self._begin(run_id)
+        if begun is None:
             return
+        request, publisher = begun
         # Release the connection before the (possibly slow) upstream call.
         db.session.remove()
         cancelled = self._cancel_events.setdefault(run_id, threading.Event())
         abandoned, answered = threading.Event(), threading.Event()
-        call = self._calls.submit(self.responder.respond, request, CancelSignal(wait=abandoned.wait))
+        call = self._calls.submit(self.responder.respond, request,
+                                  CancelSignal(wait=abandoned.wait), publisher)
         call.add_done_callback(lambda _: answered.set())
         # Wait for the answer, but stop when the run is cancelled, here or in another worker
         # process (seen in the registry); an abandoned call finishes on its own. A cancel that
@@ -238,29 +251,33 @@ class RegistryEngine(Engine):
         while not answered.wait(_CANCEL_CHECK_SECONDS):
             if cancelled.is_set() or self._cancel_requested(run_id):
                 abandoned.set()
+                if publisher is not None:
+                    publisher.close()  # the stream ends from the registry: cancelled
                 self._still_executing(run_id)  # settles the cancel
                 return
         try:
             reply = call.result()
         except RunFailed as failure:
-            self._fail(run_id, failure.code, failure.message)
+            self._fail(run_id, failure.code, failure.message, publisher)
         except UpstreamRateLimited as exc:
-            self._fail(run_id, "rate_limit_exceeded", exc.public_message)
+            self._fail(run_id, "rate_limit_exceeded", exc.public_message, publisher)
         except EngineError as exc:
             log.warning("run %s: upstream failure: %s", run_id, exc.log_detail)
-            self._fail(run_id, "server_error", exc.public_message)
+            self._fail(run_id, "server_error", exc.public_message, publisher)
         except Exception:
             log.exception("run %s: responder %s failed", run_id, self.name)
-            self._fail(run_id, "server_error", "The run failed because of an internal error.")
+            self._fail(run_id, "server_error", "The run failed because of an internal error.",
+                       publisher)
         else:
-            self._complete(run_id, reply)
+            self._complete(run_id, reply, publisher)
 
     def _cancel_requested(self, run_id: str) -> bool:
         status = db.session.scalar(select(Run.status).where(Run.id == run_id))
         db.session.remove()
         return status != "in_progress"
 
-    def _begin(self, run_id: str) -> RunRequest | None:
+    def _begin(self, run_id: str) -> tuple[RunRequest, RunPublisher | None] | None:
+        """Take a queued run in progress; what its responder needs, and its stream if any."""
         started = db.session.execute(
             update(Run).where(Run.id == run_id, Run.status == "queued")
             .values(status="in_progress", started_at=now())).rowcount
@@ -268,6 +285,9 @@ class RegistryEngine(Engine):
         if not started:  # cancelled (or deleted) while queued
             return None
         run = db.session.scalar(select(Run).where(Run.id == run_id))
+        publisher = RunPublisher(self.run_log, run) if self.run_log.is_open(run_id) else None
+        if publisher is not None:
+            publisher.status(run)
         messages = db.session.scalars(
             select(Message).where(Message.thread_pk == run.thread_pk).order_by(Message.pk))
         turns = tuple(Turn(role=m.role, text=message_text(m)) for m in messages)
@@ -277,7 +297,7 @@ class RegistryEngine(Engine):
                           tools=tuple(t for t in run.tools or [] if t.get("type") == "function"),
                           tool_choice=run.tool_choice,
                           parallel_tool_calls=run.parallel_tool_calls,
-                          tool_exchange=tuple(run.tool_exchange or ()))
+                          tool_exchange=tuple(run.tool_exchange or ())), publisher
 
     def _still_executing(self, run_id: str) -> Run | None:
         """The run, locked, if it is still in progress; otherwise settle a pending cancel.
@@ -295,34 +315,45 @@ class RegistryEngine(Engine):
         db.session.commit()
         return None
 
-    def _complete(self, run_id: str, reply: Reply) -> None:
+    def _complete(self, run_id: str, reply: Reply, publisher: RunPublisher | None = None) -> None:
         run = self._still_executing(run_id)
         if run is None:
             return
         usage = reply.usage.as_dict()
         run.usage = add_usage(run.usage, usage)
-        # The run's new state, its reply and its step commit together.
+        # What a stream announced keeps its ids here.
+        streamed = publisher or _Unstreamed()
+        message, steps = None, []
+        # The run's new state, its reply and its steps commit together.
         if reply.tool_calls:
             calls = [call.as_required_action() for call in reply.tool_calls]
+            if streamed.message_id is not None:
+                # Text streamed before the calls: it is a message of the run, as announced.
+                message = reply_row(run, reply.text, message_id=streamed.message_id)
+                steps.append(message_step(run, message, None, step_id=streamed.message_step_id))
             run.status = "requires_action"
             run.required_action = required_action(calls)
             run.tool_exchange = [*(run.tool_exchange or []), {
                 "role": "assistant", "content": reply.text or None, "tool_calls": calls}]
-            db.session.add(tool_calls_step(run, calls, usage))
-            db.session.commit()
-            return
-        truncated = reply.finish_reason == "length"
-        message = reply_row(run, reply.text, truncated=truncated)
-        db.session.add_all([message, message_step(run, message, usage)])
-        if truncated:
-            run.status = "incomplete"
-            run.incomplete_details = {"reason": "max_completion_tokens"}
+            steps.append(tool_calls_step(run, calls, usage, step_id=streamed.tool_step_id))
         else:
-            run.status = "completed"
-            run.completed_at = now()
+            truncated = reply.finish_reason == "length"
+            message = reply_row(run, reply.text, truncated=truncated,
+                                message_id=streamed.message_id)
+            steps.append(message_step(run, message, usage, step_id=streamed.message_step_id))
+            if truncated:
+                run.status = "incomplete"
+                run.incomplete_details = {"reason": "max_completion_tokens"}
+            else:
+                run.status = "completed"
+                run.completed_at = now()
+        db.session.add_all([*([message] if message is not None else []), *steps])
         db.session.commit()
+        if publisher is not None:
+            publisher.finished(run, message, steps)
 
-    def _fail(self, run_id: str, code: str, message: str) -> None:
+    def _fail(self, run_id: str, code: str, message: str,
+              publisher: RunPublisher | None = None) -> None:
         run = self._still_executing(run_id)
         if run is None:
             return
@@ -331,6 +362,8 @@ class RegistryEngine(Engine):
         run.last_error = {"code": code, "message": message}
         end_open_steps(run.pk, "failed", run.last_error)
         db.session.commit()
+        if publisher is not None:
+            publisher.finished(run)
 
     # ---- the sweeper ----------------------------------------------------------------------------
 

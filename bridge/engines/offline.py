@@ -4,7 +4,7 @@ It exists so the bridge runs on a fresh machine and so clients can be developed 
 without a provider, tool round trips included. Settings read: OFFLINE_REPLY_DELAY (seconds to
 wait before answering, to exercise polling and cancel).
 
-- A reply quotes the last user message.
+- A reply quotes the last user message; streamed, it comes in STREAM_PIECES deltas.
 - Tools: when the run offers function tools and the last user message names one of them
   (case-insensitive, as a whole word), the run asks for one call of that tool, with the first
   JSON object in the message as its arguments (else `{}`). `tool_choice` is honoured: `none`
@@ -20,9 +20,12 @@ import secrets
 import string
 from typing import Any
 
-from .base import CancelSignal, Reply, Responder, RunFailed, RunRequest, ToolCall, Usage
+from .base import (CancelSignal, Reply, ReplyStream, Responder, RunFailed, RunRequest, ToolCall,
+                   Usage)
 
 _QUOTE_LIMIT = 200
+# A streamed reply comes in this many deltas, so clients meet several.
+STREAM_PIECES = 6
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -32,6 +35,13 @@ def _words(text: str) -> int:
 
 def _quote(text: str) -> str:
     return text if len(text) <= _QUOTE_LIMIT else text[:_QUOTE_LIMIT] + "…"
+
+
+def pieces(text: str, count: int) -> list[str]:
+    """`text` cut at word boundaries into about `count` pieces that join back to it."""
+    words = re.findall(r"\S+\s*|\s+", text)
+    size = max(1, -(-len(words) // count))
+    return ["".join(words[start:start + size]) for start in range(0, len(words), size)]
 
 
 def first_json_object(text: str) -> dict[str, Any] | None:
@@ -87,7 +97,8 @@ class OfflineResponder(Responder):
     def __init__(self, delay_seconds: float = 0.0):
         self.delay_seconds = delay_seconds
 
-    def respond(self, request: RunRequest, cancel: CancelSignal) -> Reply:
+    def respond(self, request: RunRequest, cancel: CancelSignal,
+                stream: ReplyStream | None = None) -> Reply:
         if self.delay_seconds and cancel.wait(self.delay_seconds):
             raise RunFailed("server_error", "The run was abandoned.")  # the executor moved on
         last_user = next((t.text for t in reversed(request.turns) if t.role == "user"), "")
@@ -98,6 +109,8 @@ class OfflineResponder(Responder):
             arguments = json.dumps(first_json_object(last_user) or {})
             call = ToolCall(id="call_" + "".join(secrets.choice(_ALPHABET) for _ in range(24)),
                             name=tool, arguments=arguments)
+            if stream is not None:
+                stream.tool_call(0, call_id=call.id, name=call.name, arguments=arguments)
             return Reply(text="", tool_calls=(call,),
                          usage=Usage(prompt_tokens=prompt, completion_tokens=_words(arguments)))
         if outputs:
@@ -109,4 +122,7 @@ class OfflineResponder(Responder):
                     "assistants-bridge; configure a model provider to get real answers.")
         else:
             text = "This is the offline responder of assistants-bridge. Post a message to get a reply."
+        if stream is not None:
+            for piece in pieces(text, STREAM_PIECES):
+                stream.text(piece)
         return Reply(text=text, usage=Usage(prompt_tokens=prompt, completion_tokens=_words(text)))

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import abc
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from flask import Flask
 from sqlalchemy import delete, or_, select, update
@@ -32,6 +33,10 @@ from ..registry import new_id
 from ..schemas import (RESERVED_METADATA_KEY, MessageCreate, MessageModify, RunCreate, RunModify,
                        ThreadCreate, ThreadModify, ToolOutput, ToolOutputsSubmit,
                        message_creation_details, tool_calls_details)
+from ..streaming.events import DONE
+from ..streaming.follow import emit, follow
+from ..streaming.log import RelayBuffer
+from ..streaming.publish import RunPublisher, settled_events
 from .base import Engine, EngineError, UpstreamNotFound, UpstreamRejected
 from .common import (add_usage, check_tool_outputs, deliver_tool_outputs, end_open_steps,
                      insert_run, message_row, message_text, new_run, pending_tool_calls,
@@ -102,6 +107,34 @@ class RunSnapshot:
     steps: list[UpstreamStep] = field(default_factory=list)
 
 
+@dataclass
+class UpstreamStream:
+    """An upstream run (or response) started as a stream: its first state, and the events to
+    come, in the upstream's own vocabulary."""
+
+    snapshot: RunSnapshot
+    events: Iterator[Any]
+    close: Callable[[], None]
+
+
+@dataclass
+class Announced:
+    """Our ids a stream already gave what the upstream made: by upstream id, for the registry
+    rows that settle it to reuse."""
+
+    messages: dict[str, str] = field(default_factory=dict)
+    steps: dict[str, str] = field(default_factory=dict)
+
+
+class Relay(abc.ABC):
+    """One upstream stream turned into the run's progress, event by event."""
+
+    @abc.abstractmethod
+    def feed(self, event: Any) -> bool:
+        """Take in one upstream event (publishing what it means); True once the run's upstream
+        step has ended and the registry is settled."""
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """A run's model settings, read out of the registry before the upstream is called."""
@@ -150,6 +183,9 @@ class UpstreamEngine(Engine):
         self.upstream = upstream
         self.poll_interval = poll_interval
         self.run_timeout = run_timeout
+        # Upstream streams started by a request, for the relay that follows in it.
+        self._relays: dict[str, UpstreamStream] = {}
+        self._relays_lock = threading.Lock()
 
     # ---- the upstream calls an engine makes ---------------------------------------------------
 
@@ -356,7 +392,7 @@ class UpstreamEngine(Engine):
                 db.session.flush()
                 added = [(row.pk, row.upstream_id) for row in rows]
                 db.session.commit()
-            snapshot = self._start_run(run, container, assistant)
+            started = self._start_run(run, container, assistant, stream=bool(body.stream))
         except BaseException:
             # The client sees an error: leave nothing of this request behind, here or upstream.
             db.session.rollback()
@@ -369,21 +405,24 @@ class UpstreamEngine(Engine):
             db.session.execute(delete(Run).where(Run.pk == run_pk))
             db.session.commit()
             raise
-        self._record_start(run, snapshot)
+        self._record_start(run, self._keep_stream(run, started))
         if db.session.get(Run, run_pk) is None:
+            self._drop_stream(run.id)
             raise NotFound(f"No thread found with id '{thread_id}'.", param="thread_id")
         return run
 
-    def _start_run(self, run: Run, container: str, assistant) -> RunSnapshot:
+    def _start_run(self, run: Run, container: str, assistant,
+                   stream: bool = False) -> RunSnapshot | UpstreamStream:
         settings, upstream_assistant = RunSettings.of(run), self._upstream_assistant(assistant)
+        start = self._start_stream if stream else self._start
         try:
-            return self._call(self._start, settings, container, upstream_assistant)
+            return self._call(start, settings, container, upstream_assistant)
         except UpstreamNotFound:
             # The upstream may have lost the assistant (deleted by hand): make it anew, once.
             fresh = self._replace_upstream_assistant(assistant, upstream_assistant)
             if fresh is None:
                 raise
-            return self._call(self._start, settings, container, fresh)
+            return self._call(start, settings, container, fresh)
 
     def _replace_upstream_assistant(self, assistant, upstream_id: str | None) -> str | None:
         """A new upstream copy of an assistant the upstream no longer has, else None."""
@@ -494,9 +533,10 @@ class UpstreamEngine(Engine):
                                 upstream_id=None):
             raise InvalidRequest(f"Runs in status '{run.status}' do not accept tool outputs.",
                                  param="run_id")
+        carry_on = self._continue_stream if body.stream else self._continue
         try:
-            snapshot = self._call(self._continue, RunSettings.of(run), run.thread.upstream_id,
-                                  previous, body.tool_outputs)
+            started = self._call(carry_on, RunSettings.of(run), run.thread.upstream_id,
+                                 previous, body.tool_outputs)
         except BaseException:
             if not self._transition(run, "queued", status="requires_action",
                                     required_action=waiting, upstream_id=previous):
@@ -505,7 +545,7 @@ class UpstreamEngine(Engine):
                     self._tidy_tool_calls(run, waiting["submit_tool_outputs"]["tool_calls"],
                                           upstream_run=previous)
             raise
-        self._record_start(run, snapshot,
+        self._record_start(run, self._keep_stream(run, started),
                            delivered={o.tool_call_id: o.output for o in body.tool_outputs})
         return run
 
@@ -530,8 +570,10 @@ class UpstreamEngine(Engine):
         db.session.commit()
         return bool(moved)
 
-    def _settle(self, run: Run, snapshot: RunSnapshot) -> None:
-        """Write an upstream snapshot to the registry, unless another poller already did."""
+    def _settle(self, run: Run, snapshot: RunSnapshot, announced: Announced | None = None) -> None:
+        """Write an upstream snapshot to the registry, unless another poller already did. Rows
+        a stream `announced` keep the ids it gave them."""
+        announced = announced or Announced()
         values: dict[str, Any] = {"status": snapshot.status}
         if snapshot.status != "queued" and run.started_at is None:
             values["started_at"] = now()
@@ -557,17 +599,19 @@ class UpstreamEngine(Engine):
             for reply in snapshot.replies:
                 if reply.upstream_id not in mirrored:
                     row = reply_row(run, reply.text, upstream_id=reply.upstream_id,
-                                    truncated=reply.truncated)
+                                    truncated=reply.truncated,
+                                    message_id=announced.messages.get(reply.upstream_id))
                     db.session.add(row)
                     mirrored[reply.upstream_id] = row.id
-            self._record_steps(run, snapshot.steps, mirrored)
+            self._record_steps(run, snapshot.steps, mirrored, announced.steps)
         if moved:
             end_open_steps(run.pk, snapshot.status, snapshot.last_error)
         db.session.commit()
         if moved and source != snapshot.status:
             log.info("run %s: %s -> %s", run.id, source, snapshot.status)
 
-    def _record_steps(self, run: Run, steps: list[UpstreamStep], messages: dict[str, str]) -> None:
+    def _record_steps(self, run: Run, steps: list[UpstreamStep], messages: dict[str, str],
+                      announced: dict[str, str] | None = None) -> None:
         """Mirror the steps of a snapshot behind our ids: new ones are added, known ones (by
         upstream id) brought up to date. `messages` maps upstream message ids to ours."""
         if not steps:
@@ -583,7 +627,8 @@ class UpstreamEngine(Engine):
                 details = tool_calls_details(step.tool_calls)
             row = known.get(step.upstream_id)
             if row is None:
-                row = RunStep(id=new_id("step"), upstream_id=step.upstream_id, run_pk=run.pk,
+                row = RunStep(id=(announced or {}).get(step.upstream_id) or new_id("step"),
+                              upstream_id=step.upstream_id, run_pk=run.pk,
                               thread_pk=run.thread_pk, assistant_id=run.assistant_id,
                               type=step.type, created_at=step.created_at or now())
                 db.session.add(row)
@@ -617,6 +662,99 @@ class UpstreamEngine(Engine):
         if container:
             best_effort(f"tidy the tool calls of {run.id}",
                         lambda: self._call(self._abandon_tool_calls, container, upstream_run, calls))
+
+    # ---- streams ------------------------------------------------------------------------------
+
+    # A streamed run is started (or continued) upstream as a stream too, and the request that
+    # asked for it relays that stream: each upstream event becomes ours through the engine's
+    # relay (`_relay`), and the upstream's end settles the registry as a poll would, keeping
+    # the ids the stream announced. A client that leaves stops the relay, not the run: polls
+    # and the sweeper settle it. A stream whose upstream connection breaks is finished by polls.
+
+    def _start_stream(self, settings: RunSettings, container: str,
+                      upstream_assistant: str | None) -> UpstreamStream:
+        """Start the run upstream as a stream."""
+        raise NotImplementedError
+
+    def _continue_stream(self, settings: RunSettings, container: str, upstream_run: str,
+                         outputs: list[ToolOutput]) -> UpstreamStream:
+        """Continue a run that waited for tool outputs, as a stream."""
+        raise NotImplementedError
+
+    def _relay(self, run: Run, publisher: RunPublisher) -> "Relay":
+        """What turns this upstream's stream events into the run's progress."""
+        raise NotImplementedError
+
+    def _keep_stream(self, run: Run, started: RunSnapshot | UpstreamStream) -> RunSnapshot:
+        """Keep a started upstream stream for the relay that follows in this request."""
+        if not isinstance(started, UpstreamStream):
+            return started
+        with self._relays_lock:
+            self._relays[run.id] = started
+        return started.snapshot
+
+    def _drop_stream(self, run_id: str) -> None:
+        with self._relays_lock:
+            started = self._relays.pop(run_id, None)
+        if started is not None:
+            started.close()
+
+    def stream(self, run_id: str, order) -> Iterator[bytes]:
+        with self._relays_lock:
+            started = self._relays.pop(run_id, None)
+        if started is None:
+            return self._followed_by_polls(run_id, order)
+        return self._relayed(run_id, started, order)
+
+    def _relayed(self, run_id: str, started: UpstreamStream, order) -> Iterator[bytes]:
+        buffer = RelayBuffer()
+        run = db.session.scalar(select(Run).where(Run.id == run_id))
+        relay = self._relay(run, RunPublisher(buffer, run))
+        ended, kept = False, time.monotonic()
+        try:
+            for event in started.events:
+                ended = relay.feed(event)
+                yield from emit(order, buffer.drain())
+                if ended:
+                    break
+                if time.monotonic() - kept > self.poll_interval / 2:
+                    # This request follows the run: pollers keep to the registry meanwhile.
+                    kept = time.monotonic()
+                    self._transition(run, run.status, polled_at=time.time())
+        except EngineError as exc:
+            log.warning("run %s: its upstream stream broke: %s", run_id,
+                        exc.log_detail or exc.public_message)
+        finally:
+            started.close()
+        yield from emit(order, buffer.drain())
+        if order.terminal is None:
+            yield from self._followed_by_polls(run_id, order)  # polls finish what the stream did not
+        else:
+            yield from emit(order, [DONE])
+
+    def _followed_by_polls(self, run_id: str, order) -> Iterator[bytes]:
+        """A stream of the run's end as polls see it (at most one upstream call an interval)."""
+        def settle(seen):
+            run = db.session.scalar(select(Run).where(Run.id == run_id))
+            if run is not None:
+                self.refresh_run(run)
+            return settled_events(run_id, seen)
+
+        return follow(self.run_log, run_id, order, settle, ping_seconds=self.ping_seconds,
+                      check_seconds=self.poll_interval)
+
+    def _announced_rows(self, run: Run, announced: Announced) -> tuple[Run, Message | None,
+                                                                       list[RunStep]]:
+        """The run, its reply and its steps as settling left them, for the stream's end."""
+        db.session.refresh(run)
+        message = None
+        if announced.messages:
+            message = db.session.scalar(select(Message).where(
+                Message.id.in_(list(announced.messages.values()))).order_by(Message.pk.desc()))
+        steps = list(db.session.scalars(select(RunStep).where(
+            RunStep.id.in_([step for step in announced.steps.values() if step]))
+            .order_by(RunStep.pk)))
+        return run, message, steps
 
     # ---- the sweeper ----------------------------------------------------------------------------
 

@@ -25,8 +25,9 @@ from typing import Any
 
 from ..models import now
 from ..schemas import MessageCreate, ToolOutput
-from .remote import (RunSettings, RunSnapshot, UpstreamEngine, UpstreamMessage, UpstreamReply,
-                     UpstreamStep, best_effort)
+from ..streaming.publish import RunPublisher
+from .remote import (Announced, Relay, RunSettings, RunSnapshot, UpstreamEngine, UpstreamMessage,
+                     UpstreamReply, UpstreamStep, UpstreamStream, best_effort)
 
 # A conversation takes at most this many items per request.
 _ITEMS_PER_CALL = 20
@@ -40,6 +41,12 @@ def _item(message: MessageCreate) -> dict[str, Any]:
     part = "output_text" if message.role == "assistant" else "input_text"
     return {"type": "message", "role": message.role,
             "content": [{"type": part, "text": text} for text in message.text_parts()]}
+
+
+def _outputs(outputs: list[ToolOutput]) -> list[dict[str, Any]]:
+    """Tool outputs as the function_call_output items of a new response."""
+    return [{"type": "function_call_output", "call_id": output.tool_call_id,
+             "output": output.output} for output in outputs]
 
 
 def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -226,6 +233,30 @@ class ResponsesEngine(UpstreamEngine):
         return snapshot_of(self.upstream.create(
             lambda client: client.responses.create(**request)).to_dict())
 
+    def _start_stream(self, run, container, upstream_assistant) -> UpstreamStream:
+        request = self._request(run, container)
+        return self._opened(lambda client: client.responses.create(**request, stream=True))
+
+    def _continue_stream(self, run, container, upstream_run, outputs) -> UpstreamStream:
+        request = self._request(run, container)
+        request["input"] = _outputs(outputs)
+        return self._opened(lambda client: client.responses.create(**request, stream=True))
+
+    def _opened(self, create) -> UpstreamStream:
+        """A response created as a stream, read up to its first event, `response.created`."""
+        stream = self.upstream.create(create)
+        events = self.upstream.events(stream)
+        try:
+            first = next(events)
+        except BaseException:
+            stream.close()
+            raise
+        return UpstreamStream(snapshot=snapshot_of(first.response.to_dict()), events=events,
+                              close=stream.close)
+
+    def _relay(self, run, publisher) -> Relay:
+        return ResponseRelay(self, run, publisher)
+
     def _fetch(self, container, upstream_run) -> RunSnapshot:
         return snapshot_of(self.upstream.call(
             lambda client: client.responses.retrieve(upstream_run)).to_dict())
@@ -236,8 +267,7 @@ class ResponsesEngine(UpstreamEngine):
 
     def _continue(self, run, container, upstream_run, outputs: list[ToolOutput]) -> RunSnapshot:
         request = self._request(run, container)
-        request["input"] = [{"type": "function_call_output", "call_id": output.tool_call_id,
-                             "output": output.output} for output in outputs]
+        request["input"] = _outputs(outputs)
         return snapshot_of(self.upstream.create(
             lambda client: client.responses.create(**request)).to_dict())
 
@@ -263,3 +293,37 @@ class ResponsesEngine(UpstreamEngine):
             elif item.type == "function_call" and item.call_id not in answered:
                 unanswered.append(item.call_id)
         return unanswered[::-1]
+
+
+class ResponseRelay(Relay):
+    """A streamed background response as the run's progress: its text and function calls as
+    they come, and its end settled like a poll, keeping the ids the stream gave."""
+
+    def __init__(self, engine: "ResponsesEngine", run, publisher: RunPublisher):
+        self.engine, self.run, self.publisher = engine, run, publisher
+        self.announced = Announced()
+        self.calls: dict[str, int] = {}  # function call item id -> its index in the step
+
+    def feed(self, event: Any) -> bool:
+        kind, publisher = event.type, self.publisher
+        if kind == "response.in_progress":
+            self.engine._settle(self.run, RunSnapshot(upstream_id=event.response.id,
+                                                      status="in_progress"))
+            publisher.status(self.run)
+        elif kind == "response.output_item.added" and event.item.type == "function_call":
+            index = self.calls[event.item.id] = len(self.calls)
+            publisher.tool_call(index, call_id=event.item.call_id, name=event.item.name)
+        elif kind == "response.output_text.delta":
+            publisher.text(event.delta)
+            self.announced.messages[event.item_id] = publisher.message_id
+            self.announced.steps[event.item_id] = publisher.message_step_id
+        elif kind == "response.function_call_arguments.delta" and event.item_id in self.calls:
+            publisher.tool_call(self.calls[event.item_id], arguments=event.delta)
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            response = event.response.to_dict()
+            if publisher.tool_step_id is not None:
+                self.announced.steps[response["id"]] = publisher.tool_step_id
+            self.engine._settle(self.run, snapshot_of(response), self.announced)
+            publisher.finished(*self.engine._announced_rows(self.run, self.announced))
+            return True
+        return False

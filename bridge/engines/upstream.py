@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from ..observability import record_upstream_call
 from .base import (EngineError, UpstreamConflict, UpstreamMisconfigured, UpstreamNotFound,
@@ -68,29 +69,53 @@ class OpenAIUpstream:
 
     def call(self, operation: Callable[[Any], T], *, retries: bool = True) -> T:
         """Run `operation(client)`, turning SDK exceptions into EngineErrors."""
-        import openai
-
         client = self.client if retries else self.client.with_options(max_retries=0)
         started = time.perf_counter()
         try:
-            return operation(client)
-        except openai.APITimeoutError as exc:
-            raise UpstreamTimeout(str(exc)) from None
-        except openai.APIConnectionError as exc:
-            raise UpstreamUnavailable(str(exc)) from None
-        except openai.RateLimitError as exc:
-            raise UpstreamRateLimited(str(exc), retry_after=_retry_after(exc.response.headers)) from None
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            raise UpstreamMisconfigured(f"{exc.status_code}: {exc.message}") from None
-        except openai.NotFoundError as exc:
-            raise UpstreamNotFound(f"{exc.status_code}: {exc.message}") from None
-        except openai.APIStatusError as exc:
-            if exc.code == "conversation_locked" or exc.status_code == 409:
-                raise UpstreamConflict(f"{exc.status_code}: {exc.message}") from None
-            if exc.status_code >= 500:
-                raise EngineError(f"{exc.status_code}: {exc.message}") from None
-            raise UpstreamRejected(f"{exc.status_code}: {exc.message}") from None
-        except openai.APIError as exc:
-            raise EngineError(str(exc)) from None
+            with translated_errors():
+                return operation(client)
         finally:
             record_upstream_call(time.perf_counter() - started)  # the request's upstream_ms
+
+    def events(self, stream: Iterable[T]) -> Iterator[T]:
+        """The events of an upstream stream, its failures as EngineErrors like any call's."""
+        with translated_errors():
+            yield from stream
+
+
+@contextmanager
+def translated_errors():
+    """SDK exceptions as EngineErrors: nothing of the provider's answer reaches a client."""
+    import openai
+
+    try:
+        yield
+    except openai.APITimeoutError as exc:
+        raise UpstreamTimeout(str(exc)) from None
+    except openai.APIConnectionError as exc:
+        raise UpstreamUnavailable(str(exc)) from None
+    except openai.RateLimitError as exc:
+        raise UpstreamRateLimited(str(exc), retry_after=_retry_after(exc.response.headers)) from None
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        raise UpstreamMisconfigured(f"{exc.status_code}: {exc.message}") from None
+    except openai.NotFoundError as exc:
+        raise UpstreamNotFound(f"{exc.status_code}: {exc.message}") from None
+    except openai.APIStatusError as exc:
+        if exc.code == "conversation_locked" or exc.status_code == 409:
+            raise UpstreamConflict(f"{exc.status_code}: {exc.message}") from None
+        if exc.status_code >= 500:
+            raise EngineError(f"{exc.status_code}: {exc.message}") from None
+        raise UpstreamRejected(f"{exc.status_code}: {exc.message}") from None
+    except openai.APIError as exc:
+        raise EngineError(str(exc)) from None
+    except httpx_errors() as exc:  # a stream cut mid-body surfaces as the transport's own error
+        raise UpstreamUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+
+def httpx_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's transport errors, which a broken stream raises past the SDK."""
+    try:
+        import httpx2 as httpx
+    except ImportError:  # an SDK built on plain httpx
+        import httpx
+    return (httpx.TransportError,)

@@ -31,7 +31,8 @@ MAX_EVENTS = 10_000  # per run: a long reply streams a few hundred deltas
 
 class RunLog(Protocol):
     def open(self, run_id: str) -> None:
-        """Start keeping the run's events: a stream will read them."""
+        """Start the run's log afresh: a stream will read it. (A run continued with its tool
+        outputs opens a new log; the old one ended with `requires_action`.)"""
 
     def is_open(self, run_id: str) -> bool:
         """Whether somebody streams the run, so its events are worth appending."""
@@ -56,7 +57,7 @@ class LocalRunLog:
     def open(self, run_id: str) -> None:
         with self._changed:
             self._forget_old()
-            self._events.setdefault(run_id, [])
+            self._events[run_id] = []
             self._touched[run_id] = time.monotonic()
 
     def is_open(self, run_id: str) -> bool:
@@ -103,7 +104,10 @@ class RedisRunLog:
 
     def open(self, run_id: str) -> None:
         try:
-            self.redis.set(self.prefix + run_id + ":open", 1, ex=self.keep_seconds)
+            with self.redis.pipeline() as pipe:
+                pipe.delete(self.prefix + run_id)
+                pipe.set(self.prefix + run_id + ":open", 1, ex=self.keep_seconds)
+                pipe.execute()
         except Exception as exc:
             log.warning("run %s: could not open its event log: %s", run_id, exc)
 
@@ -140,3 +144,23 @@ class RedisRunLog:
                 raw = fields.get(b"event", fields.get("event"))
                 found.append((position, Event.from_json(raw)))
         return found
+
+
+class RelayBuffer:
+    """The events of a run relayed within one request: appended, then drained at once."""
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+
+    def open(self, run_id: str) -> None:
+        pass
+
+    def is_open(self, run_id: str) -> bool:
+        return True
+
+    def append(self, run_id: str, event: Event) -> None:
+        self._events.append(event)
+
+    def drain(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events

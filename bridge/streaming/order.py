@@ -8,7 +8,9 @@ the stricter Node SDK 7.x):
 - a run step is created before its deltas, and ends (`completed`/`failed`/...) once;
 - at most one message and one step are open at a time;
 - exactly one terminal run event (`completed`, `failed`, `cancelled`, `expired`,
-  `incomplete`, `requires_action`), after every message and step of the run has ended;
+  `incomplete`, `requires_action`), after every message and step of the run has ended, but for
+  the `tool_calls` step a `requires_action` leaves open (it ends once the outputs arrive, in the
+  stream that submits them: `StreamOrder.resuming(step_id)`);
 - `done` last, after the terminal event or an `error`.
 
 `StreamOrder.check` raises `OutOfOrder` for an event that breaks a rule; the stream that serves
@@ -35,10 +37,17 @@ class StreamOrder:
     run_created: bool = False
     errored: bool = False
     message: str | None = None  # the open message's id
+    last_message: str | None = None  # the latest message opened, open or not
     step: str | None = None  # the open step's id
     ended: set[str] = field(default_factory=set)  # ids of messages and steps that ended
     terminal: str | None = None
     done: bool = False
+
+    @classmethod
+    def resuming(cls, step_id: str | None) -> "StreamOrder":
+        """A stream that continues a run already announced: tool outputs submitted to it, with
+        its `tool_calls` step still open."""
+        return cls(opened=True, run_created=True, step=step_id)
 
     def admits(self, event: Event) -> bool:
         try:
@@ -87,7 +96,8 @@ class StreamOrder:
             if self.step != object_id:
                 raise OutOfOrder(f"{name} of {object_id}, which is not the open step")
         elif name in TERMINAL_RUN_EVENTS:
-            if self.message is not None or self.step is not None:
+            step_may_stay = name == "thread.run.requires_action"
+            if self.message is not None or (self.step is not None and not step_may_stay):
                 raise OutOfOrder(f"{name} while message {self.message} / step {self.step} is open")
         elif not name.startswith("thread.run."):
             raise OutOfOrder(f"unknown event {name}")
@@ -111,7 +121,7 @@ class StreamOrder:
             self.opened = True
             self.run_created = self.run_created or name == "thread.run.created"
         elif name == "thread.message.created":
-            self.message = object_id
+            self.message = self.last_message = object_id
         elif name.startswith("thread.message.") and name.rsplit(".", 1)[1] in MESSAGE_END_STATES:
             self.message = None
             self.ended.add(object_id)
