@@ -157,3 +157,40 @@ def test_errors_arrive_as_sdk_error_classes(start_bridge, engine):
     assert refused["instanceOf"] == ["AuthenticationError"]
     assert refused["status"] == 401 and refused["code"] == "invalid_token"
     assert set(refused["error"]) == ENVELOPE_FIELDS
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+@pytest.mark.parametrize("engine", ["offline", "responses"])
+def test_streams_through_the_assistant_stream_helper(start_bridge, engine):
+    """The Node SDK's AssistantStream takes our streams: replies, tool rounds, thread and run."""
+    bridge = start_bridge(engine)
+    assistant_id = bridge.assistant(tools=[WEATHER])
+    tool_message = 'Use get_weather for {"city": "Oslo"}'
+    if engine == "responses":
+        bridge.fake.enqueue("Streamed to Node.", {"function_calls": [
+            {"name": "get_weather", "arguments": {"city": "Oslo"}}]}, "Take an umbrella.",
+            "Streamed to Node.")
+
+    result = run_node("stream.mjs", "Stream me", tool_message, BRIDGE_URL=bridge.api,
+                      BRIDGE_TOKEN=bridge.token("alice"), ASSISTANT_ID=assistant_id)
+
+    reply = result["reply"]
+    assert reply["run"]["status"] == "completed" and len(reply["deltas"]) >= 2
+    [message] = reply["messages"]
+    assert "".join(reply["deltas"]) == message_text(message)
+    if engine == "responses":
+        assert message_text(message) == "Streamed to Node."
+    polled = bridge.sdk("alice").beta.threads.messages.list(result["thread"]["id"],
+                                                           run_id=reply["run"]["id"]).data
+    assert [m.id for m in polled] == [message["id"]]
+    asking, answered = result["asking"], result["answered"]
+    assert asking["run"]["status"] == "requires_action"
+    assert [c["function"]["name"] for c in asking["toolCalls"]] == ["get_weather"]
+    assert answered["run"]["status"] == "completed"
+    expected = ('get_weather returned "rain"' if engine == "offline" else "Take an umbrella.")
+    assert expected in "".join(answered["deltas"])
+    assert result["together"]["events"][0] == "thread.created"
+    assert result["together"]["run"]["status"] == "completed"

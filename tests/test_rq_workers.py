@@ -135,3 +135,29 @@ def test_several_workers_share_one_queue_and_each_run_executes_once(rq_bridge):
 def test_rq_executor_needs_redis_url(make_app):
     with pytest.raises(Exception, match="RUN_EXECUTOR=rq needs REDIS_URL"):
         make_app(RUN_EXECUTOR="rq")
+
+
+@pytest.mark.parametrize("engine", ["offline", "chat"])
+def test_a_run_a_worker_executes_streams_through_redis(rq_bridge, engine):
+    """The worker process appends the run's events to a Redis Stream; the web process's stream
+    reads them there."""
+    bridge = rq_bridge(engine)
+    bridge.worker()
+    client = bridge.sdk("alice")
+    if engine == "chat":
+        bridge.fake.enqueue("streamed from the worker")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+
+    with client.beta.threads.runs.stream(thread_id=thread.id,
+                                         assistant_id=bridge.assistant()) as stream:
+        names = [event.event for event in stream]
+        run = stream.get_final_run()
+        text = "".join(part.text.value for message in stream.get_final_messages()
+                       for part in message.content)
+
+    assert run.status == "completed"
+    assert names.count("thread.message.delta") >= 2  # the deltas, not only the registry's end
+    (reply,) = client.beta.threads.messages.list(thread.id, run_id=run.id).data
+    assert reply.content[0].text.value == text
+    if engine == "chat":
+        assert text == "streamed from the worker"
