@@ -454,3 +454,39 @@ def test_env_example_shows_gunicorn_defaults(monkeypatch):
     assert config["workers"] == int(entries["WEB_CONCURRENCY"])
     assert config["threads"] == int(entries["GUNICORN_THREADS"])
     assert config["timeout"] == int(entries["GUNICORN_TIMEOUT"])
+
+
+# ---- examples/stream.py ----------------------------------------------------------------------
+
+STREAM_EXAMPLE = ROOT / "examples" / "stream.py"
+
+
+def run_stream_example(bridge, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_example(STREAM_EXAMPLE, cwd, *args, BRIDGE_URL=bridge.api,
+                       BRIDGE_TOKEN=bridge.token("alice"),
+                       ASSISTANT_ID=bridge.assistant(tools=[WEATHER_TOOL]))
+
+
+def test_stream_example_prints_the_reply_as_it_comes(offline_bridge, tmp_path):
+    result = run_stream_example(offline_bridge, tmp_path, "Hello", "streams")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('You said: "Hello streams".')
+    assert "DeprecationWarning" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("engine", ["offline", "responses"])
+def test_stream_example_answers_tool_calls_in_the_stream(start_bridge, tmp_path, engine):
+    bridge = start_bridge(engine)
+    if engine == "responses":
+        bridge.fake.enqueue({"function_calls": [{"name": "get_weather",
+                                                 "arguments": {"city": "Oslo"}}]},
+                            "Rain in Oslo: take an umbrella.")
+
+    result = run_stream_example(bridge, tmp_path, 'Use get_weather for {"city": "Oslo"}')
+
+    assert result.returncode == 0, result.stderr
+    assert '-> get_weather({"city": "Oslo"})' in result.stderr
+    expected = (f'get_weather returned "{OSLO}"' if engine == "offline"
+                else "Rain in Oslo: take an umbrella.")
+    assert expected in result.stdout
