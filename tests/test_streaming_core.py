@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+import typing
 import uuid
 
 import pytest
@@ -58,6 +59,16 @@ def test_a_tool_call_names_itself_in_its_first_delta_only():
                     "function": {"arguments": '{"a"', "name": "f", "output": None}}
     (more,) = later.data["delta"]["step_details"]["tool_calls"]
     assert more == {"index": 0, "type": "function", "function": {"arguments": ": 1}"}}
+
+
+def test_the_event_names_are_the_sdks():
+    # The names the spec documents are the ones the SDK knows, and `done` after them.
+    from openai.types.beta import assistant_stream_event as sdk
+
+    known = set()
+    for event_type in typing.get_args(typing.get_args(sdk.AssistantStreamEvent)[0]):
+        known |= set(typing.get_args(event_type.model_fields["event"].annotation))
+    assert set(ev.EVENT_NAMES) == known | {"done"}
 
 
 def test_events_travel_as_json():

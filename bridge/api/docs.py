@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 
 from .. import bounds, idempotency
 from ..schemas import ErrorObject
+from ..streaming.events import EVENT_NAMES
 from . import OPERATIONS
 
 bp = Blueprint("docs", __name__)
@@ -31,9 +32,15 @@ _IDEMPOTENCY_KEY = {
 _BOUNDS = {"414": f"Request target over {bounds.MAX_TARGET_BYTES} bytes",
            "431": f"A header other than Authorization over {bounds.MAX_HEADER_BYTES} bytes"}
 # With `"stream": true`, the run's events instead of the run object.
-_EVENT_STREAM = {"schema": {"type": "string", "description": (
-    "Server-Sent Events: `event: <name>` and `data: <JSON>` per event, the Assistants v2 stream "
-    "events (`thread.run.*`, `thread.run.step.*`, `thread.message.*`), `event: done` last.")}}
+# With `"stream": true`, the run's events instead of the run object: the schema is one event's.
+_EVENT_STREAM = {"schema": {
+    "type": "object", "required": ["event", "data"],
+    "description": (
+        "Server-Sent Events: `event: <name>` and `data: <JSON>` per event, the Assistants v2 "
+        "stream events (`thread.run.*`, `thread.run.step.*`, `thread.message.*`), "
+        "`event: done` with `data: [DONE]` last."),
+    "properties": {"event": {"type": "string", "enum": list(EVENT_NAMES)},
+                   "data": {"type": "string"}}}}
 _BODY_ERRORS = {"413": "Request body too large"}
 _LOCKED = {"409": "The thread has an active run"}
 _ADMIN = {"403": "Needs an admin token"}

@@ -20,6 +20,14 @@ TERMINAL_RUN_EVENTS = frozenset({"thread.run.completed", "thread.run.failed",
                                  "thread.run.incomplete", "thread.run.requires_action"})
 STEP_END_STATES = ("completed", "failed", "cancelled", "expired")
 MESSAGE_END_STATES = ("completed", "incomplete")
+# Every event name a stream may carry, in the order of the Assistants v2 reference.
+EVENT_NAMES = ("thread.created", "thread.run.created",
+               *(f"thread.run.{status}" for status in RUN_STATUSES),
+               "thread.run.step.created", "thread.run.step.in_progress", "thread.run.step.delta",
+               *(f"thread.run.step.{state}" for state in STEP_END_STATES),
+               "thread.message.created", "thread.message.in_progress", "thread.message.delta",
+               *(f"thread.message.{state}" for state in MESSAGE_END_STATES),
+               "error", "done")
 
 
 @dataclass(frozen=True)
