@@ -45,6 +45,9 @@ from .upstream import OpenAIUpstream
 
 log = logging.getLogger(__name__)
 
+# How long polls and the sweeper leave a run to the request relaying its stream, renewed while
+# events come: should that request die, polls take the run over after this long.
+STREAM_LEASE_SECONDS = 30.0
 # Statuses in which the upstream is still working on a run, so a poll asks it.
 POLLED_STATUSES = ("queued", "in_progress", "cancelling")
 
@@ -105,6 +108,8 @@ class RunSnapshot:
     replies: list[UpstreamReply] = field(default_factory=list)
     # In the order the run took them; each with the usage of what it stands for.
     steps: list[UpstreamStep] = field(default_factory=list)
+    # True when a request relays this run's upstream stream (and so settles it).
+    followed: bool = False
 
 
 @dataclass
@@ -435,9 +440,11 @@ class UpstreamEngine(Engine):
         `delivered` are the tool outputs that started it: the upstream has them, so the step
         that asked for them has ended, whatever happens to the run next.
         """
+        # A run a request streams is left to that request for a while (see `_relayed`).
+        lease = STREAM_LEASE_SECONDS if snapshot.followed else 0
         linked = db.session.execute(
             update(Run).where(Run.pk == run.pk, Run.status == "queued", Run.upstream_id.is_(None))
-            .values(upstream_id=snapshot.upstream_id, polled_at=time.time())).rowcount
+            .values(upstream_id=snapshot.upstream_id, polled_at=time.time() + lease)).rowcount
         if delivered is not None:
             deliver_tool_outputs(run, delivered)
         db.session.commit()
@@ -454,7 +461,8 @@ class UpstreamEngine(Engine):
                 end_open_steps(run.pk, "cancelled")
             db.session.commit()
             return
-        self._settle(run, snapshot)
+        if snapshot.status != "queued" or snapshot.usage is not None or snapshot.steps:
+            self._settle(run, snapshot)  # it moved on already (or finished at once)
 
     def refresh_run(self, run: Run) -> Run:
         if run.thread.home != self.home:
@@ -691,7 +699,13 @@ class UpstreamEngine(Engine):
             return started
         with self._relays_lock:
             self._relays[run.id] = started
+        started.snapshot.followed = True
         return started.snapshot
+
+    def _lease(self, run: Run, seconds: float) -> None:
+        """Polls and the sweeper leave the run to this request for `seconds` (0: from now on,
+        again): its stream settles it, with the ids it announced."""
+        self._transition(run, run.status, polled_at=time.time() + seconds - self.poll_interval)
 
     def _drop_stream(self, run_id: str) -> None:
         with self._relays_lock:
@@ -717,15 +731,16 @@ class UpstreamEngine(Engine):
                 yield from emit(order, buffer.drain())
                 if ended:
                     break
-                if time.monotonic() - kept > self.poll_interval / 2:
-                    # This request follows the run: pollers keep to the registry meanwhile.
+                if time.monotonic() - kept > STREAM_LEASE_SECONDS / 3:
                     kept = time.monotonic()
-                    self._transition(run, run.status, polled_at=time.time())
+                    self._lease(run, STREAM_LEASE_SECONDS)
         except EngineError as exc:
             log.warning("run %s: its upstream stream broke: %s", run_id,
                         exc.log_detail or exc.public_message)
         finally:
             started.close()
+            if not ended:
+                self._lease(run, 0)  # a client gone, a stream broken: polls take it from here
         yield from emit(order, buffer.drain())
         if order.terminal is None:
             yield from self._followed_by_polls(run_id, order)  # polls finish what the stream did not
