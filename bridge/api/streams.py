@@ -102,7 +102,8 @@ def run_stream(run, slots: StreamSlots, *, thread_created: bool = False,
     payload = run_payload(run)
     if resumed:
         step = latest_tool_step(run)
-        order = StreamOrder.resuming(step.id if step is not None else None)
+        order = StreamOrder.resuming(step.id if step is not None else None,
+                                     step.pk if step is not None else 0)
         opening = [ev.run_status(payload)]
         if step is not None:
             opening.append(ev.step_event(step_payload(step, run.thread.id, run.id), step.status))

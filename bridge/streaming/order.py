@@ -40,14 +40,16 @@ class StreamOrder:
     last_message: str | None = None  # the latest message opened, open or not
     step: str | None = None  # the open step's id
     ended: set[str] = field(default_factory=set)  # ids of messages and steps that ended
+    # Steps of the run recorded before this stream began are not its to tell (registry pks).
+    first_step_pk: int = 0
     terminal: str | None = None
     done: bool = False
 
     @classmethod
-    def resuming(cls, step_id: str | None) -> "StreamOrder":
+    def resuming(cls, step_id: str | None, step_pk: int = 0) -> "StreamOrder":
         """A stream that continues a run already announced: tool outputs submitted to it, with
-        its `tool_calls` step still open."""
-        return cls(opened=True, run_created=True, step=step_id)
+        its `tool_calls` step (registry pk `step_pk`) still open."""
+        return cls(opened=True, run_created=True, step=step_id, first_step_pk=step_pk)
 
     def admits(self, event: Event) -> bool:
         try:

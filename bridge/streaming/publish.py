@@ -201,10 +201,46 @@ def settled_events(run_id: str, order: StreamOrder) -> list[ev.Event] | None:
                 closing.append(ev.step_event(step_payload(step, thread_id, run.id), step.status))
             elif run.status != "requires_action":
                 closing.append(_ended_step(order.step, run, thread_id, order.last_message))
+        closing += _untold_steps(run, thread_id, order)
         closing.append(ev.run_status(run_payload(run)))
         return closing
     finally:
         db.session.remove()
+
+
+def _untold_steps(run: Run, thread_id: str, order: StreamOrder) -> list[ev.Event]:
+    """What the run did that the stream never told (its source went quiet before), step by
+    step from the registry: a reply whole, a round of tool calls each in one delta."""
+    told = order.ended | {order.step, order.message}
+    steps = db.session.scalars(select(RunStep).where(
+        RunStep.run_pk == run.pk, RunStep.pk > order.first_step_pk).order_by(RunStep.pk))
+    events: list[ev.Event] = []
+    for step in steps:
+        if step.id in told:
+            continue
+        payload = step_payload(step, thread_id, run.id)
+        events.append(ev.step_event({**payload, "status": "in_progress"}, "created"))
+        if step.type == "message_creation":
+            message = db.session.scalar(select(Message).where(
+                Message.id == step.step_details["message_creation"]["message_id"]))
+            if message is not None:
+                shown = message_payload(message, thread_id)
+                events.append(ev.message_event({**shown, "status": "in_progress",
+                                                "content": []}, "created"))
+                text = "".join(part["text"]["value"] for part in message.content
+                               if part.get("type") == "text")
+                if text:
+                    events.append(ev.text_delta(message.id, text, first=True))
+                events.append(ev.message_event(shown, message.status))
+        else:
+            for index, call in enumerate(step.step_details.get("tool_calls") or ()):
+                function = call.get("function") or {}
+                events.append(ev.tool_call_delta(step.id, index, call_id=call.get("id"),
+                                                 name=function.get("name"),
+                                                 arguments=function.get("arguments") or ""))
+        if step.status != "in_progress":
+            events.append(ev.step_event(payload, step.status))
+    return events
 
 
 def _ended_step(step_id: str, run: Run, thread_id: str, message_id: str | None) -> ev.Event:
