@@ -42,7 +42,12 @@ load_dotenv(find_dotenv(usecwd=True))
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+# A stream holds a thread for as long as its run takes: each worker has GUNICORN_THREADS for
+# ordinary requests and, beyond them, one for each stream it may hold (the app refuses a stream
+# past STREAMS_PER_PROCESS with a 503), so open streams never starve polls. gthread starts its
+# threads as they are needed.
+threads = int(os.environ.get("GUNICORN_THREADS", "32")) + int(
+    os.environ.get("STREAMS_PER_PROCESS", "128"))
 # Above OPENAI_TIMEOUT (60 s by default) so a slow provider answers with our 504, not a killed worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "90"))
 graceful_timeout = 30

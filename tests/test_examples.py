@@ -27,7 +27,8 @@ QUICKSTART = ROOT / "examples" / "quickstart.py"
 TOOLS_EXAMPLE = ROOT / "examples" / "tools.py"
 SETUP_SCRIPT = ROOT / "scripts" / "setup_assistant.py"
 ENV_EXAMPLE = ROOT / ".env.example"
-GUNICORN_SETTINGS = ("BIND", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT")
+GUNICORN_SETTINGS = ("BIND", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
+                     "STREAMS_PER_PROCESS")
 ASSISTANT_ID = re.compile(r"^asst_[A-Za-z0-9]{24}$")
 SETTING_LINE = r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$"  # NAME=value, or commented out
 
@@ -452,7 +453,9 @@ def test_env_example_shows_gunicorn_defaults(monkeypatch):
 
     assert config["bind"] == entries["BIND"]
     assert config["workers"] == int(entries["WEB_CONCURRENCY"])
-    assert config["threads"] == int(entries["GUNICORN_THREADS"])
+    # A thread for each ordinary request and each stream a worker holds at once.
+    assert config["threads"] == int(entries["GUNICORN_THREADS"]) + int(
+        entries["STREAMS_PER_PROCESS"])
     assert config["timeout"] == int(entries["GUNICORN_TIMEOUT"])
 
 
