@@ -54,6 +54,13 @@ def _lookup(statement: Select, prefix: str, noun: str, value: str, *, param: str
     return row
 
 
+def release_connection() -> None:
+    """End the session's transaction, so whatever waits next (a client reading a stream, an
+    upstream's next event) holds no registry connection; objects reload on their next use."""
+    if db.session().in_transaction():
+        db.session.commit()
+
+
 def thread_for_user(thread_id: str, user_id: str) -> Thread:
     """The caller's thread, or NotFound: another user's thread looks exactly like a missing one.
 

@@ -358,3 +358,38 @@ def test_a_stream_whose_log_goes_quiet_ends_from_the_registry(start_bridge, monk
     if not kept_deltas:  # nothing of the reply came: the registry tells it whole
         reply = bridge.sdk("alice").beta.threads.messages.list(thread.id).data[0]
         assert text_of(events) == reply.content[0].text.value
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_stream_waiting_mid_reply_holds_no_registry_connection(start_bridge, engine):
+    # Hundreds of open streams would otherwise take every connection of the pool, and each
+    # other request would wait for one.
+    bridge = start_bridge(engine, OFFLINE_REPLY_DELAY=3.0)
+    message = script_reply(bridge, "Held after the first piece.")
+    if bridge.fake is not None:
+        bridge.fake.hold(after_deltas=1)
+    thread = bridge.sdk("alice").beta.threads.create(messages=[{"role": "user", "content": message}])
+    url = urlsplit(bridge.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    conn.request("POST", f"/v1/threads/{thread.id}/runs", headers={
+        **bridge.headers("alice"), "Content-Type": "application/json"},
+        body=json.dumps({"assistant_id": bridge.assistant(), "stream": True}))
+    response = conn.getresponse()
+    # offline waits before its reply, the others after its first piece
+    awaited = b"event: thread.run.in_progress" if engine == "offline" else \
+        b"event: thread.message.delta"
+    while not response.readline().startswith(awaited):
+        pass
+    with bridge.app.app_context():
+        from bridge.extensions import db
+        try:  # a moment for the request to hand back what it used before it waits
+            held = wait_for(lambda: db.engine.pool.checkedout() == 0, timeout=0.5)
+        except AssertionError:
+            held = False
+        checked_out = db.engine.pool.checkedout()
+    if bridge.fake is not None:
+        bridge.fake.release()
+    rest = response.read()
+    conn.close()
+    assert held, f"{checked_out} registry connections held while the stream waits"
+    assert b"event: thread.run.completed" in rest

@@ -15,7 +15,7 @@ from flask import Flask, Response, current_app, stream_with_context
 
 from ..engines import current_engine
 from ..errors import ServiceUnavailable
-from ..registry import latest_tool_step
+from ..registry import latest_tool_step, release_connection
 from ..schemas import run_object, thread_object
 from ..streaming import events as ev
 from ..streaming.follow import emit
@@ -79,7 +79,9 @@ def stream_response(frames: Iterator[bytes], slots: StreamSlots, *,
     """
     def served() -> Iterator[bytes]:
         try:
-            yield from frames
+            for frame in frames:
+                release_connection()  # a slow reader must not hold one of the pool's connections
+                yield frame
         finally:
             close = getattr(frames, "close", None)
             if close is not None:

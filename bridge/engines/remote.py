@@ -29,7 +29,7 @@ from sqlalchemy.orm.exc import ObjectDeletedError
 from ..errors import InvalidRequest, NotFound
 from ..extensions import db
 from ..models import Message, Run, RunStep, Thread, now
-from ..registry import new_id
+from ..registry import new_id, release_connection
 from ..schemas import (RESERVED_METADATA_KEY, MessageCreate, MessageModify, RunCreate, RunModify,
                        ThreadCreate, ThreadModify, ToolOutput, ToolOutputsSubmit,
                        message_creation_details, tool_calls_details)
@@ -174,6 +174,17 @@ def best_effort(what: str, operation: Callable[[], Any]) -> None:
         operation()
     except EngineError as exc:
         log.warning("could not %s: %s", what, exc.log_detail or exc.public_message)
+
+
+def _released(events: Iterator[Any]) -> Iterator[Any]:
+    """An upstream's events, no registry connection held while the next one is awaited."""
+    while True:
+        release_connection()
+        try:
+            event = next(events)
+        except StopIteration:
+            return
+        yield event
 
 
 class UpstreamEngine(Engine):
@@ -726,7 +737,7 @@ class UpstreamEngine(Engine):
         relay = self._relay(run, RunPublisher(buffer, run))
         ended, kept = False, time.monotonic()
         try:
-            for event in started.events:
+            for event in _released(started.events):
                 ended = relay.feed(event)
                 yield from emit(order, buffer.drain())
                 if ended:
