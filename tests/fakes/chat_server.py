@@ -222,7 +222,9 @@ class LoopbackFake:
     server_class: type[_HTTPServer]
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        # One lock guards a fake's state; conditions on it wake only the threads a change concerns.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._stopping = False
         self._httpd: _HTTPServer | None = None
         self._serve_thread: threading.Thread | None = None

@@ -911,15 +911,15 @@ class FakeOpenAI(LoopbackFake):
         return deltas >= (self._hold_after_deltas if job.log is not None else 0)
 
     def _log(self, job: _Job, kind: str, payload: dict[str, Any]) -> None:
-        """Add an event to the job's stream, if it has one (caller holds the lock)."""
+        """Add an event to the job's stream, if it has one (caller holds the lock); it wakes the
+        stream's readers."""
         if job.log is not None:
             job.log.add(kind, payload)
-            self._cond.notify_all()
 
     def _follow(self, job: _Job, start: int = 0) -> Stream:
         """A streamed answer that sends the job's events from index `start` on, then follows new ones."""
         assert job.log is not None
-        return Stream(follow(self._cond, job.log, start, lambda: not self._stopping and job.epoch == self._epoch))
+        return Stream(follow(job.log, start, lambda: not self._stopping and job.epoch == self._epoch))
 
     def _play(self, job: _Job, output: Iterator[_Event], active: tuple[str, ...]) -> bool:
         """Make a job's output (lock held); when it is streamed, log each event and pace its pieces.
@@ -1324,7 +1324,7 @@ class FakeOpenAI(LoopbackFake):
             conversation.active = obj["id"]
         if stream:
             # A streamed response is made by a worker, so that it goes on when its client goes away.
-            job.log = EventLog(numbered=True)
+            job.log = EventLog(numbered=True, lock=self._lock)
             job.log.add("response.created", {"response": obj})
             job.log.add("response.queued" if background else "response.in_progress", {"response": obj})
             self._spawn(self._work_response, job)
@@ -1601,7 +1601,7 @@ class FakeOpenAI(LoopbackFake):
         thread.runs[obj["id"]] = job
         thread.active = obj["id"]
         if stream:
-            job.log = EventLog(numbered=False)
+            job.log = EventLog(numbered=False, lock=self._lock)
             for kind, payload in [*opening, ("thread.run.created", obj), ("thread.run.queued", obj)]:
                 job.log.add(kind, payload)
         self._spawn(self._work_run, job)
@@ -1674,7 +1674,7 @@ class FakeOpenAI(LoopbackFake):
         obj.update(status="queued", required_action=None)
         job.t0, job.releases = time.monotonic(), self._releases
         job.tool_outputs = {output["tool_call_id"]: output["output"] for output in outputs}
-        job.log = EventLog(numbered=False) if stream else None
+        job.log = EventLog(numbered=False, lock=self._lock) if stream else None
         self._log(job, "thread.run.queued", obj)
         self._spawn(self._work_run, job)
         return self._follow(job) if stream else self._run_answer(obj)

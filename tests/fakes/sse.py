@@ -53,11 +53,13 @@ class EventLog:
     """The events of one stream in order, kept so that readers can replay them and follow new ones live.
 
     Responses events carry their type and a sequence number (their index here) in the data; Assistants
-    events are the bare object, named by the SSE `event` field. The fake's lock guards every log.
+    events are the bare object, named by the SSE `event` field. The fake's lock guards every log; the
+    log's own condition on that lock wakes its readers only, so hundreds of streams stay cheap.
     """
 
-    def __init__(self, numbered: bool):
+    def __init__(self, numbered: bool, lock: threading.RLock):
         self.numbered = numbered
+        self.cond = threading.Condition(lock)
         self.frames: list[bytes] = []
         self.types: list[str] = []
         self.ended = False
@@ -72,6 +74,7 @@ class EventLog:
             data = compact(payload)
         self.frames.append(frame(data, kind))
         self.types.append(kind)
+        self.cond.notify_all()
 
     def end(self, done: bool = False) -> None:
         """Let readers finish once they have the events so far; `done` adds Assistants' closing frame."""
@@ -79,19 +82,21 @@ class EventLog:
             self.frames.append(frame("[DONE]", "done"))
             self.types.append("done")
         self.ended = True
+        self.cond.notify_all()
 
 
-def follow(cond: threading.Condition, log: EventLog, start: int,
+def follow(log: EventLog, start: int,
            alive: Callable[[], bool]) -> Iterator[bytes | None]:
     """Yield a log's frames from index `start` on, waiting for new ones, until the log ends.
 
     The lock is taken only to look at the log, never while a frame is written; `alive()` (checked under
-    the lock) turning false means the fake dropped the work, and the stream is abandoned.
+    the lock, at least every LIVENESS_SECONDS) turning false means the fake dropped the work, and the
+    stream is abandoned.
     """
     position = start
     while True:
-        with cond:
-            cond.wait_for(lambda: len(log.frames) > position or log.ended or not alive(), LIVENESS_SECONDS)
+        with log.cond:
+            log.cond.wait_for(lambda: len(log.frames) > position or log.ended or not alive(), LIVENESS_SECONDS)
             if not alive():
                 raise StreamAbandoned
             frames = log.frames[position:]
