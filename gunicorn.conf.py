@@ -44,10 +44,10 @@ worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # A stream holds a thread for as long as its run takes: each worker has GUNICORN_THREADS for
 # ordinary requests and, beyond them, one for each stream it may hold (the app refuses a stream
-# past STREAMS_PER_PROCESS with a 503), so open streams never starve polls. gthread starts its
-# threads as they are needed.
+# past STREAMS_PER_PROCESS with a 503), so open streams never take the threads polls need.
+# gthread starts its threads as they are needed.
 threads = int(os.environ.get("GUNICORN_THREADS", "32")) + int(
-    os.environ.get("STREAMS_PER_PROCESS", "128"))
+    os.environ.get("STREAMS_PER_PROCESS", "256"))
 # Above OPENAI_TIMEOUT (60 s by default) so a slow provider answers with our 504, not a killed worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "90"))
 graceful_timeout = 30

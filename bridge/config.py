@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # Streams (`"stream": true`): a `: ping` comment after this many idle seconds, so proxies do
     # not cut a stream that waits; and the most streams one server process holds open at once.
     STREAM_PING_SECONDS: float = Field(default=15.0, gt=0, le=300)
-    STREAMS_PER_PROCESS: int = Field(default=128, ge=1, le=10_000)
+    STREAMS_PER_PROCESS: int = Field(default=256, ge=1, le=10_000)
 
     # Request bounds.
     MAX_CONTENT_LENGTH: int = Field(default=1024 * 1024, ge=1024)
