@@ -2,7 +2,8 @@
 """What streaming through the bridge costs, and how many open streams it holds.
 
     cd /path/to/assistants-bridge && .venv/bin/python bench/streaming.py [--streams 32,64,128,256]
-        [--samples 30] [--chunks 20] [--interval-ms 20] [--postgres URL] [--keep]
+        [--samples 30] [--chunks 20] [--interval-ms 20] [--capacity-interval-ms 250]
+        [--postgres URL] [--keep]
 
 It starts the fake OpenAI upstream (tests/fakes/openai_server.py) in a process of its own,
 streaming every reply in --chunks deltas --interval-ms apart, and the bridge on the `responses`
@@ -10,12 +11,16 @@ engine with `gunicorn -c gunicorn.conf.py` (rate limits too high to refuse anyth
 
 1. Latency, one stream at a time, alternating: a run streamed through the bridge
    (`POST /v1/threads/{id}/runs` with `"stream": true`) against the same background response
-   streamed from the fake directly (`POST /v1/responses` with `"stream": true`): the time from
+   streamed from the fake directly (`POST /v1/responses` with `"stream": true` on a conversation
+   that holds the same message, as the bridge asks for it): the time from
    sending the request to the first text delta, and the gaps between deltas; p50 and p99 of
    each, and what the bridge adds.
 2. Capacity: for each N of --streams, N streams at once, each on its own thread, while 16
    clients poll (`GET /v1/threads/{id}/runs/{run_id}` of finished runs, back to back): whether
-   every stream ended with `done` and the reply's full text, and the polls' p50 / p99.
+   every stream ended with `done` and the reply's full text, and the polls' p99 in two parts:
+   while the streams open (N runs created and started at once, a burst of writes) and while
+   all N are open. The fake's deltas come --capacity-interval-ms apart here, so a stream lasts
+   long enough for all N to be open together.
 
 Both sides read the Server-Sent Events with the same small parser over http.client, so the
 client costs the same on each. Only figures measured in the same run compare; nothing here
@@ -42,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from overhead import NO_REFUSALS, Server, table  # noqa: E402
+from overhead import CLOCK_TICKS, NO_REFUSALS, Server, table  # noqa: E402
 from worker_models import (JWT_SECRET, Interrupted, Registries, StartFailed,  # noqa: E402
                            interrupt, mint_token, shielded)
 
@@ -61,7 +66,9 @@ fake = FakeOpenAI(latency=0.0, max_recorded=100, stream_chunks={chunks},
                   stream_interval={interval})
 fake.start()
 print(fake.base_url, fake.api_key, flush=True)
-sys.stdin.read()
+for line in sys.stdin:  # a new pause between deltas, in seconds
+    fake.stream_interval = float(line)
+    print("ok", flush=True)
 """
 
 
@@ -73,6 +80,16 @@ class FakeProcess:
             [sys.executable, "-c", _FAKE.format(root=str(ROOT), chunks=chunks, interval=interval)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.base_url, self.api_key = self.proc.stdout.readline().split()
+
+    def pace(self, interval: float) -> None:
+        """From now on, `interval` seconds between a reply's deltas."""
+        self.proc.stdin.write(f"{interval}\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "ok"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -179,10 +196,19 @@ class Bench:
                            "thread.message.delta")
 
     def direct(self) -> Reading:
-        return read_stream(self.fake_host, self.fake_port, "/v1/responses",
-                           {"Authorization": f"Bearer {self.fake.api_key}"},
-                           {"model": "fake-model", "input": USER_TEXT, "stream": True,
-                            "background": True}, "response.output_text.delta")
+        # The request the bridge makes for a run: a background response on a conversation that
+        # holds the user's message (made beforehand, as the bridge's thread was).
+        headers = {"Authorization": f"Bearer {self.fake.api_key}", "Content-Type": "application/json"}
+        conn = http.client.HTTPConnection(self.fake_host, self.fake_port, timeout=30)
+        try:
+            conn.request("POST", "/v1/conversations", headers=headers, body=json.dumps(
+                {"items": [{"type": "message", "role": "user", "content": USER_TEXT}]}))
+            conversation = json.loads(conn.getresponse().read())["id"]
+        finally:
+            conn.close()
+        return read_stream(self.fake_host, self.fake_port, "/v1/responses", headers,
+                           {"model": "fake-model", "conversation": conversation, "stream": True,
+                            "background": True, "store": True}, "response.output_text.delta")
 
     def latency(self, samples: int) -> list[tuple[str, ...]]:
         bridge, direct = [], []
@@ -206,9 +232,8 @@ class Bench:
         rows.append(("streams with a wrong or unfinished reply", str(wrong), "", "", "0"))
         return rows
 
-    def capacity(self, n: int) -> tuple[str, ...]:
+    def capacity(self, n: int, finished: list[str]) -> tuple[str, ...]:
         threads = [self.new_thread() for _ in range(n)]
-        finished = self._finished_runs()
         results: list[Reading] = []
         lock = threading.Lock()
         start = threading.Barrier(n + 1)
@@ -223,10 +248,12 @@ class Bench:
         for streamer in streamers:
             streamer.start()
         stop = threading.Event()
-        latencies: list[float] = []
+        latencies: list[tuple[float, float]] = []
         pollers = [threading.Thread(target=self._poll, args=(finished, stop, latencies, lock))
                    for _ in range(POLLERS)]
         start.wait()
+        started = time.perf_counter()
+        cpu = self.bridge.cpu_seconds(), self.fake.cpu_seconds()
         for poller in pollers:
             poller.start()
         for streamer in streamers:
@@ -234,14 +261,27 @@ class Bench:
         stop.set()
         for poller in pollers:
             poller.join()
+        wall = time.perf_counter() - started
+        bridge_cpu, fake_cpu = self.bridge.cpu_seconds() - cpu[0], self.fake.cpu_seconds() - cpu[1]
         good = sum(r.done and r.text == EXPECTED for r in results)
         refused = sum(any(str(e).startswith("HTTP 503") for e in r.events) for r in results)
-        return (f"{n} streams open while {POLLERS} clients poll", f"{good}/{n} complete"
+        # While they open (each run created and started) and then while all of them are open:
+        # from the last stream's first delta to the first stream's last.
+        all_open = max((r.delta_times[0] for r in results if r.delta_times), default=0.0)
+        first_end = min((r.delta_times[-1] for r in results if r.delta_times), default=0.0)
+        opening = [ms for at, ms in latencies if at < all_open]
+        held = [ms for at, ms in latencies if all_open <= at and at + ms / 1000 <= first_end]
+        return (f"{n} streams open while {POLLERS} clients poll (CPU: bridge {bridge_cpu:.1f} s, "
+                f"fake {fake_cpu:.1f} s, in {wall:.1f} s)", f"{good}/{n} complete"
                 + (f", {refused} refused (503)" if refused else ""),
-                f"poll p50 {_quantile(latencies, 0.5):.0f} ms",
-                f"poll p99 {_quantile(latencies, 0.99):.0f} ms", "all complete, p99 < 250 ms")
+                f"poll p99 {_quantile(opening, 0.99):.0f} ms while they open "
+                f"({(all_open - started) * 1000:.0f} ms)",
+                f"poll p99 {_quantile(held, 0.99):.0f} ms while all are open "
+                f"(p50 {_quantile(held, 0.5):.0f} ms, {len(held)} polls)",
+                "all complete, p99 < 250 ms")
 
-    def _finished_runs(self) -> list[str]:
+    def finished_runs(self) -> list[str]:
+        """A finished run for each poller to read."""
         paths = []
         for _ in range(POLLERS):
             thread_id = self.new_thread()
@@ -259,7 +299,8 @@ class Bench:
         finally:
             conn.close()
 
-    def _poll(self, paths: list[str], stop: threading.Event, latencies: list[float],
+    def _poll(self, paths: list[str], stop: threading.Event,
+              latencies: list[tuple[float, float]],
               lock: threading.Lock) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.bridge.port, timeout=30)
         mine, index = [], 0
@@ -267,7 +308,7 @@ class Bench:
             started = time.perf_counter()
             conn.request("GET", paths[index % len(paths)], headers=self.auth)
             conn.getresponse().read()
-            mine.append(1000 * (time.perf_counter() - started))
+            mine.append((started, 1000 * (time.perf_counter() - started)))
             index += 1
         conn.close()
         with lock:
@@ -291,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=20, help="deltas per reply (20)")
     parser.add_argument("--interval-ms", type=float, default=20.0,
                         help="milliseconds between the fake's deltas (20)")
+    parser.add_argument("--capacity-interval-ms", type=float, default=250.0,
+                        help="milliseconds between deltas while measuring capacity (250)")
     parser.add_argument("--postgres", metavar="URL", help="registry on this PostgreSQL server")
     parser.add_argument("--keep", action="store_true", help="keep the folder with the logs")
     args = parser.parse_args(argv)
@@ -314,7 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         bridge.wait_ready()
         bench = Bench(bridge, fake)
         rows = bench.latency(args.samples)
-        rows += [bench.capacity(n) for n in counts]
+        finished = bench.finished_runs()
+        # Streams long enough that all of them are open at once for a while.
+        fake.pace(args.capacity_interval_ms / 1000)
+        rows += [bench.capacity(n, finished) for n in counts]
     except StartFailed as exc:
         print(f"error: {exc}\n{(folder / 'bridge.log').read_text(errors='replace')[-3000:]}",
               file=sys.stderr)
