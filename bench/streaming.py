@@ -2,7 +2,7 @@
 """What streaming through the bridge costs, and how many open streams it holds.
 
     cd /path/to/assistants-bridge && .venv/bin/python bench/streaming.py [--streams 32,64,128,256]
-        [--samples 30] [--chunks 20] [--interval-ms 20] [--capacity-interval-ms 250]
+        [--samples 30] [--chunks 20] [--interval-ms 20] [--capacity-interval-ms 1000]
         [--postgres URL] [--keep]
 
 It starts the fake OpenAI upstream (tests/fakes/openai_server.py) in a process of its own,
@@ -332,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=20, help="deltas per reply (20)")
     parser.add_argument("--interval-ms", type=float, default=20.0,
                         help="milliseconds between the fake's deltas (20)")
-    parser.add_argument("--capacity-interval-ms", type=float, default=250.0,
-                        help="milliseconds between deltas while measuring capacity (250)")
+    parser.add_argument("--capacity-interval-ms", type=float, default=1000.0,
+                        help="milliseconds between deltas while measuring capacity (1000)")
     parser.add_argument("--postgres", metavar="URL", help="registry on this PostgreSQL server")
     parser.add_argument("--keep", action="store_true", help="keep the folder with the logs")
     args = parser.parse_args(argv)
