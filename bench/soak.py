@@ -11,7 +11,10 @@ limits off so that the soak measures faults and not limits. An admin creates an 
 --users simulated users (threads of this process, each with its own JWT and keep-alive
 connection) loop for --seconds over a mixed workload: create threads (some with initial
 messages), post messages, start runs (some with additional messages, some through
-`POST /threads/runs`) and poll them to the end honouring `openai-poll-after-ms`, post into a
+`POST /threads/runs`) and poll them to the end honouring `openai-poll-after-ms`, stream runs
+(`"stream": true`, read to the end and then held against what polling returns: a terminal run
+event and `done` last, the streamed reply the listed one under the same id; or left after a few
+lines, the run then polled to its end), post into a
 thread whose run is active (a 409 `thread_locked` is an expected answer), list messages, threads
 and runs page by page, modify metadata, cancel runs, delete messages and threads.
 
@@ -32,7 +35,7 @@ every accepted (2xx) message is listed exactly once, no deleted or refused one i
 completed run has exactly one reply, no run is left queued, in_progress, cancelling or
 requires_action, every thread created and not deleted is listed once and no deleted one.
 
-Exit status: 0 when there were no 500s, no leaks, no lost, duplicated, resurrected or phantom
+Exit status: 0 when there were no 500s, no leaks, no broken streams, no lost, duplicated, resurrected or phantom
 messages, no duplicated replies, no lost or resurrected threads and no run left active, and,
 without --faults, no 5xx at all; 1 when a check failed; 2 for bad arguments; 3 when gunicorn or
 the fake could not start (the reason and the log's tail are printed); 130 on Ctrl-C or SIGTERM.
@@ -346,12 +349,15 @@ class Stats:
     operations: Counter = field(default_factory=Counter)
     run_final: Counter = field(default_factory=Counter)     # status the loop saw last
     latencies: list[float] = field(default_factory=list)
+    streams: Counter = field(default_factory=Counter)       # how streamed runs went
+    stream_errors: list[str] = field(default_factory=list)  # streams that broke their promises
 
     def merge(self, other: "Stats") -> None:
         for name in ("by_class", "by_route", "statuses", "codes", "retry_reasons", "gave_up",
-                     "operations", "run_final"):
+                     "operations", "run_final", "streams"):
             getattr(self, name).update(getattr(other, name))
         self.leaks.extend(other.leaks)
+        self.stream_errors.extend(other.stream_errors)
         self.latencies.extend(other.latencies)
         self.retries += other.retries
         self.replayed += other.replayed
@@ -374,6 +380,21 @@ class Answer:
         if isinstance(self.payload, dict) and isinstance(self.payload.get("error"), dict):
             return self.payload["error"].get("code")
         return None
+
+
+def sse_events(raw: bytes) -> list[tuple[str, Any]]:
+    """A stream's events (name, data), pings left out; a frame cut short is left out too."""
+    events = []
+    for frame in raw.decode("utf-8", errors="replace").split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in frame.split("\n")
+                     if line.startswith(("event: ", "data: ")))
+        if "event" in lines and "data" in lines:
+            data = lines["data"]
+            try:
+                events.append((lines["event"], data if data == "[DONE]" else json.loads(data)))
+            except ValueError:
+                pass  # the last, unfinished frame of a stream left early
+    return events
 
 
 class Clock:
@@ -414,13 +435,20 @@ class Client:
             self.conn.close()
             self.conn = None
 
-    def _once(self, method: str, path: str, data: bytes | None, headers: dict[str, str]):
+    def _once(self, method: str, path: str, data: bytes | None, headers: dict[str, str],
+              leave_after: int | None = None):
         if self.conn is None:
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT)
         start = time.perf_counter()
         try:
             self.conn.request(method, path, body=data, headers=headers)
             response = self.conn.getresponse()
+            streamed = response.getheader("Content-Type", "").startswith("text/event-stream")
+            if streamed and leave_after is not None:
+                # A client that goes away mid-stream: a few lines read, then the connection shut.
+                raw = b"".join(response.fp.readline() for _ in range(leave_after))
+                self.close()
+                return response, raw, None
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
             self.close()
@@ -431,7 +459,7 @@ class Client:
         return response, raw, None
 
     def call(self, method: str, path: str, body: dict | None = None, *,
-             retry_404_ok: bool = False) -> Answer:
+             retry_404_ok: bool = False, leave_after: int | None = None) -> Answer:
         """One logical operation: retried on 502/503/504, 409 idempotency_key_in_use and
         connection errors with the same body (and for POSTs the same Idempotency-Key)."""
         route = route_of(method, path)
@@ -442,7 +470,7 @@ class Client:
         attempt = 0
         while True:
             attempt += 1
-            response, raw, error = self._once(method, path, data, headers)
+            response, raw, error = self._once(method, path, data, headers, leave_after)
             if response is None:
                 self.stats.by_class["conn"] += 1
                 self.stats.by_route[(route, "conn")] += 1
@@ -451,7 +479,10 @@ class Client:
             else:
                 status = response.status
                 try:
-                    payload = json.loads(raw) if raw else None
+                    if response.getheader("Content-Type", "").startswith("text/event-stream"):
+                        payload = {"stream": sse_events(raw)}
+                    else:
+                        payload = json.loads(raw) if raw else None
                 except ValueError:
                     payload = None
                 answer = Answer(status, response.headers, payload, attempt)
@@ -668,6 +699,66 @@ class User(threading.Thread):
             self.client.call("POST", f"/v1/threads/{thread.id}/runs/{run['id']}",
                              {"metadata": {"checked": "yes"}})
 
+    def op_stream_run(self) -> None:
+        """A streamed run, read to its end (and held against what polling then returns), or
+        left after a few events: the run must finish without its reader."""
+        thread = self.pick_thread()
+        if thread is None:
+            return
+        leave = self.rng.random() < 0.2
+        answer = self.client.call("POST", f"/v1/threads/{thread.id}/runs",
+                                  {"assistant_id": self.assistant_id, "stream": True},
+                                  leave_after=self.rng.randint(2, 12) if leave else None)
+        if answer.status == 409 and answer.code == "thread_locked":
+            self.stats.thread_locked += 1
+        if not answer.ok:
+            return
+        if "stream" not in answer.payload:  # a replayed request answers with the run object
+            self.stats.streams["replayed as JSON"] += 1
+            run = answer.payload
+        else:
+            events = answer.payload["stream"]
+            created = next((data for name, data in events if name == "thread.run.created"), None)
+            if created is None:
+                self.stats.stream_errors.append(f"{thread.id}: no thread.run.created in "
+                                                f"{[name for name, _ in events][:5]}")
+                return
+            run = created
+            if not leave:
+                self.check_stream(thread, events)
+        self.ledger.own(run["id"], self.index)
+        thread.runs[run["id"]] = run.get("status")
+        if leave:
+            self.stats.streams["left early"] += 1
+        status = self.poll_run(thread, run, answer.headers)
+        self.stats.run_final[status] += 1
+
+    def check_stream(self, thread: ThreadState, events: list[tuple[str, Any]]) -> None:
+        """A stream read whole ends with its run's last event and `done`, and its reply is the
+        one polling returns, under the same id."""
+        names = [name for name, _ in events]
+        run_events = [data for name, data in events if name.startswith("thread.run.")
+                      and not name.startswith("thread.run.step.")]
+        if names[-1:] != ["done"] or not run_events:
+            self.stats.stream_errors.append(f"{thread.id}: a stream ended {names[-3:]}")
+            return
+        run = run_events[-1]
+        self.stats.streams[f"read whole, {run['status']}"] += 1
+        if run["status"] != "completed":
+            return
+        text = "".join(part["text"]["value"] for name, data in events
+                       if name == "thread.message.delta" for part in data["delta"]["content"]
+                       if part.get("type") == "text")
+        announced = [data["id"] for name, data in events if name == "thread.message.created"]
+        listed = self.client.call("GET", f"/v1/threads/{thread.id}/messages?run_id={run['id']}")
+        if not listed.ok:
+            return
+        replies = [(m["id"], "".join(part["text"]["value"] for part in m["content"]
+                                     if part["type"] == "text")) for m in listed.payload["data"]]
+        if replies != [(message_id, text) for message_id in announced]:
+            self.stats.stream_errors.append(
+                f"run {run['id']}: streamed {announced} {text[:40]!r}, listed {replies!r:.120}")
+
     def op_thread_and_run(self) -> None:
         marker = self.new_marker(None, "thread and run")
         body = {"assistant_id": self.assistant_id,
@@ -775,7 +866,8 @@ class User(threading.Thread):
             m.thread_maybe_deleted = thread.maybe_deleted
 
     OPERATIONS = (
-        ("create_thread", 10), ("post_message", 26), ("run", 16), ("thread_and_run", 3),
+        ("create_thread", 10), ("post_message", 26), ("run", 12), ("stream_run", 6),
+        ("thread_and_run", 3),
         ("list_messages", 14), ("list_threads", 7), ("list_runs", 5), ("retrieve", 6),
         ("modify", 7), ("delete_message", 4), ("delete_thread", 2),
     )
@@ -1005,6 +1097,9 @@ def report(args, stats: Stats, verdict: Verdict | None, problems: Counter, examp
           + (", ".join(f"{k} x{v}" for k, v in sorted(injected.items())) or "none"))
     print(f"  runs as the users' polling last saw them: "
           + ", ".join(f"{k} {v}" for k, v in stats.run_final.most_common()))
+    print("  streamed runs: " + (", ".join(f"{k} {v}" for k, v in stats.streams.most_common())
+                                 or "none"))
+    show("broken streams", stats.stream_errors)
     show("leaks", stats.leaks)
     failed: list[str] = []
     if verdict is not None:
@@ -1035,7 +1130,8 @@ def report(args, stats: Stats, verdict: Verdict | None, problems: Counter, examp
         print(f"      {line}")
     show("soak client crashes", crashed, limit=3)
 
-    checks = [("500s", s500), ("leaks", len(stats.leaks))]
+    checks = [("500s", s500), ("leaks", len(stats.leaks)),
+              ("broken streams", len(stats.stream_errors))]
     if not args.faults:
         checks.append(("5xx", s5xx))
     if verdict is None:

@@ -1,5 +1,6 @@
 """A short soak: bench/soak.py (gunicorn with its production config, the fake OpenAI upstream,
-simulated users on a mixed workload) for a few seconds, with and without upstream faults.
+simulated users on a mixed workload, streamed runs among it) for a few seconds, with and without
+upstream faults.
 
 bench/soak.py checks every response for other users' data, lists everything at the end (every
 accepted message exactly once, no deleted one, no run left active) and exits 0 only when all of
@@ -10,6 +11,7 @@ as an operator would, and assert its exit status; the summary it printed is show
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +47,7 @@ def assert_passed(result: subprocess.CompletedProcess) -> None:
     assert "RESULT: PASS" in result.stdout, output[-8000:]
     assert "leaks: 0" in result.stdout
     assert "non-terminal runs: 0" in result.stdout
+    assert "broken streams: 0" in result.stdout
 
 
 def test_soak_without_faults():
@@ -52,6 +55,9 @@ def test_soak_without_faults():
     result = run_soak()
     assert_passed(result)
     assert "5xx: 0 " in result.stdout, result.stdout[-8000:]
+    # Streaming users read runs to their end and checked them against polling, and left some.
+    assert re.search(r"streamed runs: .*read whole, completed \d+", result.stdout), \
+        result.stdout[-8000:]
 
 
 def test_soak_with_upstream_faults():
