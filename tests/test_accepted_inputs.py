@@ -3,8 +3,9 @@
 A generator of nasty-but-valid inputs (text from every Unicode plane but the code points the
 registry cannot store, keys with dots, quotes and no letters at all, free-form documents nested
 to the depth limit, huge and tiny numbers, empty strings, metadata at its limits) drives the
-routes of one bridge per engine over HTTP. Every answer to a valid input must be a 200; every
-object made must then read back as it was answered, alone and in its list, through plain HTTP
+routes of one bridge per engine over HTTP, runs streamed or not. Every answer to a valid input
+must be a 200 (a stream: events the SDK's types take, `done` last); every object made must then
+read back as it was answered, alone and in its list, through plain HTTP
 and the official SDK. At the end the threads move to another engine's home with
 `flask migrate-threads`, and every thread, message and run must read back there unchanged.
 
@@ -14,14 +15,17 @@ fixed seed, so a failure in CI repeats locally.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import typing
 from typing import Any
 
 import httpx2 as httpx  # the HTTP client the openai SDK itself uses
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from openai.types.beta import AssistantStreamEvent
 
 from bridge.api.bodies import MAX_JSON_DEPTH
 from tests.conftest import ENGINES, Bridge
@@ -33,6 +37,9 @@ MOVES = {"offline": ("responses", "responses"), "chat": ("assistants", "assistan
          "responses": ("local", "offline"), "assistants": ("responses", "responses")}
 # Every request of an example is checked with a few more: the rate limits are not under test.
 UNLIMITED = {"RATE_LIMIT_READS": "", "RATE_LIMIT_WRITES": "", "RATE_LIMIT_RUNS": ""}
+# The SDK's type for each stream event, by name.
+STREAM_EVENTS = {typing.get_args(cls.model_fields["event"].annotation)[0]: cls
+                 for cls in typing.get_args(typing.get_args(AssistantStreamEvent)[0])}
 # Fields of a run that move on while it executes; the rest must read back as first answered.
 MOVING_RUN_FIELDS = {"status", "started_at", "completed_at", "failed_at", "cancelled_at",
                      "expires_at", "usage", "required_action", "last_error", "incomplete_details"}
@@ -246,13 +253,12 @@ class Checker:
         assert_echoes(body, made)
         self.reads_back(f"/threads/{thread_id}", "/threads", made)
 
-    def run(self, thread_id: str | None, body: dict[str, Any]) -> None:
+    def run(self, thread_id: str | None, body: dict[str, Any], *, streamed: bool = False) -> None:
         body = {"assistant_id": self.assistant_id, **body}
+        path = "/threads/runs" if thread_id is None else f"/threads/{thread_id}/runs"
+        made = self.streamed(path, body) if streamed else self.post(path, body)
         if thread_id is None:
-            made = self.post("/threads/runs", body)
             self.threads.append(made["thread_id"])
-        else:
-            made = self.post(f"/threads/{thread_id}/runs", body)
         assert_echoes(body, made)
         thread_id = made["thread_id"]
         path = f"/threads/{thread_id}/runs/{made['id']}"
@@ -261,6 +267,23 @@ class Checker:
         self.reads_back(path, f"/threads/{thread_id}/runs", final, moving=MOVING_RUN_FIELDS)
         self.sdk.beta.threads.runs.retrieve(made["id"], thread_id=thread_id)
         self.messages_read_back(thread_id)
+
+    def streamed(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Start the run as a stream and read it whole: every event is one the SDK's types
+        take, `done` comes last; the run as its first event announced it."""
+        response = self.http.post(path, json={**body, "stream": True})
+        assert response.status_code == 200, f"POST {path} refused a valid body: {response.text}"
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = []
+        for frame in response.text.split("\n\n"):
+            if not frame or frame.startswith(":"):
+                continue
+            name, data = (line.split(": ", 1)[1] for line in frame.split("\n"))
+            events.append((name, data))
+        assert events[-1] == ("done", "[DONE]"), events[-3:]
+        for name, data in events[:-1]:
+            STREAM_EVENTS[name].model_validate({"event": name, "data": json.loads(data)})
+        return next(json.loads(data) for name, data in events if name == "thread.run.created")
 
     def settle(self, path: str) -> dict[str, Any]:
         """Poll a run to its end; a run waiting for tool outputs is cancelled."""
@@ -310,9 +333,11 @@ def exercise(checker: Checker, data: st.DataObject) -> None:
             checker.modify_thread(thread_id, data.draw(optional(
                 metadata=metadata(15, reserved_allowed=False), tool_resources=tool_resources)))
         else:
-            checker.run(thread_id, data.draw(run_options))
+            checker.run(thread_id, data.draw(run_options),
+                        streamed=data.draw(st.booleans(), label="streamed"))
     if data.draw(st.booleans(), label="with a thread and run"):
-        checker.run(None, data.draw(thread_and_run_options))
+        checker.run(None, data.draw(thread_and_run_options),
+                    streamed=data.draw(st.booleans(), label="streamed"))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
