@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -593,6 +594,7 @@ class FakeOpenAI(LoopbackFake):
         self._delay_epoch = 0  # end_delays() moves it on
         self._workers: list[threading.Thread] = []
         self._epoch = 0
+        self._logs: weakref.WeakSet[EventLog] = weakref.WeakSet()  # of streams not yet collected
         self._clear()
 
     def _clear(self) -> None:
@@ -616,8 +618,19 @@ class FakeOpenAI(LoopbackFake):
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def _detach_background(self) -> list[threading.Thread]:
+        self._wake_streams()  # their readers see the fake stopping
         workers, self._workers = self._workers, []
         return workers
+
+    def _new_log(self, numbered: bool) -> EventLog:
+        log = EventLog(numbered=numbered, lock=self._lock)
+        self._logs.add(log)
+        return log
+
+    def _wake_streams(self) -> None:
+        """Let every stream's readers look again (lock held): the fake dropped their work."""
+        for log in list(self._logs):
+            log.cond.notify_all()
 
     # ---- test controls -------------------------------------------------------------------------
 
@@ -806,6 +819,7 @@ class FakeOpenAI(LoopbackFake):
             self._holding = False
             self._releases += 1
             self._cond.notify_all()
+            self._wake_streams()
 
     # ---- dispatch ------------------------------------------------------------------------------
 
@@ -1324,7 +1338,7 @@ class FakeOpenAI(LoopbackFake):
             conversation.active = obj["id"]
         if stream:
             # A streamed response is made by a worker, so that it goes on when its client goes away.
-            job.log = EventLog(numbered=True, lock=self._lock)
+            job.log = self._new_log(numbered=True)
             job.log.add("response.created", {"response": obj})
             job.log.add("response.queued" if background else "response.in_progress", {"response": obj})
             self._spawn(self._work_response, job)
@@ -1601,7 +1615,7 @@ class FakeOpenAI(LoopbackFake):
         thread.runs[obj["id"]] = job
         thread.active = obj["id"]
         if stream:
-            job.log = EventLog(numbered=False, lock=self._lock)
+            job.log = self._new_log(numbered=False)
             for kind, payload in [*opening, ("thread.run.created", obj), ("thread.run.queued", obj)]:
                 job.log.add(kind, payload)
         self._spawn(self._work_run, job)
@@ -1674,7 +1688,7 @@ class FakeOpenAI(LoopbackFake):
         obj.update(status="queued", required_action=None)
         job.t0, job.releases = time.monotonic(), self._releases
         job.tool_outputs = {output["tool_call_id"]: output["output"] for output in outputs}
-        job.log = EventLog(numbered=False, lock=self._lock) if stream else None
+        job.log = self._new_log(numbered=False) if stream else None
         self._log(job, "thread.run.queued", obj)
         self._spawn(self._work_run, job)
         return self._follow(job) if stream else self._run_answer(obj)

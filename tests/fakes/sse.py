@@ -10,7 +10,7 @@ from typing import Any
 
 # How long a stream waiting for its next event goes before it lets the writer check that its client is
 # still there: a closed socket only tells on a read or a write, and nothing is written while a stream waits.
-LIVENESS_SECONDS = 0.05
+LIVENESS_SECONDS = 0.25
 
 
 class StreamAbandoned(Exception):
