@@ -30,8 +30,8 @@ it while the client waits), so one process must serve many requests at once.
   worker gets a thread for each stream it may hold beyond the GUNICORN_THREADS for requests
   (below). An idle stream costs a sleeping thread and no registry connection; what streams cost
   is the CPU of their events and of starting their runs. `bench/streaming.py` (2 cores, SQLite,
-  16 clients polling back to back): with 256 streams open, polls p50 116 ms, p99 340 ms; 128
-  open, p99 165 ms; while 256 runs start at once, p99 2.3 s. An event loop would hold idle
+  16 clients polling back to back): with 256 streams open, polls p50 12 ms, p99 123 ms; while
+  256 runs start at once, p99 855 ms. An event loop would hold idle
   connections more cheaply, but the registry driver and the SDK block it (see gevent above).
 """
 
