@@ -96,6 +96,16 @@ def raw_events(bridge, path: str, body: dict[str, Any], *, user: str = "alice",
     return response.status, kind, events, frames
 
 
+def open_stream(bridge, thread_id: str, assistant_id: str):
+    """Start a streamed run and leave its answer unread: the connection and the response."""
+    url = urlsplit(bridge.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    conn.request("POST", f"/v1/threads/{thread_id}/runs", headers={
+        **bridge.headers("alice"), "Content-Type": "application/json"},
+        body=json.dumps({"assistant_id": assistant_id, "stream": True}))
+    return conn, conn.getresponse()
+
+
 def assert_valid(events: list[ev.Event], order: StreamOrder | None = None) -> None:
     """The SDK's types take every event, and the sequence keeps the order rules."""
     order = order or StreamOrder()
@@ -235,12 +245,7 @@ def test_a_client_that_leaves_does_not_stop_the_run(start_bridge, engine):
     if bridge.fake is not None:
         bridge.fake.hold()
     thread = client.beta.threads.create(messages=[{"role": "user", "content": message}])
-    url = urlsplit(bridge.url)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-    conn.request("POST", f"/v1/threads/{thread.id}/runs", headers={
-        **bridge.headers("alice"), "Content-Type": "application/json"},
-        body=json.dumps({"assistant_id": assistant_id, "stream": True}))
-    response = conn.getresponse()
+    conn, response = open_stream(bridge, thread.id, assistant_id)
     assert response.readline().startswith(b"event: thread.run.created")
     conn.close()  # gone, mid-stream
     if bridge.fake is not None:
@@ -291,12 +296,7 @@ def test_a_full_server_refuses_a_stream_before_starting_the_run(start_bridge):
     client, assistant_id = bridge.sdk("alice"), bridge.assistant()
     busy = client.beta.threads.create(messages=[{"role": "user", "content": "x"}])
     other = client.beta.threads.create(messages=[{"role": "user", "content": "y"}])
-    url = urlsplit(bridge.url)
-    holder = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-    holder.request("POST", f"/v1/threads/{busy.id}/runs", headers={
-        **bridge.headers("alice"), "Content-Type": "application/json"},
-        body=json.dumps({"assistant_id": assistant_id, "stream": True}))
-    held = holder.getresponse()
+    holder, held = open_stream(bridge, busy.id, assistant_id)
     assert held.readline().startswith(b"event:")
 
     status, _, _, (raw,) = raw_events(bridge, f"/threads/{other.id}/runs",
@@ -369,12 +369,7 @@ def test_a_stream_waiting_mid_reply_holds_no_registry_connection(start_bridge, e
     if bridge.fake is not None:
         bridge.fake.hold(after_deltas=1)
     thread = bridge.sdk("alice").beta.threads.create(messages=[{"role": "user", "content": message}])
-    url = urlsplit(bridge.url)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-    conn.request("POST", f"/v1/threads/{thread.id}/runs", headers={
-        **bridge.headers("alice"), "Content-Type": "application/json"},
-        body=json.dumps({"assistant_id": bridge.assistant(), "stream": True}))
-    response = conn.getresponse()
+    conn, response = open_stream(bridge, thread.id, bridge.assistant())
     # offline waits before its reply, the others after its first piece
     awaited = b"event: thread.run.in_progress" if engine == "offline" else \
         b"event: thread.message.delta"
