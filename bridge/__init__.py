@@ -97,9 +97,11 @@ def _sqlite_pragmas(connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from . import chatkit
     from .api import register_blueprints as register
 
     register(app)
+    app.register_blueprint(chatkit.bp)
 
 
 def register_limits(app: Flask, settings: Settings) -> None:

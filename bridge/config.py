@@ -74,6 +74,9 @@ class Settings(BaseSettings):
 
     # The assistant that examples and clients use by default (written by setup-assistant).
     ASSISTANT_ID: str | None = None
+    # The assistant that answers ChatKit front ends (POST /chatkit): an id or a name, looked up
+    # when a message needs an answer, so it may be set before the assistant exists.
+    CHATKIT_ASSISTANT: str | None = None
 
     # Shared state for several bridge processes or hosts (rate-limit counters); unset: memory.
     REDIS_URL: str | None = None
@@ -96,7 +99,7 @@ class Settings(BaseSettings):
 
     @field_validator("OPENAI_API_KEY", "OPENAI_BASE_URL", "JWT_SECRET_KEY", "JWT_PUBLIC_KEY",
                      "JWT_PRIVATE_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "ASSISTANT_ID", "BRIDGE_ENGINE",
-                     "REDIS_URL",
+                     "REDIS_URL", "CHATKIT_ASSISTANT",
                      mode="before")
     @classmethod
     def _blank_is_unset(cls, value):

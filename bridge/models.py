@@ -211,3 +211,27 @@ class IdempotencyRecord(db.Model):
     headers: Mapped[dict[str, str] | None] = mapped_column(JSON)  # the response headers replayed
     created_at: Mapped[int] = mapped_column(Integer, default=now)
     expires_at: Mapped[int] = mapped_column(Integer)
+
+
+class ChatKitThread(db.Model):
+    """What ChatKit keeps of a thread beyond the registry's own: its title."""
+
+    __tablename__ = "chatkit_threads"
+
+    thread_pk: Mapped[int] = mapped_column(ForeignKey("threads.pk", ondelete="CASCADE"),
+                                           primary_key=True)
+    title: Mapped[str | None] = mapped_column(String(512))
+
+
+class ChatKitItem(db.Model):
+    """A ChatKit thread item that is not a message (hidden context, a client tool call, a
+    widget), kept whole in ChatKit's own shape beside the thread's messages."""
+
+    __tablename__ = "chatkit_items"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    thread_pk: Mapped[int] = mapped_column(ForeignKey("threads.pk", ondelete="CASCADE"), index=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    type: Mapped[str] = mapped_column(String(32))
+    item: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -13,8 +13,8 @@ redact them from log records).
   query strings and bodies are never logged.
 - Redaction. Every record that passes through the "bridge" logger has the configured provider
   key, the JWT secret, JWT-looking strings and `Bearer ...` values replaced by [REDACTED].
-- CORS. Off unless CORS_ORIGINS names origins; then flask-cors answers /v1/* and /openapi.json
-  for exactly those origins.
+- CORS. Off unless CORS_ORIGINS names origins; then flask-cors answers /v1/*, /openapi.json and
+  /chatkit for exactly those origins.
 """
 
 from __future__ import annotations
@@ -336,7 +336,8 @@ def cors_origins(value: str) -> list[str]:
 
 
 def configure_cors(app: Flask, settings: "Settings") -> bool:
-    """Turn CORS on for /v1/* and /openapi.json when CORS_ORIGINS is set; False when off."""
+    """Turn CORS on for /v1/*, /openapi.json and /chatkit when CORS_ORIGINS is set; False when
+    off."""
     origins = cors_origins(settings.CORS_ORIGINS)
     if not origins:
         return False
@@ -346,7 +347,8 @@ def configure_cors(app: Flask, settings: "Settings") -> bool:
     # Exact, case-insensitive matches: a configured origin is never read as a regular expression.
     allowed: Any = "*" if wildcard else [re.compile(re.escape(o) + r"\Z", re.IGNORECASE)
                                          for o in origins]
-    CORS(app, resources={r"/v1/.*": {}, r"/openapi\.json\Z": {}}, origins=allowed,
+    CORS(app, resources={r"/v1/.*": {}, r"/openapi\.json\Z": {}, r"/chatkit\Z": {}},
+         origins=allowed,
          send_wildcard=wildcard, methods=CORS_METHODS, allow_headers=CORS_ALLOW_HEADERS,
          expose_headers=CORS_EXPOSE_HEADERS, max_age=600, supports_credentials=False,
          always_send=False, vary_header=True,

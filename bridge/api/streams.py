@@ -97,10 +97,15 @@ def stream_response(frames: Iterator[bytes], slots: StreamSlots, *,
 
 def run_stream(run, slots: StreamSlots, *, thread_created: bool = False,
                resumed: bool = False) -> Response:
-    """The stream of a run just created (or, `resumed`, given its tool outputs).
+    """The stream of a run just created (or, `resumed`, given its tool outputs)."""
+    replay = run_object(run, run.thread.id).model_dump_json()
+    return stream_response(run_frames(run, thread_created=thread_created, resumed=resumed),
+                           slots, replay_body=replay)
 
-    Its opening events come from the run as the request left it; the rest from the engine.
-    """
+
+def run_frames(run, *, thread_created: bool = False, resumed: bool = False) -> Iterator[bytes]:
+    """A run's frames: its opening events from the run as the request left it (the thread
+    first, when it was made with the run), the rest from the engine."""
     payload = run_payload(run)
     if resumed:
         step = latest_tool_step(run)
@@ -115,11 +120,10 @@ def run_stream(run, slots: StreamSlots, *, thread_created: bool = False,
         if thread_created:
             thread = thread_object(run.thread).model_dump(mode="json")
             opening.insert(0, ev.thread_created(thread))
-    replay = run_object(run, run.thread.id).model_dump_json()
     engine, run_id = current_engine(), run.id
 
     def frames() -> Iterator[bytes]:
         yield from emit(order, opening)
         yield from engine.stream(run_id, order)
 
-    return stream_response(frames(), slots, replay_body=replay)
+    return frames()

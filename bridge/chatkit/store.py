@@ -1,0 +1,204 @@
+"""ChatKit's store over the registry: a ChatKit thread is a bridge thread, its user messages and
+assistant replies are the thread's messages, so `/v1` and ChatKit see one conversation.
+
+What only ChatKit has (a thread's title; items that are not messages: hidden context, client
+tool calls, widgets) lives in tables of its own. Every lookup goes through the caller's
+ownership, and another user's thread or item is ChatKit's NotFoundError, like a missing one.
+The methods are async because ChatKit's interface is; they run on the request's own loop and
+use the request's registry session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from chatkit.store import NotFoundError, Store
+from chatkit.types import (AssistantMessageContent, AssistantMessageItem, InferenceOptions, Page,
+                           ThreadItem, ThreadMetadata, UserMessageItem, UserMessageTextContent)
+from pydantic import TypeAdapter
+from sqlalchemy import select
+
+from ..engines import current_engine
+from ..errors import NotFound
+from ..extensions import db
+from ..models import ChatKitItem, ChatKitThread, Message, Thread
+from ..registry import new_id, paginate, thread_for_user, threads_of_user
+from ..schemas import ListQuery, MessageCreate, ThreadCreate
+
+_ITEM = TypeAdapter(ThreadItem)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a ChatKit request is for: the verified `sub` of its token."""
+
+    user_id: str
+
+
+def stamp(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def owned_thread(thread_id: str, caller: Caller) -> Thread:
+    try:
+        return thread_for_user(thread_id, caller.user_id)
+    except NotFound:
+        raise NotFoundError(f"Thread {thread_id} not found") from None
+
+
+def message_item(message: Message, thread_id: str) -> ThreadItem:
+    """A registry message as ChatKit shows it."""
+    text = "".join(block["text"]["value"] for block in message.content
+                   if block.get("type") == "text")
+    if message.role == "user":
+        return UserMessageItem(id=message.id, thread_id=thread_id,
+                               created_at=stamp(message.created_at),
+                               content=[UserMessageTextContent(text=text)],
+                               inference_options=InferenceOptions())
+    return AssistantMessageItem(id=message.id, thread_id=thread_id,
+                                created_at=stamp(message.created_at),
+                                content=[AssistantMessageContent(text=text)])
+
+
+def user_text(item: UserMessageItem) -> str:
+    """What a user message says, its tags as their text."""
+    return "".join(part.text for part in item.content)
+
+
+class RegistryStore(Store[Caller]):
+    def generate_thread_id(self, context: Caller) -> str:
+        # ChatKit names a thread before it saves it: the thread is made now, by the engine,
+        # so that its id is a bridge thread's from the first event on.
+        return current_engine().create_thread(context.user_id, ThreadCreate()).id
+
+    def generate_item_id(self, item_type, thread: ThreadMetadata, context: Caller) -> str:
+        # Messages get the registry's id when they are added (see add_thread_item).
+        return new_id("cki")
+
+    # ---- threads -----------------------------------------------------------------------------
+
+    async def load_thread(self, thread_id: str, context: Caller) -> ThreadMetadata:
+        thread = owned_thread(thread_id, context)
+        title = db.session.scalar(select(ChatKitThread.title).where(
+            ChatKitThread.thread_pk == thread.pk))
+        return ThreadMetadata(id=thread.id, created_at=stamp(thread.created_at), title=title)
+
+    async def save_thread(self, thread: ThreadMetadata, context: Caller) -> None:
+        row = owned_thread(thread.id, context)
+        kept = db.session.get(ChatKitThread, row.pk)
+        if kept is None:
+            db.session.add(ChatKitThread(thread_pk=row.pk, title=thread.title))
+        else:
+            kept.title = thread.title
+        db.session.commit()
+
+    async def load_threads(self, limit: int, after: str | None, order: str,
+                           context: Caller) -> Page[ThreadMetadata]:
+        # The same threads and cursors as GET /v1/threads.
+        page = paginate(threads_of_user(context.user_id), Thread, ListQuery(limit=min(limit, 100), order=order, after=after))
+        titles = dict(db.session.execute(select(ChatKitThread.thread_pk, ChatKitThread.title)
+                                         .where(ChatKitThread.thread_pk.in_(
+                                             [thread.pk for thread in page.items]))).all())
+        data = [ThreadMetadata(id=thread.id, created_at=stamp(thread.created_at),
+                               title=titles.get(thread.pk)) for thread in page.items]
+        return Page(data=data, has_more=page.has_more,
+                    after=data[-1].id if page.has_more and data else None)
+
+    async def delete_thread(self, thread_id: str, context: Caller) -> None:
+        current_engine().delete_thread(owned_thread(thread_id, context))
+
+    # ---- items -------------------------------------------------------------------------------
+
+    def _items(self, thread: Thread) -> list[ThreadItem]:
+        """The thread's items in the order they were made: its messages and ChatKit's own."""
+        messages = db.session.scalars(select(Message).where(Message.thread_pk == thread.pk))
+        extras = db.session.scalars(select(ChatKitItem).where(ChatKitItem.thread_pk == thread.pk))
+        ordered = sorted([((m.created_at, 0, m.pk), message_item(m, thread.id)) for m in messages]
+                         + [((x.created_at, 1, x.pk), _ITEM.validate_python(x.item))
+                            for x in extras], key=lambda pair: pair[0])
+        return [item for _, item in ordered]
+
+    async def load_thread_items(self, thread_id: str, after: str | None, limit: int, order: str,
+                                context: Caller) -> Page[ThreadItem]:
+        items = self._items(owned_thread(thread_id, context))
+        if order == "desc":
+            items.reverse()
+        start = 0
+        if after is not None:
+            start = next((index + 1 for index, item in enumerate(items) if item.id == after),
+                         len(items))
+        page = items[start:start + limit]
+        has_more = start + limit < len(items)
+        return Page(data=page, has_more=has_more, after=page[-1].id if has_more else None)
+
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Caller) -> None:
+        thread = owned_thread(thread_id, context)
+        if isinstance(item, UserMessageItem):
+            message = current_engine().create_message(
+                thread, MessageCreate(role="user", content=user_text(item) or " "))
+            # ChatKit sends the item it passed here in its next event: from then on it carries
+            # the message's registry id, which /v1 shows too.
+            item.id = message.id
+            return
+        if isinstance(item, AssistantMessageItem):
+            if db.session.scalar(select(Message.pk).where(Message.thread_pk == thread.pk,
+                                                          Message.id == item.id)) is None:
+                # A reply the run did not store (a stream the client cancelled): kept as ChatKit
+                # had it.
+                text = "".join(part.text for part in item.content)
+                message = current_engine().create_message(
+                    thread, MessageCreate(role="assistant", content=text or " "))
+                item.id = message.id
+            return
+        db.session.add(ChatKitItem(id=item.id, thread_pk=thread.pk,
+                                   created_at=int(item.created_at.timestamp()), type=item.type,
+                                   item=item.model_dump(mode="json")))
+        db.session.commit()
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: Caller) -> None:
+        thread = owned_thread(thread_id, context)
+        row = db.session.scalar(select(ChatKitItem).where(ChatKitItem.thread_pk == thread.pk,
+                                                          ChatKitItem.id == item.id))
+        if row is None:
+            await self.add_thread_item(thread_id, item, context)
+            return
+        row.item = item.model_dump(mode="json")
+        db.session.commit()
+
+    async def load_item(self, thread_id: str, item_id: str, context: Caller) -> ThreadItem:
+        thread = owned_thread(thread_id, context)
+        message = db.session.scalar(select(Message).where(Message.thread_pk == thread.pk,
+                                                          Message.id == item_id))
+        if message is not None:
+            return message_item(message, thread.id)
+        row = db.session.scalar(select(ChatKitItem).where(ChatKitItem.thread_pk == thread.pk,
+                                                          ChatKitItem.id == item_id))
+        if row is None:
+            raise NotFoundError(f"Item {item_id} not found")
+        return _ITEM.validate_python(row.item)
+
+    async def delete_thread_item(self, thread_id: str, item_id: str, context: Caller) -> None:
+        thread = owned_thread(thread_id, context)
+        message = db.session.scalar(select(Message).where(Message.thread_pk == thread.pk,
+                                                          Message.id == item_id))
+        if message is not None:
+            current_engine().delete_message(message)
+            return
+        row = db.session.scalar(select(ChatKitItem).where(ChatKitItem.thread_pk == thread.pk,
+                                                          ChatKitItem.id == item_id))
+        if row is not None:
+            db.session.delete(row)
+            db.session.commit()
+
+    # ---- attachments: files are not served yet -------------------------------------------------
+
+    async def save_attachment(self, attachment: Any, context: Caller) -> None:
+        raise NotImplementedError("Attachments are not supported by this bridge yet.")
+
+    async def load_attachment(self, attachment_id: str, context: Caller) -> Any:
+        raise NotFoundError(f"Attachment {attachment_id} not found")
+
+    async def delete_attachment(self, attachment_id: str, context: Caller) -> None:
+        raise NotFoundError(f"Attachment {attachment_id} not found")
