@@ -235,3 +235,16 @@ class ChatKitItem(db.Model):
     created_at: Mapped[int] = mapped_column(Integer, default=now)
     type: Mapped[str] = mapped_column(String(32))
     item: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ChatKitFeedback(db.Model):
+    """A user's latest thumbs up or down on an item of a ChatKit thread."""
+
+    __tablename__ = "chatkit_feedback"
+    __table_args__ = (UniqueConstraint("thread_pk", "item_id"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    thread_pk: Mapped[int] = mapped_column(ForeignKey("threads.pk", ondelete="CASCADE"))
+    item_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(Integer, default=now)

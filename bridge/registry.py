@@ -13,7 +13,7 @@ from sqlalchemy.sql import Select
 
 from .errors import InvalidRequest, NotFound
 from .extensions import db
-from .models import Assistant, Message, Run, RunStep, Thread
+from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
 from .schemas import ListQuery
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -95,6 +95,12 @@ def latest_tool_step(run: Run) -> RunStep | None:
     """The run's most recent round of tool calls."""
     return db.session.scalar(select(RunStep).where(
         RunStep.run_pk == run.pk, RunStep.type == "tool_calls").order_by(RunStep.pk.desc()))
+
+
+def active_run(thread: Thread) -> Run | None:
+    """The thread's run that has not ended, if it has one (it has at most one)."""
+    return db.session.scalar(select(Run).where(Run.thread_pk == thread.pk,
+                                               Run.status.in_(ACTIVE_RUN_STATUSES)))
 
 
 def assistant_by_id(assistant_id: str, *, param: str = "assistant_id") -> Assistant:

@@ -10,31 +10,35 @@ use the request's registry session.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from chatkit.store import NotFoundError, Store
-from chatkit.types import (AssistantMessageContent, AssistantMessageItem, InferenceOptions, Page,
-                           ThreadItem, ThreadMetadata, UserMessageItem, UserMessageTextContent)
+from chatkit.types import (AssistantMessageContent, AssistantMessageItem, ClientToolCallItem,
+                           FeedbackKind, InferenceOptions, Page, ThreadItem, ThreadMetadata,
+                           UserMessageItem, UserMessageTextContent)
 from pydantic import TypeAdapter
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from ..engines import current_engine
 from ..errors import NotFound
 from ..extensions import db
-from ..models import ChatKitItem, ChatKitThread, Message, Thread
-from ..registry import new_id, paginate, thread_for_user, threads_of_user
+from ..models import ChatKitFeedback, ChatKitItem, ChatKitThread, Message, Thread, now
+from ..registry import active_run, new_id, paginate, thread_for_user, threads_of_user
 from ..schemas import ListQuery, MessageCreate, ThreadCreate
+from .connection import Connection
 
 _ITEM = TypeAdapter(ThreadItem)
+TITLE_LIMIT = 512  # the column's size
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who a ChatKit request is for: the verified `sub` of its token."""
+    """Who a ChatKit request is for (the verified `sub` of its token), and its connection."""
 
     user_id: str
+    connection: Connection | None = field(default=None, compare=False)
 
 
 def stamp(seconds: int) -> datetime:
@@ -65,6 +69,44 @@ def message_item(message: Message, thread_id: str) -> ThreadItem:
 def user_text(item: UserMessageItem) -> str:
     """What a user message says, its tags as their text."""
     return "".join(part.text for part in item.content)
+
+
+def client_tool_calls(thread: Thread) -> list[ClientToolCallItem]:
+    """The thread's client tool calls, oldest first."""
+    rows = db.session.scalars(select(ChatKitItem.item).where(
+        ChatKitItem.thread_pk == thread.pk, ChatKitItem.type == "client_tool_call")
+        .order_by(ChatKitItem.pk))
+    return [ClientToolCallItem.model_validate(row) for row in rows]
+
+
+def item_in_thread(thread: Thread, item_id: str) -> ThreadItem | None:
+    """One item of an already-authorised thread: a message, or one of ChatKit's own."""
+    message = db.session.scalar(select(Message).where(Message.thread_pk == thread.pk,
+                                                      Message.id == item_id))
+    if message is not None:
+        return message_item(message, thread.id)
+    row = db.session.scalar(select(ChatKitItem.item).where(ChatKitItem.thread_pk == thread.pk,
+                                                           ChatKitItem.id == item_id))
+    return None if row is None else _ITEM.validate_python(row)
+
+
+def run_has_replies(thread: Thread, run_id: str) -> bool:
+    """Whether the thread holds an assistant message the run wrote."""
+    return db.session.scalar(select(Message.pk).where(
+        Message.thread_pk == thread.pk, Message.run_id == run_id,
+        Message.role == "assistant").limit(1)) is not None
+
+
+def give_up_client_tool_calls(thread: Thread) -> None:
+    """The user wrote instead of letting the front end answer: the run waiting for it ends
+    (a thread takes no message while a run is active) and its calls are no longer pending."""
+    run = active_run(thread)
+    if run is not None and run.status == "requires_action":
+        current_engine().cancel_run(run)
+    db.session.execute(delete(ChatKitItem).where(
+        ChatKitItem.thread_pk == thread.pk, ChatKitItem.type == "client_tool_call",
+        ChatKitItem.item["status"].as_string() == "pending"))
+    db.session.commit()
 
 
 class RegistryStore(Store[Caller]):
@@ -136,6 +178,7 @@ class RegistryStore(Store[Caller]):
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Caller) -> None:
         thread = owned_thread(thread_id, context)
         if isinstance(item, UserMessageItem):
+            give_up_client_tool_calls(thread)
             message = current_engine().create_message(
                 thread, MessageCreate(role="user", content=user_text(item) or " "))
             # ChatKit sends the item it passed here in its next event: from then on it carries
@@ -168,16 +211,10 @@ class RegistryStore(Store[Caller]):
         db.session.commit()
 
     async def load_item(self, thread_id: str, item_id: str, context: Caller) -> ThreadItem:
-        thread = owned_thread(thread_id, context)
-        message = db.session.scalar(select(Message).where(Message.thread_pk == thread.pk,
-                                                          Message.id == item_id))
-        if message is not None:
-            return message_item(message, thread.id)
-        row = db.session.scalar(select(ChatKitItem).where(ChatKitItem.thread_pk == thread.pk,
-                                                          ChatKitItem.id == item_id))
-        if row is None:
+        item = item_in_thread(owned_thread(thread_id, context), item_id)
+        if item is None:
             raise NotFoundError(f"Item {item_id} not found")
-        return _ITEM.validate_python(row.item)
+        return item
 
     async def delete_thread_item(self, thread_id: str, item_id: str, context: Caller) -> None:
         thread = owned_thread(thread_id, context)
@@ -191,6 +228,23 @@ class RegistryStore(Store[Caller]):
         if row is not None:
             db.session.delete(row)
             db.session.commit()
+
+    async def save_feedback(self, thread_id: str, item_ids: list[str], kind: FeedbackKind,
+                            context: Caller) -> None:
+        """The user's latest feedback on each item; every item must be the thread's."""
+        thread = owned_thread(thread_id, context)
+        for item_id in dict.fromkeys(item_ids):
+            if item_in_thread(thread, item_id) is None:
+                raise NotFoundError(f"Item {item_id} not found")
+        kept = {row.item_id: row for row in db.session.scalars(select(ChatKitFeedback).where(
+            ChatKitFeedback.thread_pk == thread.pk, ChatKitFeedback.item_id.in_(item_ids)))}
+        for item_id in dict.fromkeys(item_ids):
+            row = kept.get(item_id)
+            if row is None:
+                db.session.add(ChatKitFeedback(thread_pk=thread.pk, item_id=item_id, kind=kind))
+            else:
+                row.kind, row.created_at = kind, now()
+        db.session.commit()
 
     # ---- attachments: files are not served yet -------------------------------------------------
 
