@@ -97,11 +97,12 @@ def _sqlite_pragmas(connection, _record) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import chatkit
+    from . import chatkit, chatpage
     from .api import register_blueprints as register
 
     register(app)
     app.register_blueprint(chatkit.bp)
+    app.register_blueprint(chatpage.bp)
 
 
 def register_limits(app: Flask, settings: Settings) -> None:

@@ -97,19 +97,35 @@ def setup_assistant(name, model, instructions, instructions_file, description, t
 @click.option("--admin", is_flag=True, help="Add the admin claim (may manage assistants).")
 @click.option("--ttl", type=click.IntRange(60, 60 * 60 * 24 * 30), default=3600, show_default=True,
               help="Lifetime in seconds.")
+@click.option("--url", "as_link", is_flag=True,
+              help="Print a link to the /chat page that signs in with the token "
+                   "(only with the development secret).")
+@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True,
+              help="Where the bridge is served, for --url.")
 @with_appcontext
-def token(user_id, admin, ttl):
+def token(user_id, admin, ttl, as_link, base_url):
     """Mint a development JWT for USER_ID, signed with this bridge's key."""
     from .auth import USER_ID_SHAPE, tokens
 
     if not USER_ID_SHAPE.fullmatch(user_id):
         raise click.BadParameter("use letters, digits and . _ : @ | + -", param_hint="USER_ID")
     settings = current_app.config["BRIDGE_SETTINGS"]
+    if as_link and not settings.uses_development_secret:
+        # A configured key signs real users' tokens: those belong to an identity provider, not
+        # in links that end up in shell history and chat messages.
+        raise click.UsageError("--url works only with the development secret; this bridge has "
+                               "JWT_SECRET_KEY or JWT_PUBLIC_KEY configured. Paste a token into "
+                               "the /chat page's sign-in box instead.")
+    if as_link and not re.fullmatch(r"https?://[^\s#?]+", base_url):
+        raise click.BadParameter("give an http:// or https:// URL without query or fragment",
+                                 param_hint="--base-url")
     claims = {settings.JWT_ADMIN_CLAIM: settings.JWT_ADMIN_VALUE} if admin else {}
     try:
-        click.echo(tokens().mint(user_id, ttl=ttl, claims=claims))
+        minted = tokens().mint(user_id, ttl=ttl, claims=claims)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    # The page reads the token from the fragment, which browsers never send to a server.
+    click.echo(f"{base_url.rstrip('/')}/chat#token={minted}" if as_link else minted)
 
 
 _ENGINE_NAMES = ("offline", "chat", "responses", "assistants", "local")

@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         """The selected engine: responses when a provider key is set, offline when nothing is."""
         return self.BRIDGE_ENGINE or ("responses" if self.OPENAI_API_KEY else "offline")
 
+    @property
+    def uses_development_secret(self) -> bool:
+        """No key is configured, so tokens are signed with the instance folder's random secret."""
+        return not (self.JWT_SECRET_KEY or self.JWT_PUBLIC_KEY)
+
 
 def read_pem(value: str) -> str:
     """Return PEM text given either the text itself or a path to it."""
