@@ -296,8 +296,8 @@ def ratio(value: float, baseline: float) -> str:
     return f"{value / baseline:.2f}x" if baseline else "n/a"
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
-    header = ("figure", "bridge", "baseline", "ratio", "goal")
+def table(rows: list[tuple[str, ...]],
+          header: tuple[str, ...] = ("figure", "bridge", "baseline", "ratio", "goal")) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)

@@ -143,8 +143,11 @@ def read_stream(host: str, port: int, path: str, headers: dict[str, str], body: 
                 kind = name or (json.loads(data).get("type") if data.startswith("{") else None)
                 reading.events.append(kind)
                 if kind == delta_event:
-                    reading.delta_times.append(time.perf_counter())
-                    reading.text += _delta_text(kind, json.loads(data))
+                    at = time.perf_counter()
+                    text = _delta_text(kind, json.loads(data))
+                    if text is not None:
+                        reading.delta_times.append(at)
+                        reading.text += text
                 if kind == "done" or data == "[DONE]" or kind in ("response.completed",
                                                                   "response.failed"):
                     reading.done = True
@@ -154,10 +157,15 @@ def read_stream(host: str, port: int, path: str, headers: dict[str, str], body: 
     return reading
 
 
-def _delta_text(kind: str, data: dict) -> str:
+def _delta_text(kind: str, data: dict) -> str | None:
+    """The text a delta event adds; None for an event of that name that is not a text delta."""
     if kind == "thread.message.delta":
         return "".join(part["text"]["value"] for part in data["delta"]["content"]
                        if part.get("type") == "text")
+    if kind == "thread.item.updated":  # ChatKit's (bench/chatkit.py): only its text deltas count
+        update = data["update"]
+        return (update["delta"] if update.get("type") == "assistant_message.content_part.text_delta"
+                else None)
     return data.get("delta", "")  # response.output_text.delta
 
 
