@@ -233,6 +233,9 @@ class ChatKitItem(db.Model):
     id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     thread_pk: Mapped[int] = mapped_column(ForeignKey("threads.pk", ondelete="CASCADE"), index=True)
     created_at: Mapped[int] = mapped_column(Integer, default=now)
+    # The pk of the thread's newest message when the item was added (0: none): the item is
+    # listed right after it, as ChatKit showed it.
+    follows_message_pk: Mapped[int] = mapped_column(Integer, default=0)
     type: Mapped[str] = mapped_column(String(32))
     item: Mapped[dict[str, Any]] = mapped_column(JSON)
 

@@ -375,3 +375,36 @@ def test_requests_the_thread_cannot_take_are_refused_before_any_stream(start_bri
     front.assert_in_step()
     assert isinstance(front.items[question], UserMessageItem)
     assert isinstance(front.items[answer], AssistantMessageItem)
+
+
+def test_items_page_through_in_both_orders_with_chatkits_own_items_in_place(start_bridge):
+    bridge = start_bridge("offline", CHATKIT_ASSISTANT="helper")
+    bridge.assistant(name="helper", tools=[WEATHER])
+    front = FrontEnd(bridge)
+    front.say("One")
+    front.say(script_tool_calls(bridge, "Oslo"))
+    front.answer_tool("rain")
+    front.say("Three")
+    expected = [item.id for item in front.items.values()
+                if item.type in ("user_message", "assistant_message", "client_tool_call")]
+    assert len(expected) == 7  # the tool call between its question and its answer
+
+    def pages(order: str) -> list[list[str]]:
+        seen, after = [], None
+        while True:
+            params = {"thread_id": front.thread_id, "order": order, "limit": 2}
+            page = post(bridge, {"type": "items.list", "params": {
+                **params, **({"after": after} if after else {})}}).json()
+            seen.append([item["id"] for item in page["data"]])
+            if not page["has_more"]:
+                return seen
+            after = page["after"]
+            assert after == seen[-1][-1]
+
+    ascending, descending = pages("asc"), pages("desc")
+    assert [len(page) for page in ascending] == [2, 2, 2, 1]
+    assert sum(ascending, []) == expected
+    assert sum(descending, []) == expected[::-1]
+    gone = post(bridge, {"type": "items.list", "params": {
+        "thread_id": front.thread_id, "after": "msg_" + "C" * 24}}).json()
+    assert gone["data"] == [] and not gone["has_more"]

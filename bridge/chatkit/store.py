@@ -19,7 +19,7 @@ from chatkit.types import (AssistantMessageContent, AssistantMessageItem, Client
                            FeedbackKind, InferenceOptions, Page, ThreadItem, ThreadMetadata,
                            UserMessageItem, UserMessageTextContent)
 from pydantic import TypeAdapter
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, literal, select, tuple_, union_all
 
 from ..engines import current_engine
 from ..errors import NotFound
@@ -109,6 +109,26 @@ def give_up_client_tool_calls(thread: Thread) -> None:
     db.session.commit()
 
 
+def _item_keys(thread: Thread):
+    """Where each of the thread's items stands, messages and ChatKit's own in one order: the
+    messages in the order /v1 lists them, each ChatKit item right after the message it follows."""
+    messages = select(Message.pk.label("at"), literal(0).label("kind"), Message.pk.label("pk"),
+                      Message.id.label("id")).where(Message.thread_pk == thread.pk)
+    extras = select(ChatKitItem.follows_message_pk, literal(1), ChatKitItem.pk, ChatKitItem.id
+                    ).where(ChatKitItem.thread_pk == thread.pk)
+    return union_all(messages, extras).subquery()
+
+
+def _items_at(thread: Thread, positions: list[tuple[int, int]]) -> list[ThreadItem]:
+    """The items at (kind, pk) positions, in that order."""
+    wanted = {kind: [pk for k, pk in positions if k == kind] for kind in (0, 1)}
+    messages = {m.pk: message_item(m, thread.id) for m in db.session.scalars(
+        select(Message).where(Message.pk.in_(wanted[0])))} if wanted[0] else {}
+    extras = {x.pk: _ITEM.validate_python(x.item) for x in db.session.scalars(
+        select(ChatKitItem).where(ChatKitItem.pk.in_(wanted[1])))} if wanted[1] else {}
+    return [(messages if kind == 0 else extras)[pk] for kind, pk in positions]
+
+
 class RegistryStore(Store[Caller]):
     def generate_thread_id(self, context: Caller) -> str:
         # ChatKit names a thread before it saves it: the thread is made now, by the engine,
@@ -153,26 +173,23 @@ class RegistryStore(Store[Caller]):
 
     # ---- items -------------------------------------------------------------------------------
 
-    def _items(self, thread: Thread) -> list[ThreadItem]:
-        """The thread's items in the order they were made: its messages and ChatKit's own."""
-        messages = db.session.scalars(select(Message).where(Message.thread_pk == thread.pk))
-        extras = db.session.scalars(select(ChatKitItem).where(ChatKitItem.thread_pk == thread.pk))
-        ordered = sorted([((m.created_at, 0, m.pk), message_item(m, thread.id)) for m in messages]
-                         + [((x.created_at, 1, x.pk), _ITEM.validate_python(x.item))
-                            for x in extras], key=lambda pair: pair[0])
-        return [item for _, item in ordered]
-
     async def load_thread_items(self, thread_id: str, after: str | None, limit: int, order: str,
                                 context: Caller) -> Page[ThreadItem]:
-        items = self._items(owned_thread(thread_id, context))
-        if order == "desc":
-            items.reverse()
-        start = 0
+        thread = owned_thread(thread_id, context)
+        keys = _item_keys(thread)
+        position = (keys.c.at, keys.c.kind, keys.c.pk)
+        query = select(*position)
         if after is not None:
-            start = next((index + 1 for index, item in enumerate(items) if item.id == after),
-                         len(items))
-        page = items[start:start + limit]
-        has_more = start + limit < len(items)
+            cursor = db.session.execute(select(*position).where(keys.c.id == after)).first()
+            if cursor is None:
+                return Page(data=[], has_more=False)
+            query = query.where(tuple_(*position) < tuple_(*cursor) if order == "desc"
+                                else tuple_(*position) > tuple_(*cursor))
+        query = query.order_by(*(column.desc() if order == "desc" else column
+                                 for column in position)).limit(limit + 1)
+        found = db.session.execute(query).all()
+        has_more = len(found) > limit
+        page = _items_at(thread, [(kind, pk) for _, kind, pk in found[:limit]])
         return Page(data=page, has_more=has_more, after=page[-1].id if has_more else None)
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Caller) -> None:
@@ -195,8 +212,11 @@ class RegistryStore(Store[Caller]):
                     thread, MessageCreate(role="assistant", content=text or " "))
                 item.id = message.id
             return
+        newest = db.session.scalar(select(func.max(Message.pk)).where(
+            Message.thread_pk == thread.pk))
         db.session.add(ChatKitItem(id=item.id, thread_pk=thread.pk,
-                                   created_at=int(item.created_at.timestamp()), type=item.type,
+                                   created_at=int(item.created_at.timestamp()),
+                                   follows_message_pk=newest or 0, type=item.type,
                                    item=item.model_dump(mode="json")))
         db.session.commit()
 

@@ -1,4 +1,5 @@
-"""chatkit feedback: a user's thumbs up or down on the items of a ChatKit thread
+"""chatkit feedback and item places: a user's thumbs up or down on the items of a ChatKit
+thread; each ChatKit item placed after the message it follows
 
 Revision ID: 5d2a7c4e9f10
 Revises: 3c5e0d9a7b21
@@ -25,7 +26,16 @@ def upgrade():
     sa.PrimaryKeyConstraint('pk'),
     sa.UniqueConstraint('thread_pk', 'item_id')
     )
+    with op.batch_alter_table('chatkit_items', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('follows_message_pk', sa.Integer(), nullable=False,
+                                      server_default='0'))
+    # Items kept before: after the thread's last message made no later than they were.
+    op.execute("UPDATE chatkit_items SET follows_message_pk = COALESCE((SELECT MAX(messages.pk) "
+               "FROM messages WHERE messages.thread_pk = chatkit_items.thread_pk "
+               "AND messages.created_at <= chatkit_items.created_at), 0)")
 
 
 def downgrade():
+    with op.batch_alter_table('chatkit_items', schema=None) as batch_op:
+        batch_op.drop_column('follows_message_pk')
     op.drop_table('chatkit_feedback')
