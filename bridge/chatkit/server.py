@@ -231,6 +231,7 @@ def serve(body: bytes, user_id: str) -> Response:
     except ValidationError as exc:
         raise InvalidRequest(f"Not a ChatKit request: {exc.errors()[0]['msg']}.",
                              code="invalid_chatkit_request") from None
+    refuse_unserved(request)
     thread_id = getattr(request.params, "thread_id", None)
     if thread_id is not None:
         # Another user's thread is a 404 before anything; so is a request the thread's state
@@ -255,6 +256,26 @@ def serve(body: bytes, user_id: str) -> Response:
                         mimetype="text/event-stream", headers=HEADERS)
     response.call_on_close(slots.give_back)
     return response
+
+
+# What ChatKit's protocol has and the bridge does not serve (yet): the widgets' actions, voice
+# input, structured input (it makes no widgets or forms) and attachments (files come later).
+_UNSERVED = {"threads.custom_action": "widget actions", "threads.sync_custom_action":
+             "widget actions", "threads.add_structured_input": "structured input",
+             "input.transcribe": "voice input", "attachments.create": "attachments",
+             "attachments.delete": "attachments"}
+
+
+def refuse_unserved(request: Any) -> None:
+    """Refuse, in the envelope, a request for what this bridge does not serve."""
+    unserved = _UNSERVED.get(request.type)
+    param = "type"
+    content = getattr(request.params, "input", None)
+    if unserved is None and getattr(content, "attachments", None):
+        unserved, param = "attachments", "input.attachments"
+    if unserved is not None:
+        raise InvalidRequest(f"This bridge does not serve ChatKit {unserved} yet.", param=param,
+                             code="unsupported_chatkit_request")
 
 
 def check_request(request: Any, thread: Thread) -> None:
