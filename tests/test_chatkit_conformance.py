@@ -27,6 +27,7 @@ from bridge.extensions import db
 from bridge.models import ChatKitFeedback
 from tests.conftest import ENGINES, wait_for
 from tests.test_chatkit import EVENTS, post, user_input
+from tests.test_chatkit import v1_threads as v1_thread_ids
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
@@ -363,6 +364,10 @@ def test_requests_the_thread_cannot_take_are_refused_before_any_stream(start_bri
             params=ThreadAddClientToolOutputParams(thread_id=front.thread_id, result={"x": 1})),
         "a title too long": {"type": "threads.update",
                              "params": {"thread_id": front.thread_id, "title": "t" * 513}},
+        "a message too long": ThreadsAddUserMessageReq(params=ThreadAddUserMessageParams(
+            thread_id=front.thread_id, input=user_input("x" * 256_001))),
+        "a new thread's message too long": ThreadsCreateReq(params=ThreadCreateParams(
+            input=user_input("x" * 256_001))),
     }
     answers = {name: post(bridge, request) for name, request in refusals.items()}
 
@@ -371,7 +376,10 @@ def test_requests_the_thread_cannot_take_are_refused_before_any_stream(start_bri
         "retry an answer": (400, "application/json"),
         "retry a missing item": (404, "application/json"),
         "a tool output nobody asked for": (409, "application/json"),
-        "a title too long": (400, "application/json")}
+        "a title too long": (400, "application/json"),
+        "a message too long": (400, "application/json"),
+        "a new thread's message too long": (400, "application/json")}
+    assert len(v1_thread_ids(bridge)) == 1  # no thread was made for the refused one
     front.assert_in_step()
     assert isinstance(front.items[question], UserMessageItem)
     assert isinstance(front.items[answer], AssistantMessageItem)

@@ -36,7 +36,7 @@ from ..errors import APIError, Conflict, InvalidRequest, NotFound
 from ..models import Thread
 from ..registry import (active_run, assistant_by_id, assistant_by_name, release_connection,
                         thread_for_user)
-from ..schemas import RunCreate, ToolOutputsSubmit
+from ..schemas import MessageCreate, RunCreate, ToolOutputsSubmit
 from .connection import Connection
 from .store import (TITLE_LIMIT, Caller, RegistryStore, client_tool_calls, item_in_thread,
                     owned_thread, run_has_replies, stamp)
@@ -232,6 +232,7 @@ def serve(body: bytes, user_id: str) -> Response:
         raise InvalidRequest(f"Not a ChatKit request: {exc.errors()[0]['msg']}.",
                              code="invalid_chatkit_request") from None
     refuse_unserved(request)
+    check_input(request)
     thread_id = getattr(request.params, "thread_id", None)
     if thread_id is not None:
         # Another user's thread is a 404 before anything; so is a request the thread's state
@@ -264,6 +265,18 @@ _UNSERVED = {"threads.custom_action": "widget actions", "threads.sync_custom_act
              "widget actions", "threads.add_structured_input": "structured input",
              "input.transcribe": "voice input", "attachments.create": "attachments",
              "attachments.delete": "attachments"}
+
+
+def check_input(request: Any) -> None:
+    """A user message must be one the thread can take, as a message posted to /v1 must."""
+    content = getattr(request.params, "input", None)
+    if content is None:
+        return
+    try:
+        MessageCreate(role="user", content="".join(part.text for part in content.content) or " ")
+    except ValidationError as exc:
+        raise InvalidRequest(f"The message cannot be kept: {exc.errors()[0]['msg']}.",
+                             param="input.content", code="invalid_chatkit_request") from None
 
 
 def refuse_unserved(request: Any) -> None:
@@ -345,11 +358,15 @@ def _frames(loop: _RequestLoop, stream, connection: Connection) -> Iterator[byte
             except (StopAsyncIteration, asyncio.CancelledError):
                 ended = True
                 return
-            except Exception:
-                # The library logged it; the client gets ChatKit's own error event.
+            except Exception as exc:
+                # The library logged it; the client gets ChatKit's own error event, which says
+                # what went wrong when it is one of the bridge's answers (a thread taken by a
+                # run that started meanwhile, say).
                 ended = True
-                yield b"data: " + ErrorEvent(code="stream.error", allow_retry=True
-                                             ).model_dump_json().encode() + b"\n\n"
+                event = (ErrorEvent(code="custom", message=exc.message, allow_retry=True)
+                         if isinstance(exc, APIError)
+                         else ErrorEvent(code="stream.error", allow_retry=True))
+                yield b"data: " + event.model_dump_json().encode() + b"\n\n"
                 return
             release_connection()  # a slow reader must not hold one of the pool's connections
             yield frame
