@@ -28,6 +28,7 @@ from bridge.models import ChatKitFeedback
 from tests.conftest import ENGINES, wait_for
 from tests.test_chatkit import EVENTS, post, user_input
 from tests.test_chatkit import v1_threads as v1_thread_ids
+from tests.test_run_steps import script_failure
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
@@ -279,6 +280,27 @@ def test_writing_instead_of_answering_gives_the_tool_call_up(start_bridge):
     late = post(bridge, ThreadsAddClientToolOutputReq(params=ThreadAddClientToolOutputParams(
         thread_id=front.thread_id, result="too late")))
     assert late.status_code == 409 and late.json()["error"]["code"] == "no_pending_client_tool_call"
+
+
+@pytest.mark.parametrize("chatkit_bridge", ["chat", "responses", "assistants"], indirect=True)
+def test_a_failed_answer_is_an_error_event_and_a_retry_answers_it(chatkit_bridge):
+    bridge, front = chatkit_bridge, FrontEnd(chatkit_bridge)
+    script_failure(bridge)
+
+    events = front.say("Are you there?")
+
+    (error,) = [event for event in events if event.type == "error"]
+    assert error.allow_retry and error.message
+    question = front.shown()[0]
+    assert front.shown() == [question] == front.listed() == front.v1_messages()
+    (run,) = bridge.sdk("alice").beta.threads.runs.list(front.thread_id).data
+    assert run.status == "failed"
+
+    script_reply(bridge, "Here now.")
+    front.retry_after(question[1])
+
+    assert [text for _, _, text in front.shown()] == ["Are you there?", "Here now."]
+    front.assert_in_step()
 
 
 # ---- stopping an answer ----------------------------------------------------------------------
