@@ -13,6 +13,8 @@ from . import bounds, observability
 from .config import Settings
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
+# Bytes of an upload's body beyond the file: part headers, boundaries, the purpose field.
+UPLOAD_FORM_OVERHEAD = 64 * 1024
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -72,6 +74,8 @@ def configure(app: Flask, settings: Settings) -> None:
         SQLALCHEMY_DATABASE_URI=url,
         SQLALCHEMY_ENGINE_OPTIONS=options,
         MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
+        # POST /v1/files alone: a file of FILE_MAX_BYTES, and room for the form around it.
+        UPLOAD_CONTENT_LENGTH=settings.FILE_MAX_BYTES + UPLOAD_FORM_OVERHEAD,
     )
     app.json.sort_keys = False  # keep the wire objects in OpenAI's field order
     auth.init_app(app, settings)
@@ -80,8 +84,11 @@ def configure(app: Flask, settings: Settings) -> None:
 def register_extensions(app: Flask, settings: Settings) -> None:
     from .extensions import db, migrate
 
+    from .files import storage
+
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
+    storage.init_app(app, settings.FILE_STORAGE_DIR)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_pragmas)

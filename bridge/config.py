@@ -69,8 +69,14 @@ class Settings(BaseSettings):
     STREAM_PING_SECONDS: float = Field(default=15.0, gt=0, le=300)
     STREAMS_PER_PROCESS: int = Field(default=256, ge=1, le=10_000)
 
-    # Request bounds.
+    # Request bounds. Uploads to POST /v1/files have their own, FILE_MAX_BYTES.
     MAX_CONTENT_LENGTH: int = Field(default=1024 * 1024, ge=1024)
+
+    # Files (/v1/files): the largest upload, the bytes one user's files may take in all, and the
+    # directory that keeps their contents (empty: `files` in the instance folder).
+    FILE_MAX_BYTES: int = Field(default=32 * 1024 * 1024, ge=1, le=1024 ** 4)
+    FILE_QUOTA_BYTES: int = Field(default=256 * 1024 * 1024, ge=1, le=1024 ** 5)
+    FILE_STORAGE_DIR: str = ""
 
     # The assistant that examples and clients use by default (written by setup-assistant).
     ASSISTANT_ID: str | None = None

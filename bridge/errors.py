@@ -50,6 +50,10 @@ class Conflict(APIError):
     status = 409
 
 
+class PayloadTooLarge(APIError):
+    status = 413
+
+
 class URITooLong(APIError):
     status = 414
 

@@ -93,7 +93,7 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def _guard_for(ttl: int) -> Callable[["Operation", Callable[[], Response]], Response]:
     def idempotency_guard(operation: "Operation", proceed: Callable[[], Response]) -> Response:
-        if operation.method != "post" or not operation.auth:
+        if not operation.idempotent:
             return proceed()
         key = request.headers.get(HEADER)
         if key is None:

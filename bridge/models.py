@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -251,3 +251,29 @@ class ChatKitFeedback(db.Model):
     item_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[int] = mapped_column(Integer, default=now)
+
+
+class File(db.Model):
+    """An uploaded file: its metadata and owner. The bytes are in the blob store under `blob_key`,
+    a random key of ours, never derived from what the client sent."""
+
+    __tablename__ = "files"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    user_id: Mapped[str] = mapped_column(String(256), index=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    blob_key: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class FileUsage(db.Model):
+    """The bytes a user's files take, kept beside them so that the quota check is one conditional
+    update of this row: concurrent uploads of one user queue on it instead of both passing."""
+
+    __tablename__ = "file_usage"
+
+    user_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -8,27 +8,32 @@ import string
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 
 from .errors import InvalidRequest, NotFound
 from .extensions import db
-from .models import ACTIVE_RUN_STATUSES, Assistant, Message, Run, RunStep, Thread
+from .models import ACTIVE_RUN_STATUSES, Assistant, File, FileUsage, Message, Run, RunStep, Thread
 from .schemas import ListQuery
 
 _ALPHABET = string.ascii_letters + string.digits
 _ID_LENGTH = 24  # ~143 bits: unguessable
-_ID_SHAPE = re.compile(rf"^(asst|thread|msg|run|step)_[A-Za-z0-9]{{{_ID_LENGTH}}}$")
+_RANDOM_PART = re.compile(rf"[A-Za-z0-9]{{{_ID_LENGTH}}}")
+# What comes before the random part: `thread_…`, and `file-…` as OpenAI spells file ids.
+_ID_HEADS = {"asst": "asst_", "thread": "thread_", "msg": "msg_", "run": "run_", "step": "step_",
+             "file": "file-", "cki": "cki_"}
 
 
 def new_id(prefix: str) -> str:
-    """A fresh public id such as `thread_…`."""
-    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(_ID_LENGTH))
+    """A fresh public id such as `thread_…` or `file-…`."""
+    return _ID_HEADS[prefix] + "".join(secrets.choice(_ALPHABET) for _ in range(_ID_LENGTH))
 
 
 def _well_formed(value: str, prefix: str) -> bool:
-    match = _ID_SHAPE.match(value or "")
-    return bool(match) and match.group(1) == prefix
+    head = _ID_HEADS[prefix]
+    return bool(value) and value.startswith(head) and bool(
+        _RANDOM_PART.fullmatch(value, len(head)))
 
 
 # Each lookup is one statement built once, with its values bound per call: no WHERE clause to
@@ -42,6 +47,7 @@ _RUN_IN_THREAD = select(Run).where(Run.id == bindparam("id"), Run.thread_pk == b
 _STEP_IN_RUN = select(RunStep).where(RunStep.id == bindparam("id"),
                                      RunStep.run_pk == bindparam("run_pk"))
 _ASSISTANT = select(Assistant).where(Assistant.id == bindparam("id"))
+_FILE_OF_USER = select(File).where(File.id == bindparam("id"), File.user_id == bindparam("user_id"))
 
 
 def _lookup(statement: Select, prefix: str, noun: str, value: str, *, param: str, **bound):
@@ -113,7 +119,52 @@ def assistant_by_name(name: str) -> Assistant | None:
     return db.session.scalar(select(Assistant).where(Assistant.name == name).order_by(Assistant.pk))
 
 
-_PREFIXES = {Assistant: "asst", Thread: "thread", Message: "msg", Run: "run", RunStep: "step"}
+def file_for_user(file_id: str, user_id: str) -> File:
+    """The caller's file, or NotFound: another user's file looks exactly like a missing one.
+
+    Every route that takes a file id goes through here.
+    """
+    return _lookup(_FILE_OF_USER, "file", "file", file_id, user_id=user_id, param="file_id")
+
+
+def files_of_user(user_id: str, purpose: str | None = None) -> Select:
+    """The query of the caller's files, optionally of one purpose, for listing."""
+    statement = select(File).where(File.user_id == user_id)
+    return statement if purpose is None else statement.where(File.purpose == purpose)
+
+
+def claim_file_bytes(user_id: str, size: int, quota: int) -> bool:
+    """Count `size` more bytes against the user's quota, in the session's transaction, if they fit.
+
+    One conditional update of the user's usage row: concurrent claims of one user wait on its
+    row lock (PostgreSQL) or on the database's write lock (SQLite), and each sees the total the
+    previous one left, so together they never pass the quota. The caller commits it with the
+    file's row, or rolls both back.
+    """
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    db.session.execute(insert(FileUsage).values(user_id=user_id, bytes=0)
+                       .on_conflict_do_nothing(index_elements=[FileUsage.user_id]))
+    claimed = db.session.execute(update(FileUsage).where(
+        FileUsage.user_id == user_id, FileUsage.bytes + size <= quota).values(
+        bytes=FileUsage.bytes + size)).rowcount
+    return claimed == 1
+
+
+def remove_file(file: File) -> bool:
+    """Delete the file's row and give its bytes back to the quota, in the session's transaction.
+
+    False when the row was gone already (a concurrent delete won): its bytes were given back once.
+    """
+    removed = db.session.execute(delete(File).where(File.pk == file.pk)).rowcount
+    if removed == 1:
+        db.session.execute(update(FileUsage).where(FileUsage.user_id == file.user_id).values(
+            bytes=FileUsage.bytes - file.bytes))
+    return removed == 1
+
+
+_PREFIXES = {Assistant: "asst", Thread: "thread", Message: "msg", Run: "run", RunStep: "step",
+             File: "file"}
 
 M = TypeVar("M")
 

@@ -10,7 +10,7 @@ import json
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_type_hints
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field,
-                      StringConstraints, Tag, field_validator, with_config)
+                      StringConstraints, Tag, WithJsonSchema, field_validator, with_config)
 from pydantic_core import PydanticCustomError
 from typing_extensions import NotRequired, TypedDict
 
@@ -371,6 +371,22 @@ class AssistantModify(AssistantFields):
     model: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
 
 
+# ---- files ---------------------------------------------------------------------------------
+
+# The purposes OpenAI takes for an upload.
+FilePurpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
+
+
+class FileCreate(Request):
+    """POST /v1/files: a multipart/form-data body of the file part and its purpose."""
+
+    # The upload as the form parser gives it; only a part sent with a filename is one.
+    file: Annotated[Any, WithJsonSchema({
+        "type": "string", "format": "binary",
+        "description": "The file's contents, a part with a filename."})]
+    purpose: FilePurpose
+
+
 # ---- list queries --------------------------------------------------------------------------
 
 Cursor = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -395,6 +411,13 @@ class MessageListQuery(ListQuery):
 # runs no file_search of its own, so it accepts the value and there is nothing to add yet.
 StepInclude = Literal["step_details.tool_calls[*].file_search.results[*].content"]
 StepIncludes = Annotated[list[StepInclude] | None, Field(alias="include[]")]
+
+
+class FileListQuery(ListQuery):
+    """GET /v1/files: OpenAI's limits for this list (1 to 10,000, all by default) and a filter."""
+
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 10_000
+    purpose: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
 class StepQuery(BaseModel):
@@ -557,6 +580,19 @@ class AssistantObject(BaseModel):
     response_format: Any | None = "auto"
 
 
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    expires_at: int | None = None
+    filename: str
+    purpose: str
+    # Deprecated by OpenAI, still sent: a stored file is ready at once.
+    status: Literal["uploaded", "processed", "error"] = "processed"
+    status_details: str | None = None
+
+
 class DeletedObject(BaseModel):
     id: str
     object: str
@@ -652,3 +688,8 @@ def assistant_object(assistant) -> AssistantObject:
         tool_resources=assistant.tool_resources, metadata=assistant.meta or {},
         temperature=assistant.temperature, top_p=assistant.top_p,
         response_format=assistant.response_format or "auto")
+
+
+def file_object(file) -> FileObject:
+    return FileObject(id=file.id, bytes=file.bytes, created_at=file.created_at,
+                      filename=file.filename, purpose=file.purpose)

@@ -143,7 +143,9 @@ def make_app(database_url, tmp_path) -> Callable[..., Any]:
                     # sweeper; tests of the sweeper turn it on.
                     "RUN_SWEEP_SECONDS": 0,
                     # Rate-limit counters of their own, also when tests share one Redis.
-                    "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}", **overrides}
+                    "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+                    # Uploaded files' contents stay in the test's own folder.
+                    "FILE_STORAGE_DIR": str(tmp_path / f"files-{len(apps)}"), **overrides}
         app = create_app({"TESTING": True, **settings})
         apps.append(app)
         return app

@@ -25,6 +25,7 @@ base temporary folder. The tests after it pin bugs the fuzz found.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -36,6 +37,7 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
+import werkzeug.test
 from hypothesis import HealthCheck
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance,
@@ -55,7 +57,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # outputs: these two cannot answer 2xx, but must still reach real runs.
 NO_2XX_EXPECTED = {"cancel_run", "submit_tool_outputs"}
 PATH_OBJECTS = {"thread_id": "thread", "message_id": "message", "run_id": "run",
-                "step_id": "step", "assistant_id": "assistant"}
+                "step_id": "step", "assistant_id": "assistant", "file_id": "file"}
 TARGETS = ("generated", "own", "own", "other", "own thread only")
 TOKEN_LIMITS = ("max_prompt_tokens", "max_completion_tokens")
 
@@ -67,7 +69,7 @@ def build_app():
     app = create_app({
         "TESTING": True, "DATABASE_URL": f"sqlite:///{folder.name}/fuzz.db",
         "JWT_SECRET_KEY": JWT_SECRET, "BRIDGE_ENGINE": "offline", "POLL_AFTER_MS": 20,
-        "RUN_SWEEP_SECONDS": 0, "LOG_LEVEL": "WARNING",
+        "RUN_SWEEP_SECONDS": 0, "LOG_LEVEL": "WARNING", "FILE_STORAGE_DIR": f"{folder.name}/files",
         # Thousands of requests from two users: per-user rate limits would answer 429.
         "RATE_LIMIT_READS": "", "RATE_LIMIT_WRITES": "", "RATE_LIMIT_RUNS": ""})
     app.extensions["tests.fuzz_folder"] = folder  # deleted with the app
@@ -121,7 +123,14 @@ class World:
         steps = self.client.get(f"/v1/threads/{thread['id']}/runs/{run['id']}/steps",
                                 headers=self.auth(user)).get_json()["data"]
         return {"thread": thread["id"], "run": run["id"], "message": messages[-1]["id"],
-                "step": steps[0]["id"], "assistant": self.assistant}
+                "step": steps[0]["id"], "assistant": self.assistant, "file": self.upload(user)}
+
+    def upload(self, user: str) -> str:
+        """A file of `user`'s; its id."""
+        response = self.client.post("/v1/files", headers=self.auth(user), data={
+            "purpose": "assistants", "file": (io.BytesIO(f"from {user}".encode()), "seed.txt")})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()["id"]
 
     def disposable(self, user: str, operation_id: str) -> dict[str, str]:
         """The user's seeds, with a fresh object for a delete to remove."""
@@ -131,6 +140,8 @@ class World:
         elif operation_id == "delete_message":
             seeds["message"] = self.post(user, f"/v1/threads/{seeds['thread']}/messages",
                                          {"role": "user", "content": "to delete"})["id"]
+        elif operation_id == "delete_file":
+            seeds["file"] = self.upload(user)
         elif operation_id == "delete_assistant" and user == "alice":
             seeds["assistant"] = self.post(user, "/v1/assistants", {"model": "m"})["id"]
         return seeds
@@ -220,13 +231,26 @@ def check_access(case, response, world: World, target: str) -> None:
             f"{error}")
 
 
+class BufferedClient(werkzeug.test.Client):
+    """A client that reads the whole response and closes it, as a WSGI server does. schemathesis
+    reads a response's body without closing it, which would leave a downloaded file open."""
+
+    def open(self, *args, **kwargs):
+        kwargs["buffered"] = True
+        return super().open(*args, **kwargs)
+
+
+# Operations whose response holds an open file until it is closed.
+BUFFERED = {"get_file_content": BufferedClient(APP)}
+
+
 @schema.parametrize()
 @hypothesis.settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, print_blob=True,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                             HealthCheck.data_too_large])
 def test_api(case, world):
     user, target = aim(case, world)
-    response = case.call(headers=world.auth(user))
+    response = case.call(headers=world.auth(user), session=BUFFERED.get(operation_id(case)))
     world.record(case, response.status_code, target)
     try:
         case.validate_response(response, checks=CHECKS)

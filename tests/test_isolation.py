@@ -1,8 +1,9 @@
-"""Per-user isolation: another user's thread, message, run or step id behaves exactly like a
-missing one.
+"""Per-user isolation: another user's thread, message, run, step or file id behaves exactly like
+a missing one.
 
-Alice owns a thread with a message and a completed run (with its step); Bob owns a thread with a
-completed run of his own. For every /v1 route that takes a thread, message, run or step id (one
+Alice owns a thread with a message and a completed run (with its step), and a file; Bob owns a
+thread with a completed run of his own. For every /v1 route that takes a thread, message, run,
+step or file id (one
 table, `ROUTES`), and for every id kind the route takes (in its path or query), Bob sends Alice's
 id and must get the very same answer as for a well-formed id that never existed and for a
 malformed id: same status (404), same headers, same body byte for byte once the id string itself
@@ -19,6 +20,7 @@ like unknown cursors; `metadata.user_id` is the owner stamp, which no client can
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import secrets
@@ -32,19 +34,21 @@ import pytest
 from bridge.observability import route_template
 from tests.conftest import ENGINES, engine_settings, make_token, wait_for
 
-KINDS = ("thread_id", "message_id", "run_id", "step_id")
-PREFIX = {"thread_id": "thread", "message_id": "msg", "run_id": "run", "step_id": "step"}
+KINDS = ("thread_id", "message_id", "run_id", "step_id", "file_id")
+# What precedes an id's random part: OpenAI spells file ids `file-…`.
+PREFIX = {"thread_id": "thread_", "message_id": "msg_", "run_id": "run_", "step_id": "step_",
+          "file_id": "file-"}
 PLACEHOLDER = b"<ID>"
 TERMINAL = {"completed", "failed", "cancelled", "incomplete", "expired"}
-ID_SLOT = re.compile(r"\{(thread_id|message_id|run_id|step_id)\}")
+ID_SLOT = re.compile(r"\{(thread_id|message_id|run_id|step_id|file_id)\}")
 
 
 # ---- the matrix table ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Route:
-    """One /v1 operation; `{thread_id}`, `{message_id}`, `{run_id}`, `{step_id}` mark where ids
-    go."""
+    """One /v1 operation; `{thread_id}`, `{message_id}`, `{run_id}`, `{step_id}`, `{file_id}`
+    mark where ids go."""
 
     method: str
     template: str
@@ -86,9 +90,12 @@ ROUTES = [
           {"tool_outputs": [{"tool_call_id": "call_1", "output": "bob"}]}),
     Route("GET", "/v1/threads/{thread_id}/runs/{run_id}/steps"),
     Route("GET", "/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}"),
+    Route("GET", "/v1/files/{file_id}"),
+    Route("GET", "/v1/files/{file_id}/content"),
+    Route("DELETE", "/v1/files/{file_id}"),
 ]
 
-# One matrix cell per (route, id kind): 17 routes, 28 cells.
+# One matrix cell per (route, id kind): 20 routes, 31 cells.
 MATRIX = [pytest.param(route, kind, id=f"{route.method} {route.template} [{kind}]")
           for route in ROUTES for kind in route.kinds]
 
@@ -96,20 +103,20 @@ MATRIX = [pytest.param(route, kind, id=f"{route.method} {route.template} [{kind}
 def malformed_ids(kind: str, world: "World") -> list[str]:
     """Ids that cannot exist: wrong shape, wrong length, wrong case, or another kind's id."""
     other = world.alice_run if kind != "run_id" else world.alice_message
-    return ["not-an-id-at-all", f"{PREFIX[kind]}_tooShort", f"{PREFIX[kind].upper()}_" + "A" * 24,
+    return ["not-an-id-at-all", f"{PREFIX[kind]}tooShort", PREFIX[kind].upper() + "A" * 24,
             other]
 
 
 def missing_id(kind: str) -> str:
     """A well-formed id (right prefix, alphabet and length) that was never issued."""
     alphabet = string.ascii_letters + string.digits
-    return f"{PREFIX[kind]}_" + "".join(secrets.choice(alphabet) for _ in range(24))
+    return PREFIX[kind] + "".join(secrets.choice(alphabet) for _ in range(24))
 
 
 def swapped_case(real_id: str) -> str:
     """A real id with its random part's case swapped: well formed, and not the same id."""
-    prefix, _, rest = real_id.partition("_")
-    return f"{prefix}_{rest.swapcase()}"
+    head = next(head for head in PREFIX.values() if real_id.startswith(head))
+    return head + real_id[len(head):].swapcase()
 
 
 # ---- the world: Alice's data, Bob's thread ------------------------------------------------------
@@ -122,6 +129,7 @@ class World:
     alice_message: str = ""
     alice_run: str = ""
     alice_step: str = ""
+    alice_file: str = ""
     bob_thread: str = ""
     bob_run: str = ""
     tokens: dict[str, str] = field(default_factory=dict)
@@ -131,9 +139,11 @@ class World:
         """One request through the Flask test client."""
         token = self.tokens.setdefault(user, make_token(self.app, user, admin=admin))
         data = None if body is None else json.dumps(body)
+        # Buffered: the response is read whole and closed, as a server does (a file's download
+        # holds the file open until then).
         return self.app.test_client().open(
             url, method=method, data=data, content_type="application/json",
-            headers={"Authorization": f"Bearer {token}"})
+            headers={"Authorization": f"Bearer {token}"}, buffered=True)
 
     def create(self, user: str, url: str, body: dict, *, admin: bool = False) -> dict:
         response = self.request(user, "POST", url, body, admin=admin)
@@ -161,6 +171,10 @@ class World:
                         f"/v1/threads/{thread}/runs/{run}/steps?limit=100"):
                 response = self.request(user, "GET", url)
                 seen[user, url] = (response.status_code, response.get_json())
+            files = self.request(user, "GET", "/v1/files")
+            seen[user, "/v1/files"] = (files.status_code, files.get_json())
+        content = self.request("alice", "GET", f"/v1/files/{self.alice_file}/content")
+        seen["alice", "content"] = (content.status_code, content.get_data())
         return seen
 
 
@@ -181,6 +195,12 @@ def build_world(app) -> World:
     steps = world.request("alice", "GET",
                           f"/v1/threads/{world.alice_thread}/runs/{world.alice_run}/steps")
     world.alice_step = steps.get_json()["data"][0]["id"]
+    token = world.tokens.setdefault("alice", make_token(app, "alice"))
+    uploaded = app.test_client().post("/v1/files", headers={"Authorization": f"Bearer {token}"},
+                                      data={"purpose": "assistants",
+                                            "file": (io.BytesIO(b"alice's file"), "alice.txt")})
+    assert uploaded.status_code == 200, uploaded.get_data(as_text=True)
+    world.alice_file = uploaded.get_json()["id"]
     world.bob_thread = world.create("bob", "/v1/threads", {
         "messages": [{"role": "user", "content": "hello from bob"}]})["id"]
     world.bob_run = world.create("bob", f"/v1/threads/{world.bob_thread}/runs", {
@@ -227,7 +247,7 @@ def fill(route: Route, world: World, kind: str, value: str) -> tuple[str, dict |
     ids = {"thread_id": world.alice_thread if kind == "thread_id" else world.bob_thread,
            "message_id": world.alice_message,
            "run_id": world.bob_run if kind == "step_id" else world.alice_run,
-           "step_id": world.alice_step, kind: value}
+           "step_id": world.alice_step, "file_id": world.alice_file, kind: value}
     url = route.template.format(**ids)
     body = None
     if route.body is not None:
@@ -261,7 +281,8 @@ def assert_not_found_envelope(response, param: str) -> None:
 def test_foreign_id_is_indistinguishable_from_missing_id(world, route, kind):
     before = world.snapshot()
     foreign = {"thread_id": world.alice_thread, "message_id": world.alice_message,
-               "run_id": world.alice_run, "step_id": world.alice_step}[kind]
+               "run_id": world.alice_run, "step_id": world.alice_step,
+               "file_id": world.alice_file}[kind]
 
     def attempt(value: str):
         url, body = fill(route, world, kind, value)
@@ -281,13 +302,15 @@ def test_foreign_id_is_indistinguishable_from_missing_id(world, route, kind):
 
 
 def test_matrix_size():
-    """17 routes; 7 take one id kind, 9 take two, 1 takes three: 28 cells, each tried with 7 ids."""
-    assert len(ROUTES) == len({(r.method, r.template) for r in ROUTES}) == 17
-    assert len(MATRIX) == 28
+    """20 routes; 10 take one id kind, 9 take two, 1 takes three: 31 cells, each tried with 7
+    ids."""
+    assert len(ROUTES) == len({(r.method, r.template) for r in ROUTES}) == 20
+    assert len(MATRIX) == 31
 
 
 def test_table_covers_every_id_route(app):
-    """Every url_map rule with a thread/message/run/step id, for every method, is a row of ROUTES."""
+    """Every url_map rule with a thread/message/run/step/file id, for every method, is a row of
+    ROUTES."""
     in_app = {(method, route_template(rule.rule))
               for rule in app.url_map.iter_rules()
               if rule.rule.startswith("/v1/") and set(rule.arguments) & set(KINDS)
@@ -363,7 +386,8 @@ CURSORS = [
     for path, kind in (("/v1/threads", "thread_id"),
                        ("/v1/threads/{bob_thread}/messages", "message_id"),
                        ("/v1/threads/{bob_thread}/runs", "run_id"),
-                       ("/v1/threads/{bob_thread}/runs/{bob_run}/steps", "step_id"))
+                       ("/v1/threads/{bob_thread}/runs/{bob_run}/steps", "step_id"),
+                       ("/v1/files", "file_id"))
     for cursor in ("after", "before")
 ]
 
@@ -372,7 +396,8 @@ CURSORS = [
 def test_foreign_cursor_is_indistinguishable_from_unknown_cursor(offline_world, path, cursor, kind):
     world = offline_world
     foreign = {"thread_id": world.alice_thread, "message_id": world.alice_message,
-               "run_id": world.alice_run, "step_id": world.alice_step}[kind]
+               "run_id": world.alice_run, "step_id": world.alice_step,
+               "file_id": world.alice_file}[kind]
     url = path.format(bob_thread=world.bob_thread, bob_run=world.bob_run)
 
     def attempt(value):

@@ -9,14 +9,15 @@ document is also validated against the OpenAPI 3.1 meta-schema.
 
 from __future__ import annotations
 
+import io
 import re
 from html import escape
 from typing import Any, Iterator
 
 import pytest
 
-from bridge.schemas import (AssistantCreate, AssistantModify, MessageCreate, MessageModify,
-                            RunCreate, RunModify, ThreadAndRunCreate, ThreadCreate, ThreadModify,
+from bridge.schemas import (AssistantCreate, AssistantModify, FileCreate, MessageCreate,
+                            MessageModify, RunCreate, RunModify, ThreadAndRunCreate, ThreadCreate, ThreadModify,
                             ToolOutputsSubmit)
 from tests.conftest import wait_for
 
@@ -38,6 +39,10 @@ REQUEST_BODIES = [
     ("post", "/v1/assistants", AssistantCreate),
     ("post", "/v1/assistants/{assistant_id}", AssistantModify),
 ]
+# Multipart bodies (uploads): (method, path, model that validates the form).
+UPLOAD_BODIES = [("post", "/v1/files", FileCreate)]
+# Operations whose success is a file's own bytes rather than JSON.
+BYTES_ROUTES = {("get", "/v1/files/{file_id}/content")}
 LIST_ROUTES = ["/v1/threads", "/v1/threads/{thread_id}/messages", "/v1/threads/{thread_id}/runs",
                "/v1/threads/{thread_id}/runs/{run_id}/steps", "/v1/assistants"]
 
@@ -149,8 +154,12 @@ def test_every_operation_has_one_json_success_response(spec):
     for method, path, operation in documented_operations(spec):
         success = [code for code in operation["responses"] if code.startswith("2")]
         assert len(success) == 1, (method, path)
-        schema = operation["responses"][success[0]]["content"]["application/json"]["schema"]
-        component(spec, schema["$ref"])
+        content = operation["responses"][success[0]]["content"]
+        if (method, path) in BYTES_ROUTES:
+            assert list(content) == ["*/*"], (method, path)
+            assert content["*/*"]["schema"]["format"] == "binary"
+            continue
+        component(spec, content["application/json"]["schema"]["$ref"])
 
 
 @pytest.mark.parametrize("path", LIST_ROUTES)
@@ -213,10 +222,39 @@ def test_thread_create_properties(spec):
 
 
 def test_every_documented_body_is_a_known_model(spec):
-    documented = {(method, path) for method, path, operation in documented_operations(spec)
-                  if "requestBody" in operation}
+    documented = {(method, path, media) for method, path, operation in documented_operations(spec)
+                  if "requestBody" in operation for media in operation["requestBody"]["content"]}
 
-    assert documented == {(method, path) for method, path, _ in REQUEST_BODIES}
+    assert documented == {(method, path, "application/json") for method, path, _ in REQUEST_BODIES} \
+        | {(method, path, "multipart/form-data") for method, path, _ in UPLOAD_BODIES}
+
+
+@pytest.mark.parametrize("method, path, model", UPLOAD_BODIES)
+def test_upload_body_is_multipart_with_a_binary_file(spec, method, path, model):
+    operation = spec["paths"][path][method]
+    body = operation["requestBody"]
+    documented = component(spec, body["content"]["multipart/form-data"]["schema"]["$ref"])
+
+    assert body["required"] is True
+    assert documented == pydantic_schema(model)
+    assert documented["properties"]["file"] == {
+        "type": "string", "format": "binary", "title": "File",
+        "description": "The file's contents, a part with a filename."}
+    assert documented["properties"]["purpose"]["enum"] == [
+        "assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
+    assert set(documented["required"]) == {"file", "purpose"}
+    # An upload streams to storage: it takes no Idempotency-Key, which needs the whole body.
+    assert "Idempotency-Key" not in {p["name"] for p in operation["parameters"]}
+    assert "413" in operation["responses"]
+
+
+def test_file_list_documents_openai_limits_and_filter(spec):
+    query = {p["name"]: p for p in spec["paths"]["/v1/files"]["get"]["parameters"]
+             if p["in"] == "query"}
+
+    assert {"limit", "order", "after", "purpose"} <= set(query)
+    limit = query["limit"]["schema"]
+    assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, 10_000, 10_000)
 
 
 def test_request_body_is_required_when_the_model_has_required_fields(spec):
@@ -224,8 +262,8 @@ def test_request_body_is_required_when_the_model_has_required_fields(spec):
     for method, path, operation in documented_operations(spec):
         if "requestBody" not in operation:
             continue
-        schema = component(spec, operation["requestBody"]["content"]["application/json"]
-                           ["schema"]["$ref"])
+        (content,) = operation["requestBody"]["content"].values()
+        schema = component(spec, content["schema"]["$ref"])
         if operation["requestBody"]["required"] != bool(schema.get("required")):
             mismatched.append((method, path))
 
@@ -263,6 +301,14 @@ def test_real_replies_have_the_documented_fields(app, client, spec, token_for):
         ("delete", "/v1/threads/{thread_id}"):
             client.delete(f"/v1/threads/{thread['id']}", headers=user).get_json(),
     }
+    file = client.post("/v1/files", headers=user, data={
+        "purpose": "assistants", "file": (io.BytesIO(b"bytes"), "a.txt")}).get_json()
+    replies[("post", "/v1/files")] = file
+    replies[("get", "/v1/files")] = client.get("/v1/files", headers=user).get_json()
+    replies[("get", "/v1/files/{file_id}")] = client.get(f"/v1/files/{file['id']}",
+                                                          headers=user).get_json()
+    replies[("delete", "/v1/files/{file_id}")] = client.delete(f"/v1/files/{file['id']}",
+                                                                headers=user).get_json()
 
     for (method, path), reply in replies.items():
         schema = _response_schema(spec, method, path)

@@ -19,6 +19,7 @@ from werkzeug.routing import BaseConverter
 
 from ..auth import require_admin
 from ..errors import InvalidRequest, validation_message
+from ..files import too_large
 from .bodies import check_body_bounds, too_deep_to_parse
 from .guards import guarded
 
@@ -38,6 +39,14 @@ class Operation:
     status: int
     auth: bool
     admin: bool
+    # A multipart/form-data body (uploads), instead of a JSON `body`.
+    form: type[BaseModel] | None = None
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether the operation takes an Idempotency-Key. An upload does not: its body is
+        streamed to storage, never held whole for a fingerprint."""
+        return self.auth and self.method == "post" and self.form is None
 
 
 OPERATIONS: list[Operation] = []
@@ -125,14 +134,50 @@ def read_json_body(model: type[BaseModel]) -> BaseModel:
     return validate(model, data)
 
 
+def read_form(model: type[BaseModel]) -> BaseModel:
+    """Parse a multipart/form-data upload and validate its fields with `model`.
+
+    The body may be as large as UPLOAD_CONTENT_LENGTH (a file of FILE_MAX_BYTES and the rest of
+    the form), on this request only; the parser spools file parts to temporary files, so an
+    upload is never held in memory. A field that is a file is given as the parser's
+    FileStorage; a field of the model sent without a filename is refused, as is any other field.
+    """
+    if request.mimetype != "multipart/form-data":
+        raise InvalidRequest("The request body must be multipart/form-data, with the file in "
+                             "the 'file' part.", code="invalid_content_type")
+    request.max_content_length = current_app.config["UPLOAD_CONTENT_LENGTH"]
+    try:
+        form, files = request.form, request.files
+    except RequestEntityTooLarge:
+        raise too_large(current_app.config["BRIDGE_SETTINGS"].FILE_MAX_BYTES) from None
+    data: dict[str, Any] = {}
+    for name in (*files, *form):
+        if name not in model.model_fields:
+            raise InvalidRequest(f"Unrecognized request argument supplied: {name}",
+                                 param=name[:64])
+    for name in files:
+        data[name] = files[name]
+    for name in form:
+        if name in data:
+            continue
+        if name == "file":
+            raise InvalidRequest("Invalid value for 'file': it must be a file, a part sent with "
+                                 "a filename.", param="file")
+        data[name] = form[name]
+    return validate(model, data)
+
+
 def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: Any,
              body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
-             status: int = 200, auth: bool = True, admin: bool = False) -> Callable:
+             form: type[BaseModel] | None = None, status: int = 200, auth: bool = True,
+             admin: bool = False) -> Callable:
     """Register `view` on `bp` and record it for the spec.
 
-    The view receives the path parameters, plus `body` and/or `query` as validated models, and
-    returns a pydantic model, or a (model, headers) pair. `admin` routes refuse other callers
-    before reading the body, so a non-admin learns nothing about the schema.
+    The view receives the path parameters, plus `body` (JSON), `form` (multipart) and/or
+    `query` as validated models, and returns a pydantic model, a (model, headers) pair, or a
+    Response of its own (a stream, a file's bytes: `response=bytes` documents the latter).
+    `admin` routes refuse other callers before reading the body, so a non-admin learns nothing
+    about the schema.
     """
 
     def decorator(view: Callable) -> Callable:
@@ -144,6 +189,8 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: A
                 kwargs["query"] = read_query(query)
             if body is not None:
                 kwargs["body"] = read_json_body(body)
+            if form is not None:
+                kwargs["form"] = read_form(form)
             result = view(**kwargs)
             if isinstance(result, Response):
                 return result  # a stream (bridge/api/streams.py)
@@ -159,7 +206,7 @@ def endpoint(bp: Blueprint, rule: str, method: str, *, summary: str, response: A
         operation = Operation(
             path=(bp.url_prefix or "") + rule, method=method.lower(),
             operation_id=view.__name__, summary=summary, tag=bp.name, body=body, query=query,
-            response=response, status=status, auth=auth, admin=admin)
+            response=response, status=status, auth=auth, admin=admin, form=form)
 
         @functools.wraps(view)
         def wrapper(**path_params):
@@ -189,7 +236,7 @@ def register_blueprints(app: Flask) -> None:
     # Set before any rule is added, since each rule takes the map's setting when it is added.
     app.url_map.merge_slashes = False
     app.url_map.converters["id"] = IdConverter
-    from . import assistants, docs, health, messages, runs, steps, threads
+    from . import assistants, docs, files, health, messages, runs, steps, threads
 
-    for module in (health, docs, threads, messages, runs, steps, assistants):
+    for module in (health, docs, threads, messages, runs, steps, assistants, files):
         app.register_blueprint(module.bp)

@@ -42,6 +42,12 @@ _EVENT_STREAM = {"schema": {
     "properties": {"event": {"type": "string", "enum": list(EVENT_NAMES)},
                    "data": {"type": "string"}}}}
 _BODY_ERRORS = {"413": "Request body too large"}
+_UPLOAD_ERRORS = {"413": "The file is over FILE_MAX_BYTES (`file_too_large`)"}
+# A file's own bytes, whatever they are: the Content-Type is guessed from its filename.
+_FILE_BYTES = {"*/*": {"schema": {
+    "type": "string", "format": "binary",
+    "description": "The file's bytes, as an attachment; the Content-Type is guessed from the "
+                   "filename (application/octet-stream when it says nothing)."}}}
 _LOCKED = {"409": "The thread has an active run"}
 _ADMIN = {"403": "Needs an admin token"}
 _LOCKING_OPERATIONS = {"create_message", "create_run"}
@@ -51,8 +57,9 @@ _LOCKING_OPERATIONS = {"create_message", "create_run"}
 def openapi_spec() -> dict:
     """The spec of every registered operation; the models are the ones that validate requests."""
     # Request bodies in validation mode, responses in serialization mode, all in one $defs.
-    wanted = {(op.body, "validation") for op in OPERATIONS if op.body is not None}
-    wanted |= {(op.response, "serialization") for op in OPERATIONS}
+    wanted = {(model, "validation") for op in OPERATIONS for model in (op.body, op.form)
+              if model is not None}
+    wanted |= {(op.response, "serialization") for op in OPERATIONS if op.response is not bytes}
     wanted.add((ErrorObject, "serialization"))
     refs, defs = models_json_schema(sorted(wanted, key=lambda item: (item[0].__name__, item[1])),
                                     ref_template="#/components/schemas/{model}")
@@ -74,10 +81,13 @@ def openapi_spec() -> dict:
                 parameters.append({"name": name, "in": "query",
                                    "required": name in schema.get("required", []),
                                    "schema": prop})
-        idempotent = op.auth and op.method == "post"
+        idempotent = op.idempotent
         if idempotent:
             parameters.append(_IDEMPOTENCY_KEY)
-        content = {"application/json": {"schema": ref[op.response]}}
+        if op.response is bytes:
+            content = _FILE_BYTES
+        else:
+            content = {"application/json": {"schema": ref[op.response]}}
         if op.body is not None and "stream" in op.body.model_fields:
             content["text/event-stream"] = _EVENT_STREAM
         operation = {
@@ -87,6 +97,7 @@ def openapi_spec() -> dict:
                 str(op.status): {"description": "OK", "content": content},
                 **(errors(_ERRORS) if op.auth else {}),
                 **(errors(_BODY_ERRORS) if op.body is not None else {}),
+                **(errors(_UPLOAD_ERRORS) if op.form is not None else {}),
                 **(errors(_LOCKED) if op.operation_id in _LOCKING_OPERATIONS else {}),
                 **(errors(_ADMIN) if op.admin else {}),
                 **(errors(_IDEMPOTENT) if idempotent else {}),
@@ -98,6 +109,9 @@ def openapi_spec() -> dict:
             required = bool(op.body.model_json_schema().get("required"))
             operation["requestBody"] = {"required": required, "content": {
                 "application/json": {"schema": ref[op.body]}}}
+        if op.form is not None:
+            operation["requestBody"] = {"required": True, "content": {
+                "multipart/form-data": {"schema": ref[op.form]}}}
         if op.auth:
             operation["security"] = [{"bearerAuth": []}]
         paths.setdefault(path, {})[op.method] = operation
@@ -131,8 +145,8 @@ def docs_page():
     for path, methods in spec["paths"].items():
         for method, op in methods.items():
             params = ", ".join(p["name"] for p in op["parameters"]) or "—"
-            body_ref = op.get("requestBody", {}).get("content", {}).get(
-                "application/json", {}).get("schema", {}).get("$ref", "")
+            body_content = op.get("requestBody", {}).get("content", {})
+            body_ref = next(iter(body_content.values()), {}).get("schema", {}).get("$ref", "")
             body = schemas.get(body_ref.rsplit("/", 1)[-1], {}) if body_ref else {}
             fields = ", ".join(body.get("properties", {})) or "—"
             rows.append(f"<tr><td><code>{method.upper()}</code></td><td><code>{escape(path)}</code>"
