@@ -84,11 +84,13 @@ def configure(app: Flask, settings: Settings) -> None:
 def register_extensions(app: Flask, settings: Settings) -> None:
     from .extensions import db, migrate
 
+    from . import retrieval
     from .files import storage
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
     storage.init_app(app, settings.FILE_STORAGE_DIR)
+    retrieval.init_app(app, settings.INGEST_WORKERS)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_pragmas)

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     FILE_MAX_BYTES: int = Field(default=32 * 1024 * 1024, ge=1, le=1024 ** 4)
     FILE_QUOTA_BYTES: int = Field(default=256 * 1024 * 1024, ge=1, le=1024 ** 5)
     FILE_STORAGE_DIR: str = ""
+    # Vector stores: threads of each process that extract, chunk and index attached files, and
+    # the most text one file may yield for indexing (more fails the file, never the process).
+    INGEST_WORKERS: int = Field(default=2, ge=1, le=64)
+    INGEST_MAX_TEXT_BYTES: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 ** 3)
 
     # The assistant that examples and clients use by default (written by setup-assistant).
     ASSISTANT_ID: str | None = None

@@ -277,3 +277,61 @@ class FileUsage(db.Model):
 
     user_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class VectorStore(db.Model):
+    """A user's collection of files prepared for search."""
+
+    __tablename__ = "vector_stores"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    user_id: Mapped[str] = mapped_column(String(256), index=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    # {"anchor": "last_active_at", "days": n}, or None: never expires.
+    expires_after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    last_active_at: Mapped[int] = mapped_column(Integer, default=now)
+
+
+class VectorStoreFile(db.Model):
+    """A file attached to a vector store, and how far its ingestion got. Its public id is the
+    file's own id, unique within the store."""
+
+    __tablename__ = "vector_store_files"
+    __table_args__ = (UniqueConstraint("vector_store_pk", "file_pk",
+                                       name="uq_vector_store_files_store_file"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), index=True)
+    vector_store_pk: Mapped[int] = mapped_column(
+        ForeignKey("vector_stores.pk", ondelete="CASCADE"), index=True)
+    # Deleting the file takes it out of every store, as OpenAI does.
+    file_pk: Mapped[int] = mapped_column(ForeignKey("files.pk", ondelete="CASCADE"), index=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    status: Mapped[str] = mapped_column(String(16), default="in_progress")
+    last_error: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # {"type": "static", "static": {"max_chunk_size_tokens", "chunk_overlap_tokens"}}
+    chunking_strategy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The bytes of text extracted and indexed.
+    usage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    vector_store: Mapped[VectorStore] = relationship()
+    file: Mapped[File] = relationship()
+
+
+class VectorStoreChunk(db.Model):
+    """One chunk of a vector store file's text. The full-text index over `text` is the
+    database's own (migration 9c1d5e7a3b20): FTS5 on SQLite, a GIN index on PostgreSQL."""
+
+    __tablename__ = "vector_store_chunks"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    vector_store_pk: Mapped[int] = mapped_column(
+        ForeignKey("vector_stores.pk", ondelete="CASCADE"), index=True)
+    vector_store_file_pk: Mapped[int] = mapped_column(
+        ForeignKey("vector_store_files.pk", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)

@@ -8,13 +8,14 @@ import string
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 
 from .errors import InvalidRequest, NotFound
 from .extensions import db
-from .models import ACTIVE_RUN_STATUSES, Assistant, File, FileUsage, Message, Run, RunStep, Thread
+from .models import (ACTIVE_RUN_STATUSES, Assistant, File, FileUsage, Message, Run, RunStep, Thread,
+                     VectorStore, VectorStoreFile)
 from .schemas import ListQuery
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -22,7 +23,7 @@ _ID_LENGTH = 24  # ~143 bits: unguessable
 _RANDOM_PART = re.compile(rf"[A-Za-z0-9]{{{_ID_LENGTH}}}")
 # What comes before the random part: `thread_…`, and `file-…` as OpenAI spells file ids.
 _ID_HEADS = {"asst": "asst_", "thread": "thread_", "msg": "msg_", "run": "run_", "step": "step_",
-             "file": "file-", "cki": "cki_"}
+             "file": "file-", "cki": "cki_", "vs": "vs_"}
 
 
 def new_id(prefix: str) -> str:
@@ -48,6 +49,10 @@ _STEP_IN_RUN = select(RunStep).where(RunStep.id == bindparam("id"),
                                      RunStep.run_pk == bindparam("run_pk"))
 _ASSISTANT = select(Assistant).where(Assistant.id == bindparam("id"))
 _FILE_OF_USER = select(File).where(File.id == bindparam("id"), File.user_id == bindparam("user_id"))
+_VECTOR_STORE_OF_USER = select(VectorStore).where(VectorStore.id == bindparam("id"),
+                                                  VectorStore.user_id == bindparam("user_id"))
+_FILE_IN_VECTOR_STORE = select(VectorStoreFile).where(
+    VectorStoreFile.id == bindparam("id"), VectorStoreFile.vector_store_pk == bindparam("store_pk"))
 
 
 def _lookup(statement: Select, prefix: str, noun: str, value: str, *, param: str, **bound):
@@ -163,8 +168,44 @@ def remove_file(file: File) -> bool:
     return removed == 1
 
 
+def vector_store_for_user(vector_store_id: str, user_id: str) -> VectorStore:
+    """The caller's vector store, or NotFound: another user's store looks exactly like a missing
+    one. Every route that takes a vector store id goes through here."""
+    return _lookup(_VECTOR_STORE_OF_USER, "vs", "vector store", vector_store_id, user_id=user_id,
+                   param="vector_store_id")
+
+
+def vector_stores_of_user(user_id: str) -> Select:
+    """The query of the caller's vector stores, for listing."""
+    return select(VectorStore).where(VectorStore.user_id == user_id)
+
+
+def file_in_vector_store(store: VectorStore, file_id: str) -> VectorStoreFile:
+    """A file attached to an already-authorised vector store, or NotFound."""
+    return _lookup(_FILE_IN_VECTOR_STORE, "file", "vector store file", file_id, store_pk=store.pk,
+                   param="file_id")
+
+
+def files_of_vector_store(store: VectorStore, status: str | None = None) -> Select:
+    """The query of a vector store's files, optionally in one status, for listing."""
+    statement = select(VectorStoreFile).where(VectorStoreFile.vector_store_pk == store.pk)
+    return statement if status is None else statement.where(VectorStoreFile.status == status)
+
+
+def vector_store_file_counts(store: VectorStore) -> tuple[dict[str, int], int]:
+    """How many of the store's files are in each status, and the bytes of text they hold."""
+    rows = db.session.execute(select(
+        VectorStoreFile.status, func.count(), func.coalesce(func.sum(VectorStoreFile.usage_bytes), 0))
+        .where(VectorStoreFile.vector_store_pk == store.pk).group_by(VectorStoreFile.status))
+    counts, usage = {}, 0
+    for status, count, size in rows:
+        counts[status] = count
+        usage += int(size)
+    return counts, usage
+
+
 _PREFIXES = {Assistant: "asst", Thread: "thread", Message: "msg", Run: "run", RunStep: "step",
-             File: "file"}
+             File: "file", VectorStore: "vs", VectorStoreFile: "file"}
 
 M = TypeVar("M")
 

@@ -10,7 +10,8 @@ import json
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_type_hints
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field,
-                      StringConstraints, Tag, WithJsonSchema, field_validator, with_config)
+                      StringConstraints, Tag, WithJsonSchema, field_validator, model_validator,
+                      with_config)
 from pydantic_core import PydanticCustomError
 from typing_extensions import NotRequired, TypedDict
 
@@ -387,6 +388,92 @@ class FileCreate(Request):
     purpose: FilePurpose
 
 
+# ---- vector stores ---------------------------------------------------------------------------
+
+class StaticChunkingOptions(Request):
+    max_chunk_size_tokens: Annotated[int, Field(ge=100, le=4096)]
+    chunk_overlap_tokens: Annotated[int, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _overlap_at_most_half(self):
+        if self.chunk_overlap_tokens > self.max_chunk_size_tokens // 2:
+            raise PydanticCustomError(
+                "overlap_too_large", "chunk_overlap_tokens must not exceed half of "
+                "max_chunk_size_tokens ({limit})", {"limit": self.max_chunk_size_tokens // 2})
+        return self
+
+
+class AutoChunkingStrategy(Request):
+    type: Literal["auto"]
+
+
+class StaticChunkingStrategy(Request):
+    type: Literal["static"]
+    static: StaticChunkingOptions
+
+
+ChunkingStrategy = by_type(AutoChunkingStrategy, StaticChunkingStrategy, noun="an object")
+
+
+class ExpiresAfter(Request):
+    anchor: Literal["last_active_at"]
+    days: Annotated[int, Field(ge=1, le=365)]
+
+
+AttributeValue = Union[Annotated[str, StringConstraints(max_length=512)], bool, int, float]
+Attributes = Annotated[dict[MetadataKey, AttributeValue], Field(max_length=16)]
+VectorStoreName = Annotated[str, StringConstraints(max_length=256)]
+
+
+class VectorStoreModify(Request):
+    """POST /v1/vector_stores/{vector_store_id}."""
+
+    name: VectorStoreName | None = None
+    metadata: Metadata | None = None
+    expires_after: ExpiresAfter | None = None
+
+
+class VectorStoreCreate(Request):
+    """POST /v1/vector_stores."""
+
+    name: VectorStoreName | None = None
+    description: Annotated[str, StringConstraints(max_length=512)] | None = Field(
+        default=None, description="Accepted and not kept: the vector store object has no "
+        "description.")
+    file_ids: Annotated[list[ObjectId], Field(max_length=500)] | None = None
+    metadata: Metadata | None = None
+    expires_after: ExpiresAfter | None = None
+    chunking_strategy: ChunkingStrategy | None = Field(
+        default=None, description="Only with `file_ids`; `auto` is static, 800 tokens, 400 overlap.")
+
+
+class VectorStoreFileCreate(Request):
+    """POST /v1/vector_stores/{vector_store_id}/files."""
+
+    file_id: ObjectId
+    attributes: Attributes | None = None
+    chunking_strategy: ChunkingStrategy | None = None
+
+
+class SearchRankingOptions(Request):
+    ranker: Literal["none", "auto", "default-2024-11-15"] | None = None
+    score_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+SearchQueryText = Annotated[str, StringConstraints(max_length=4096)]
+
+
+class VectorStoreSearch(Request):
+    """POST /v1/vector_stores/{vector_store_id}/search."""
+
+    query: SearchQueryText | Annotated[list[SearchQueryText], Field(min_length=1, max_length=16)]
+    max_num_results: Annotated[int, Field(ge=1, le=50)] = 10
+    filters: FreeFormObject | None = Field(
+        default=None, description="Not supported yet: a request with filters is a 400.")
+    ranking_options: SearchRankingOptions | None = None
+    rewrite_query: bool | None = Field(default=None, description="Accepted and ignored.")
+
+
 # ---- list queries --------------------------------------------------------------------------
 
 Cursor = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -418,6 +505,10 @@ class FileListQuery(ListQuery):
 
     limit: Annotated[int, Field(ge=1, le=10_000)] = 10_000
     purpose: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+
+class VectorStoreFileListQuery(ListQuery):
+    filter: Literal["in_progress", "completed", "failed", "cancelled"] | None = None
 
 
 class StepQuery(BaseModel):
@@ -591,6 +682,66 @@ class FileObject(BaseModel):
     # Deprecated by OpenAI, still sent: a stored file is ready at once.
     status: Literal["uploaded", "processed", "error"] = "processed"
     status_details: str | None = None
+
+
+class FileCounts(BaseModel):
+    in_progress: int
+    completed: int
+    failed: int
+    cancelled: int
+    total: int
+
+
+class VectorStoreObject(BaseModel):
+    id: str
+    object: Literal["vector_store"] = "vector_store"
+    created_at: int
+    name: str
+    usage_bytes: int
+    file_counts: FileCounts
+    status: Literal["expired", "in_progress", "completed"]
+    expires_after: dict[str, Any] | None = None
+    expires_at: int | None = None
+    last_active_at: int | None = None
+    metadata: dict[str, str]
+
+
+class VectorStoreFileError(BaseModel):
+    code: Literal["server_error", "unsupported_file", "invalid_file"]
+    message: str
+
+
+class VectorStoreFileObject(BaseModel):
+    id: str
+    object: Literal["vector_store.file"] = "vector_store.file"
+    usage_bytes: int
+    created_at: int
+    vector_store_id: str
+    status: Literal["in_progress", "completed", "cancelled", "failed"]
+    last_error: VectorStoreFileError | None = None
+    chunking_strategy: dict[str, Any]
+    attributes: dict[str, Any] | None = None
+
+
+class SearchContent(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class SearchResult(BaseModel):
+    file_id: str
+    filename: str
+    score: float
+    attributes: dict[str, Any] | None = None
+    content: list[SearchContent]
+
+
+class SearchResultsPage(BaseModel):
+    object: Literal["vector_store.search_results.page"] = "vector_store.search_results.page"
+    search_query: list[str]
+    data: list[SearchResult]
+    has_more: bool = False
+    next_page: str | None = None
 
 
 class DeletedObject(BaseModel):

@@ -154,6 +154,7 @@ def make_app(database_url, tmp_path) -> Callable[..., Any]:
     # Every app's background threads stop before any registry is emptied: apps may share one.
     for app in apps:
         app.extensions["bridge.engine"].shutdown()
+        app.extensions["bridge.ingestion"].shutdown()
     for app in apps:
         _empty_registry(app)
 

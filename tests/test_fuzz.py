@@ -57,7 +57,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # outputs: these two cannot answer 2xx, but must still reach real runs.
 NO_2XX_EXPECTED = {"cancel_run", "submit_tool_outputs"}
 PATH_OBJECTS = {"thread_id": "thread", "message_id": "message", "run_id": "run",
-                "step_id": "step", "assistant_id": "assistant", "file_id": "file"}
+                "step_id": "step", "assistant_id": "assistant", "file_id": "file",
+                "vector_store_id": "vector_store"}
 TARGETS = ("generated", "own", "own", "other", "own thread only")
 TOKEN_LIMITS = ("max_prompt_tokens", "max_completion_tokens")
 
@@ -122,8 +123,11 @@ class World:
                                    headers=self.auth(user)).get_json()["data"]
         steps = self.client.get(f"/v1/threads/{thread['id']}/runs/{run['id']}/steps",
                                 headers=self.auth(user)).get_json()["data"]
+        file_id = self.upload(user)
+        store = self.post(user, "/v1/vector_stores", {"name": user, "file_ids": [file_id]})
         return {"thread": thread["id"], "run": run["id"], "message": messages[-1]["id"],
-                "step": steps[0]["id"], "assistant": self.assistant, "file": self.upload(user)}
+                "step": steps[0]["id"], "assistant": self.assistant, "file": file_id,
+                "vector_store": store["id"]}
 
     def upload(self, user: str) -> str:
         """A file of `user`'s; its id."""
@@ -142,6 +146,11 @@ class World:
                                          {"role": "user", "content": "to delete"})["id"]
         elif operation_id == "delete_file":
             seeds["file"] = self.upload(user)
+        elif operation_id == "delete_vector_store":
+            seeds["vector_store"] = self.post(user, "/v1/vector_stores", {})["id"]
+        elif operation_id == "delete_vector_store_file":
+            seeds["file"] = self.post(user, f"/v1/vector_stores/{seeds['vector_store']}/files",
+                                      {"file_id": self.upload(user)})["id"]
         elif operation_id == "delete_assistant" and user == "alice":
             seeds["assistant"] = self.post(user, "/v1/assistants", {"model": "m"})["id"]
         return seeds
@@ -163,6 +172,7 @@ class World:
 def world():
     yield World(APP)
     APP.extensions["bridge.engine"].shutdown()
+    APP.extensions["bridge.ingestion"].shutdown()
 
 
 def operation_id(case) -> str:
@@ -197,6 +207,8 @@ def aim(case, world: World) -> tuple[str, str]:
     if (number >> 4) & 1:
         if isinstance(body, dict) and "assistant_id" in body:
             body["assistant_id"] = world.assistant
+        if isinstance(body, dict) and "file_id" in body:
+            body["file_id"] = world.seeds[user]["file"]
         if isinstance(query, dict) and "run_id" in query:
             query["run_id"] = world.seeds[user]["run"]
     return user, target

@@ -1,14 +1,15 @@
-"""Per-user isolation: another user's thread, message, run, step or file id behaves exactly like
-a missing one.
+"""Per-user isolation: another user's thread, message, run, step, file or vector store id behaves
+exactly like a missing one.
 
-Alice owns a thread with a message and a completed run (with its step), and a file; Bob owns a
-thread with a completed run of his own. For every /v1 route that takes a thread, message, run,
-step or file id (one
-table, `ROUTES`), and for every id kind the route takes (in its path or query), Bob sends Alice's
+Alice owns a thread with a message and a completed run (with its step), a file, and a vector
+store holding it; Bob owns a thread with a completed run and a vector store of his own. For every
+/v1 route that takes a thread, message, run, step, file or vector store id (one table,
+`ROUTES`), and for every id kind the route takes (in its path, query or body), Bob sends Alice's
 id and must get the very same answer as for a well-formed id that never existed and for a
 malformed id: same status (404), same headers, same body byte for byte once the id string itself
 is replaced by a placeholder. Message and run ids are tried under Bob's own thread, and step ids
-under Bob's own run, so the check of what holds them cannot be what stops him. After every
+under Bob's own run, and file ids in a store under Bob's own store, so the check of what holds
+them cannot be what stops him. After every
 attempt both users' data must be unchanged.
 
 `test_table_covers_every_id_route` ties the table to `app.url_map`, so a new route that takes one
@@ -34,13 +35,13 @@ import pytest
 from bridge.observability import route_template
 from tests.conftest import ENGINES, engine_settings, make_token, wait_for
 
-KINDS = ("thread_id", "message_id", "run_id", "step_id", "file_id")
+KINDS = ("thread_id", "message_id", "run_id", "step_id", "file_id", "vector_store_id")
 # What precedes an id's random part: OpenAI spells file ids `file-…`.
 PREFIX = {"thread_id": "thread_", "message_id": "msg_", "run_id": "run_", "step_id": "step_",
-          "file_id": "file-"}
+          "file_id": "file-", "vector_store_id": "vs_"}
 PLACEHOLDER = b"<ID>"
 TERMINAL = {"completed", "failed", "cancelled", "incomplete", "expired"}
-ID_SLOT = re.compile(r"\{(thread_id|message_id|run_id|step_id|file_id)\}")
+ID_SLOT = re.compile(r"\{(thread_id|message_id|run_id|step_id|file_id|vector_store_id)\}")
 
 
 # ---- the matrix table ---------------------------------------------------------------------------
@@ -61,8 +62,12 @@ class Route:
 
     @property
     def kinds(self) -> list[str]:
-        """Every id kind this row sends, in the path or the query string."""
-        return ID_SLOT.findall(self.template)
+        """Every id kind this row sends, in the path, the query string or the body."""
+        return ID_SLOT.findall(self.template) + self.body_kinds
+
+    @property
+    def body_kinds(self) -> list[str]:
+        return ID_SLOT.findall(json.dumps(self.body)) if self.body is not None else []
 
     @property
     def query_kinds(self) -> list[str]:
@@ -93,9 +98,18 @@ ROUTES = [
     Route("GET", "/v1/files/{file_id}"),
     Route("GET", "/v1/files/{file_id}/content"),
     Route("DELETE", "/v1/files/{file_id}"),
+    Route("POST", "/v1/vector_stores", {"name": "bob", "file_ids": ["{file_id}"]}),
+    Route("GET", "/v1/vector_stores/{vector_store_id}"),
+    Route("POST", "/v1/vector_stores/{vector_store_id}", {"name": "bob was here"}),
+    Route("DELETE", "/v1/vector_stores/{vector_store_id}"),
+    Route("POST", "/v1/vector_stores/{vector_store_id}/files", {"file_id": "{file_id}"}),
+    Route("GET", "/v1/vector_stores/{vector_store_id}/files"),
+    Route("GET", "/v1/vector_stores/{vector_store_id}/files/{file_id}"),
+    Route("DELETE", "/v1/vector_stores/{vector_store_id}/files/{file_id}"),
+    Route("POST", "/v1/vector_stores/{vector_store_id}/search", {"query": "alice"}),
 ]
 
-# One matrix cell per (route, id kind): 20 routes, 31 cells.
+# One matrix cell per (route, id kind): 29 routes, 43 cells.
 MATRIX = [pytest.param(route, kind, id=f"{route.method} {route.template} [{kind}]")
           for route in ROUTES for kind in route.kinds]
 
@@ -130,8 +144,10 @@ class World:
     alice_run: str = ""
     alice_step: str = ""
     alice_file: str = ""
+    alice_store: str = ""
     bob_thread: str = ""
     bob_run: str = ""
+    bob_store: str = ""
     tokens: dict[str, str] = field(default_factory=dict)
 
     def request(self, user: str, method: str, url: str, body: dict | None = None, *,
@@ -173,6 +189,12 @@ class World:
                 seen[user, url] = (response.status_code, response.get_json())
             files = self.request(user, "GET", "/v1/files")
             seen[user, "/v1/files"] = (files.status_code, files.get_json())
+            stores = self.request(user, "GET", "/v1/vector_stores?limit=100")
+            seen[user, "/v1/vector_stores"] = (stores.status_code, stores.get_json())
+        for user, store in (("alice", self.alice_store), ("bob", self.bob_store)):
+            for url in (f"/v1/vector_stores/{store}", f"/v1/vector_stores/{store}/files"):
+                response = self.request(user, "GET", url)
+                seen[user, url] = (response.status_code, response.get_json())
         content = self.request("alice", "GET", f"/v1/files/{self.alice_file}/content")
         seen["alice", "content"] = (content.status_code, content.get_data())
         return seen
@@ -201,6 +223,12 @@ def build_world(app) -> World:
                                             "file": (io.BytesIO(b"alice's file"), "alice.txt")})
     assert uploaded.status_code == 200, uploaded.get_data(as_text=True)
     world.alice_file = uploaded.get_json()["id"]
+    world.alice_store = world.create("alice", "/v1/vector_stores", {
+        "name": "alice's store", "file_ids": [world.alice_file]})["id"]
+    # Ingested before any snapshot, so that only Bob's requests could change what Alice sees.
+    wait_for(lambda: world.request("alice", "GET", f"/v1/vector_stores/{world.alice_store}")
+             .get_json()["status"] == "completed")
+    world.bob_store = world.create("bob", "/v1/vector_stores", {"name": "bob's store"})["id"]
     world.bob_thread = world.create("bob", "/v1/threads", {
         "messages": [{"role": "user", "content": "hello from bob"}]})["id"]
     world.bob_run = world.create("bob", f"/v1/threads/{world.bob_thread}/runs", {
@@ -242,16 +270,19 @@ def fill(route: Route, world: World, kind: str, value: str) -> tuple[str, dict |
 
     The thread slot holds Alice's thread when the thread id is under test, and Bob's own thread
     otherwise; the run slot holds Bob's own run when a step id is under test; the other slots hold
-    Alice's real ids.
+    Alice's real ids. The vector store slot, like the thread slot, holds Bob's own store unless
+    the store id is under test.
     """
     ids = {"thread_id": world.alice_thread if kind == "thread_id" else world.bob_thread,
+           "vector_store_id": world.alice_store if kind == "vector_store_id" else world.bob_store,
            "message_id": world.alice_message,
            "run_id": world.bob_run if kind == "step_id" else world.alice_run,
            "step_id": world.alice_step, "file_id": world.alice_file, kind: value}
     url = route.template.format(**ids)
     body = None
     if route.body is not None:
-        body = json.loads(json.dumps(route.body).replace("{assistant_id}", world.assistant_id))
+        text = json.dumps(route.body).replace("{assistant_id}", world.assistant_id)
+        body = json.loads(ID_SLOT.sub(lambda slot: ids[slot.group(1)], text))
     return url, body
 
 
@@ -282,7 +313,7 @@ def test_foreign_id_is_indistinguishable_from_missing_id(world, route, kind):
     before = world.snapshot()
     foreign = {"thread_id": world.alice_thread, "message_id": world.alice_message,
                "run_id": world.alice_run, "step_id": world.alice_step,
-               "file_id": world.alice_file}[kind]
+               "file_id": world.alice_file, "vector_store_id": world.alice_store}[kind]
 
     def attempt(value: str):
         url, body = fill(route, world, kind, value)
@@ -302,10 +333,10 @@ def test_foreign_id_is_indistinguishable_from_missing_id(world, route, kind):
 
 
 def test_matrix_size():
-    """20 routes; 10 take one id kind, 9 take two, 1 takes three: 31 cells, each tried with 7
+    """29 routes; 16 take one id kind, 12 take two, 1 takes three: 43 cells, each tried with 7
     ids."""
-    assert len(ROUTES) == len({(r.method, r.template) for r in ROUTES}) == 20
-    assert len(MATRIX) == 31
+    assert len(ROUTES) == len({(r.method, r.template) for r in ROUTES}) == 29
+    assert len(MATRIX) == 43
 
 
 def test_table_covers_every_id_route(app):
@@ -315,7 +346,7 @@ def test_table_covers_every_id_route(app):
               for rule in app.url_map.iter_rules()
               if rule.rule.startswith("/v1/") and set(rule.arguments) & set(KINDS)
               for method in rule.methods - {"HEAD", "OPTIONS"}}
-    in_table = {(route.method, route.rule) for route in ROUTES}
+    in_table = {(route.method, route.rule) for route in ROUTES if "<" in route.rule}
     assert in_app == in_table
 
 
@@ -332,8 +363,19 @@ def test_table_covers_every_id_in_query_or_body():
                 if name in KINDS:
                     taken.add((op.method.upper(), op.path, where, name))
     in_table = {(route.method, route.rule, "query", kind)
-                for route in ROUTES for kind in route.query_kinds}
+                for route in ROUTES for kind in route.query_kinds} | {
+        (route.method, route.rule, "body", kind)
+        for route in ROUTES for kind in route.body_kinds if kind in model_fields(route)}
     assert taken == in_table
+
+
+def model_fields(route: Route) -> set[str]:
+    """The body fields of the operation a row exercises (a list such as `file_ids` is a row's
+    body id too, but not a field named after an id kind)."""
+    from bridge.api import OPERATIONS
+
+    return {name for op in OPERATIONS if op.method.upper() == route.method and op.path == route.rule
+            and op.body is not None for name in op.body.model_fields}
 
 
 # ---- the same through the official SDK, over HTTP -----------------------------------------------
@@ -387,7 +429,9 @@ CURSORS = [
                        ("/v1/threads/{bob_thread}/messages", "message_id"),
                        ("/v1/threads/{bob_thread}/runs", "run_id"),
                        ("/v1/threads/{bob_thread}/runs/{bob_run}/steps", "step_id"),
-                       ("/v1/files", "file_id"))
+                       ("/v1/files", "file_id"),
+                       ("/v1/vector_stores", "vector_store_id"),
+                       ("/v1/vector_stores/{bob_store}/files", "file_id"))
     for cursor in ("after", "before")
 ]
 
@@ -397,8 +441,9 @@ def test_foreign_cursor_is_indistinguishable_from_unknown_cursor(offline_world, 
     world = offline_world
     foreign = {"thread_id": world.alice_thread, "message_id": world.alice_message,
                "run_id": world.alice_run, "step_id": world.alice_step,
-               "file_id": world.alice_file}[kind]
-    url = path.format(bob_thread=world.bob_thread, bob_run=world.bob_run)
+               "file_id": world.alice_file, "vector_store_id": world.alice_store}[kind]
+    url = path.format(bob_thread=world.bob_thread, bob_run=world.bob_run,
+                      bob_store=world.bob_store)
 
     def attempt(value):
         return world.request("bob", "GET", f"{url}?{cursor}={value}")

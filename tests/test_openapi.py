@@ -18,7 +18,8 @@ import pytest
 
 from bridge.schemas import (AssistantCreate, AssistantModify, FileCreate, MessageCreate,
                             MessageModify, RunCreate, RunModify, ThreadAndRunCreate, ThreadCreate, ThreadModify,
-                            ToolOutputsSubmit)
+                            ToolOutputsSubmit, VectorStoreCreate, VectorStoreFileCreate,
+                            VectorStoreModify, VectorStoreSearch)
 from tests.conftest import wait_for
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -38,13 +39,18 @@ REQUEST_BODIES = [
     ("post", "/v1/threads/runs", ThreadAndRunCreate),
     ("post", "/v1/assistants", AssistantCreate),
     ("post", "/v1/assistants/{assistant_id}", AssistantModify),
+    ("post", "/v1/vector_stores", VectorStoreCreate),
+    ("post", "/v1/vector_stores/{vector_store_id}", VectorStoreModify),
+    ("post", "/v1/vector_stores/{vector_store_id}/files", VectorStoreFileCreate),
+    ("post", "/v1/vector_stores/{vector_store_id}/search", VectorStoreSearch),
 ]
 # Multipart bodies (uploads): (method, path, model that validates the form).
 UPLOAD_BODIES = [("post", "/v1/files", FileCreate)]
 # Operations whose success is a file's own bytes rather than JSON.
 BYTES_ROUTES = {("get", "/v1/files/{file_id}/content")}
 LIST_ROUTES = ["/v1/threads", "/v1/threads/{thread_id}/messages", "/v1/threads/{thread_id}/runs",
-               "/v1/threads/{thread_id}/runs/{run_id}/steps", "/v1/assistants"]
+               "/v1/threads/{thread_id}/runs/{run_id}/steps", "/v1/assistants", "/v1/vector_stores",
+               "/v1/vector_stores/{vector_store_id}/files"]
 
 
 @pytest.fixture

@@ -236,7 +236,8 @@ def register_blueprints(app: Flask) -> None:
     # Set before any rule is added, since each rule takes the map's setting when it is added.
     app.url_map.merge_slashes = False
     app.url_map.converters["id"] = IdConverter
-    from . import assistants, docs, files, health, messages, runs, steps, threads
+    from . import assistants, docs, files, health, messages, runs, steps, threads, vector_stores
 
-    for module in (health, docs, threads, messages, runs, steps, assistants, files):
+    for module in (health, docs, threads, messages, runs, steps, assistants, files,
+                   vector_stores):
         app.register_blueprint(module.bp)

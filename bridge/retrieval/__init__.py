@@ -1,0 +1,256 @@
+"""Vector stores: a user's files, extracted, chunked and indexed for lexical search.
+
+The pieces are separate: `extract` (bytes to text), `chunking` (text to chunks), `index` (the
+database's full-text search over chunks); this module owns the objects and the ingestion that
+runs them in order. Ingestion never runs in a request: attaching a file commits it
+`in_progress` and hands its row to a small thread pool of this process (INGEST_WORKERS), which
+ends it `completed` or `failed` with `last_error`, whatever the file holds. A file whose process
+died mid-ingestion stays `in_progress` (there is no sweeper for them yet).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import select, update
+
+from ..errors import InvalidRequest
+from ..extensions import db
+from ..files import open_content
+from ..models import File, VectorStore, VectorStoreChunk, VectorStoreFile, now
+from ..registry import file_for_user, new_id, vector_store_file_counts
+from ..schemas import (FileCounts, SearchContent, SearchResult, SearchResultsPage,
+                       VectorStoreCreate, VectorStoreFileCreate, VectorStoreFileObject,
+                       VectorStoreModify, VectorStoreObject, VectorStoreSearch)
+from . import chunking, extract, index
+
+log = logging.getLogger(__name__)
+_EXTENSION_KEY = "bridge.ingestion"
+DAY = 86_400
+
+
+# ---- the ingestion pool ------------------------------------------------------------------------
+
+class Ingestion:
+    """The app's ingestion threads. The pool starts its threads on first use, so each forked
+    worker process gets its own."""
+
+    def __init__(self, app: Flask, workers: int):
+        self.app = app
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
+
+    def submit(self, vector_store_file_pk: int) -> None:
+        try:
+            self.pool.submit(self._run, vector_store_file_pk)
+        except RuntimeError:  # shutting down: the file stays in_progress, as after a crash
+            log.warning("vector store file %s: not ingested, shutting down", vector_store_file_pk)
+
+    def _run(self, vector_store_file_pk: int) -> None:
+        try:
+            with self.app.app_context():
+                ingest(vector_store_file_pk)
+        except Exception:  # the pool would swallow it silently
+            log.exception("vector store file %s: ingestion failed", vector_store_file_pk)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def init_app(app: Flask, workers: int) -> None:
+    app.extensions[_EXTENSION_KEY] = Ingestion(app, workers)
+
+
+def ingestion() -> Ingestion:
+    return current_app.extensions[_EXTENSION_KEY]
+
+
+# ---- ingestion of one file ---------------------------------------------------------------------
+
+def _finish(row_pk: int, status: str, *, error: dict[str, str] | None = None,
+            usage: int = 0) -> None:
+    # Conditional: a file detached meanwhile has no row left to update.
+    db.session.execute(update(VectorStoreFile).where(
+        VectorStoreFile.pk == row_pk, VectorStoreFile.status == "in_progress").values(
+        status=status, last_error=error, usage_bytes=usage))
+    db.session.commit()
+
+
+def ingest(row_pk: int) -> None:
+    """Extract, chunk and index one attached file; it ends `completed` or `failed`."""
+    row = db.session.get(VectorStoreFile, row_pk)
+    if row is None or row.status != "in_progress":
+        return
+    file, strategy, store_pk = row.file, row.chunking_strategy["static"], row.vector_store_pk
+    limit = current_app.config["BRIDGE_SETTINGS"].INGEST_MAX_TEXT_BYTES
+    try:
+        try:
+            with open_content(file) as stream:
+                data = stream.read()
+            text = extract.extract_text(file.filename, data, limit)
+            size = len(text.encode())
+            if size > limit:
+                raise extract.ExtractionError(
+                    "invalid_file", f"The file yields {size} bytes of text; at most {limit} "
+                                    "can be indexed.")
+        except extract.ExtractionError as exc:
+            db.session.rollback()
+            _finish(row_pk, "failed", error={"code": exc.code, "message": exc.message})
+            return
+        pieces = chunking.chunks(text, strategy["max_chunk_size_tokens"],
+                                 strategy["chunk_overlap_tokens"])
+        db.session.add_all(VectorStoreChunk(vector_store_pk=store_pk, vector_store_file_pk=row_pk,
+                                            position=position, text=piece)
+                           for position, piece in enumerate(pieces))
+        db.session.flush()
+        _finish(row_pk, "completed", usage=size)
+    except Exception as exc:
+        db.session.rollback()
+        if db.session.get(VectorStoreFile, row_pk) is None:
+            return  # detached, or its store or file deleted, meanwhile
+        log.exception("vector store file %s: ingestion failed", row_pk)
+        _finish(row_pk, "failed", error={"code": "server_error",
+                                         "message": f"The file could not be indexed "
+                                                    f"({type(exc).__name__})."})
+
+
+# ---- objects -----------------------------------------------------------------------------------
+
+def _strategy(requested) -> dict[str, Any]:
+    if requested is None or requested.type == "auto":
+        return chunking.AUTO
+    return {"type": "static", "static": requested.static.model_dump()}
+
+
+def expires_at(store: VectorStore) -> int | None:
+    if not store.expires_after:
+        return None
+    return store.last_active_at + store.expires_after["days"] * DAY
+
+
+def vector_store_object(store: VectorStore) -> VectorStoreObject:
+    counts, usage = vector_store_file_counts(store)
+    deadline = expires_at(store)
+    if deadline is not None and deadline <= now():
+        status = "expired"
+    else:
+        status = "in_progress" if counts.get("in_progress") else "completed"
+    file_counts = {key: counts.get(key, 0) for key in
+                   ("in_progress", "completed", "failed", "cancelled")}
+    return VectorStoreObject(
+        id=store.id, created_at=store.created_at, name=store.name, usage_bytes=usage,
+        file_counts=FileCounts(**file_counts, total=sum(counts.values())), status=status,
+        expires_after=store.expires_after, expires_at=deadline,
+        last_active_at=store.last_active_at, metadata=store.meta or {})
+
+
+def vector_store_file_object(row: VectorStoreFile, store_id: str) -> VectorStoreFileObject:
+    return VectorStoreFileObject(
+        id=row.id, usage_bytes=row.usage_bytes, created_at=row.created_at,
+        vector_store_id=store_id, status=row.status, last_error=row.last_error,
+        chunking_strategy=row.chunking_strategy, attributes=row.attributes)
+
+
+def _attach(store: VectorStore, file: File, strategy: dict[str, Any],
+            attributes: dict[str, Any] | None) -> VectorStoreFile:
+    existing = db.session.scalar(select(VectorStoreFile).where(
+        VectorStoreFile.vector_store_pk == store.pk, VectorStoreFile.file_pk == file.pk))
+    if existing is not None:
+        return existing  # attaching a file twice is the one attachment
+    row = VectorStoreFile(id=file.id, vector_store_pk=store.pk, file_pk=file.pk,
+                          chunking_strategy=strategy, attributes=attributes, status="in_progress",
+                          usage_bytes=0)
+    db.session.add(row)
+    return row
+
+
+def _ingest_after_commit(rows: list[VectorStoreFile]) -> None:
+    # After the commit, so the ingestion thread finds the rows; a file attached before (and
+    # already ingested or failed) is not ingested again.
+    for row in rows:
+        if row.status == "in_progress":
+            ingestion().submit(row.pk)
+
+
+def create_vector_store(user_id: str, body: VectorStoreCreate) -> VectorStore:
+    """A new vector store of the caller's, with its files attached and queued for ingestion."""
+    if body.chunking_strategy is not None and not body.file_ids:
+        raise InvalidRequest("'chunking_strategy' is only applicable if 'file_ids' is non-empty.",
+                             param="chunking_strategy")
+    # Every file is the caller's, or the whole request is the 404 a missing file gets.
+    files = [file_for_user(file_id, user_id) for file_id in dict.fromkeys(body.file_ids or [])]
+    store = VectorStore(id=new_id("vs"), user_id=user_id, name=body.name or "",
+                        meta=body.metadata or {},
+                        expires_after=body.expires_after.model_dump() if body.expires_after
+                        else None)
+    db.session.add(store)
+    db.session.flush()
+    strategy = _strategy(body.chunking_strategy)
+    rows = [_attach(store, file, strategy, None) for file in files]
+    db.session.commit()
+    _ingest_after_commit(rows)
+    return store
+
+
+def modify_vector_store(store: VectorStore, body: VectorStoreModify) -> VectorStore:
+    """Change the name, metadata or expiry of the caller's store; unset fields are kept."""
+    sent = body.model_fields_set
+    if "name" in sent and body.name is not None:
+        store.name = body.name
+    if "metadata" in sent and body.metadata is not None:
+        store.meta = body.metadata
+    if "expires_after" in sent:
+        store.expires_after = body.expires_after.model_dump() if body.expires_after else None
+    db.session.commit()
+    return store
+
+
+def delete_vector_store(store: VectorStore) -> None:
+    """Delete a store with its attachments and chunks; the files themselves stay."""
+    db.session.delete(store)
+    db.session.commit()
+
+
+def attach_file(store: VectorStore, user_id: str, body: VectorStoreFileCreate) -> VectorStoreFile:
+    """Attach one of the caller's files to the store and queue its ingestion."""
+    file = file_for_user(body.file_id, user_id)
+    row = _attach(store, file, _strategy(body.chunking_strategy), body.attributes)
+    db.session.commit()
+    _ingest_after_commit([row])
+    return row
+
+
+def detach_file(row: VectorStoreFile) -> None:
+    """Take a file out of a store, with its chunks; the file itself stays."""
+    db.session.delete(row)
+    db.session.commit()
+
+
+def search(store: VectorStore, body: VectorStoreSearch) -> SearchResultsPage:
+    """The store's chunks that best match the query, best first."""
+    if body.filters is not None:
+        raise InvalidRequest("Attribute filters are not supported yet: search without "
+                             "'filters'.", param="filters", code="unsupported_parameter")
+    queries = [body.query] if isinstance(body.query, str) else list(body.query)
+    hits = index.search_chunks(store.pk, queries, body.max_num_results)
+    threshold = body.ranking_options.score_threshold if body.ranking_options else None
+    if threshold is not None:
+        hits = [hit for hit in hits if hit.score >= threshold]
+    chunks = {}
+    if hits:
+        rows = db.session.execute(
+            select(VectorStoreChunk.pk, VectorStoreChunk.text, VectorStoreFile.id,
+                   VectorStoreFile.attributes, File.filename)
+            .join(VectorStoreFile, VectorStoreFile.pk == VectorStoreChunk.vector_store_file_pk)
+            .join(File, File.pk == VectorStoreFile.file_pk)
+            .where(VectorStoreChunk.pk.in_([hit.chunk_pk for hit in hits])))
+        chunks = {row[0]: row for row in rows}
+    store.last_active_at = now()
+    db.session.commit()
+    data = [SearchResult(file_id=chunks[hit.chunk_pk][2], filename=chunks[hit.chunk_pk][4],
+                         score=round(hit.score, 6), attributes=chunks[hit.chunk_pk][3] or {},
+                         content=[SearchContent(text=chunks[hit.chunk_pk][1])])
+            for hit in hits if hit.chunk_pk in chunks]
+    return SearchResultsPage(search_query=queries, data=data)
