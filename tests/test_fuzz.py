@@ -204,11 +204,13 @@ def aim(case, world: World) -> tuple[str, str]:
             if target != "own thread only" or name == "thread_id":
                 case.path_parameters[name] = seeds[PATH_OBJECTS[name]]
     body, query = case.body, case.query
+    # A body's file id names the caller's real file half the time, and always when the path
+    # names the caller's own objects: attaching a file to a vector store needs both to succeed.
+    if isinstance(body, dict) and "file_id" in body and ((number >> 4) & 1 or target == "own"):
+        body["file_id"] = world.seeds[user]["file"]
     if (number >> 4) & 1:
         if isinstance(body, dict) and "assistant_id" in body:
             body["assistant_id"] = world.assistant
-        if isinstance(body, dict) and "file_id" in body:
-            body["file_id"] = world.seeds[user]["file"]
         if isinstance(query, dict) and "run_id" in query:
             query["run_id"] = world.seeds[user]["run"]
     return user, target
