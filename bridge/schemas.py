@@ -494,8 +494,8 @@ class MessageListQuery(ListQuery):
     run_id: Cursor | None = None
 
 
-# The one value OpenAI documents: file_search result contents inside tool_calls steps. The bridge
-# runs no file_search of its own, so it accepts the value and there is nothing to add yet.
+# The one value OpenAI documents: file_search result contents inside tool_calls steps.
+SEARCH_CONTENTS = "step_details.tool_calls[*].file_search.results[*].content"
 StepInclude = Literal["step_details.tool_calls[*].file_search.results[*].content"]
 StepIncludes = Annotated[list[StepInclude] | None, Field(alias="include[]")]
 
@@ -774,9 +774,9 @@ class ErrorObject(BaseModel):
 
 # ---- serializers: registry rows -> wire objects --------------------------------------------
 
-def text_block(value: str) -> dict[str, Any]:
+def text_block(value: str, annotations: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """One text content part in the wire shape."""
-    return {"type": "text", "text": {"value": value, "annotations": []}}
+    return {"type": "text", "text": {"value": value, "annotations": list(annotations)}}
 
 
 def thread_object(thread) -> ThreadObject:
@@ -821,12 +821,45 @@ def tool_calls_details(calls: list[dict[str, Any]]) -> dict[str, Any]:
         if call.get("type") == "function" else call for call in calls]}
 
 
-def run_step_object(step, thread_id: str, run_id: str) -> RunStepObject:
+def file_search_details(calls, ranking_options: dict[str, Any]) -> dict[str, Any]:
+    """The `step_details` of file searches the bridge ran (`FileSearchCall`s), result contents
+    included; readers leave the contents out unless asked."""
+    return {"type": "tool_calls", "tool_calls": [
+        {"id": call.id, "type": "file_search", "file_search": {
+            "ranking_options": ranking_options,
+            "results": [{"file_id": passage.file_id, "file_name": passage.filename,
+                         "score": passage.score,
+                         "content": [{"type": "text", "text": passage.text}]}
+                        for passage in call.passages]}}
+        for call in calls]}
+
+
+def without_search_contents(details: dict[str, Any]) -> dict[str, Any]:
+    """A step's details with the file_search results' contents left out, as OpenAI shows them
+    unless `include[]` asks."""
+    if details.get("type") != "tool_calls":
+        return details
+    calls = []
+    for call in details["tool_calls"]:
+        search = call.get("file_search") if call.get("type") == "file_search" else None
+        if search and search.get("results"):
+            call = {**call, "file_search": {**search, "results": [
+                {key: value for key, value in result.items() if key != "content"}
+                for result in search["results"]]}}
+        calls.append(call)
+    return {**details, "tool_calls": calls}
+
+
+def run_step_object(step, thread_id: str, run_id: str, *,
+                    search_contents: bool = False) -> RunStepObject:
+    """A step; file_search results carry their contents only with `search_contents`."""
+    details = step.step_details if search_contents else without_search_contents(
+        step.step_details)
     return RunStepObject(
         id=step.id, created_at=step.created_at, run_id=run_id, assistant_id=step.assistant_id,
         thread_id=thread_id, type=step.type, status=step.status, cancelled_at=step.cancelled_at,
         completed_at=step.completed_at, expired_at=step.expired_at, failed_at=step.failed_at,
-        last_error=step.last_error, step_details=step.step_details,
+        last_error=step.last_error, step_details=details,
         # OpenAI counts a step's tokens once it has ended.
         usage=None if step.status == "in_progress" else step.usage)
 

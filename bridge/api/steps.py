@@ -1,4 +1,5 @@
-"""Steps of a run: the messages it wrote and the tool calls it asked for."""
+"""Steps of a run: the messages it wrote, the tool calls it asked for and the file searches it
+ran (their results' contents only with `include[]`)."""
 
 from functools import partial
 
@@ -9,7 +10,8 @@ from ..auth import current_user_id, require_user
 from ..engines import current_engine
 from ..models import RunStep
 from ..registry import paginate, run_in_thread, step_in_run, thread_for_user
-from ..schemas import ListObject, RunStepObject, StepListQuery, StepQuery, run_step_object
+from ..schemas import (SEARCH_CONTENTS, ListObject, RunStepObject, StepListQuery, StepQuery,
+                       run_step_object)
 from . import endpoint
 from .pages import list_object
 
@@ -21,21 +23,20 @@ bp.before_request(require_user)
           response=ListObject[RunStepObject], summary="List run steps")
 def list_run_steps(thread_id: str, run_id: str, query: StepListQuery):
     """A page of a run's steps; an active run is brought up to date first."""
-    # `include[]` is validated and adds nothing: its one documented value asks for file_search
-    # result contents, and no step holds file_search results yet.
     thread = thread_for_user(thread_id, current_user_id())
     run = current_engine().refresh_run(run_in_thread(thread, run_id))
     page = paginate(select(RunStep).where(RunStep.run_pk == run.pk), RunStep, query)
-    return list_object(page, partial(run_step_object, thread_id=thread.id, run_id=run.id))
+    return list_object(page, partial(run_step_object, thread_id=thread.id, run_id=run.id,
+                                     search_contents=SEARCH_CONTENTS in (query.include or ())))
 
 
 @endpoint(bp, "/threads/<thread_id>/runs/<run_id>/steps/<step_id>", "GET", query=StepQuery,
           response=RunStepObject, summary="Retrieve a run step")
 def get_run_step(thread_id: str, run_id: str, step_id: str, query: StepQuery):
     """One step of a run; an active run is brought up to date first."""
-    # `include[]`: as for the list.
     thread = thread_for_user(thread_id, current_user_id())
     run = run_in_thread(thread, run_id)
     step = step_in_run(run, step_id)
     run = current_engine().refresh_run(run)
-    return run_step_object(step, thread.id, run.id)
+    return run_step_object(step, thread.id, run.id,
+                           search_contents=SEARCH_CONTENTS in (query.include or ()))

@@ -110,6 +110,58 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Passage:
+    """A piece of a file that a file search found."""
+
+    file_id: str
+    filename: str
+    score: float
+    text: str
+
+
+@dataclass(frozen=True)
+class FileSearchCall:
+    """One file search a responder ran for its model, and what it found."""
+
+    id: str
+    queries: tuple[str, ...]
+    passages: tuple[Passage, ...]
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A marker in the reply's text that cites a file, such as 【0:0†notes.md】."""
+
+    text: str
+    start_index: int
+    end_index: int
+    file_id: str
+
+    def as_annotation(self) -> dict[str, Any]:
+        return {"type": "file_citation", "text": self.text, "start_index": self.start_index,
+                "end_index": self.end_index, "file_citation": {"file_id": self.file_id}}
+
+
+class FileSearcher(Protocol):
+    """The run's `file_search` tool: the bridge's own search over the run's vector stores."""
+
+    # As a run step reports them: {"ranker": ..., "score_threshold": ...}
+    ranking_options: dict[str, Any]
+
+    def __call__(self, queries: list[str]) -> tuple[Passage, ...]:
+        """The best passages for the queries, best first; waits for files still ingesting."""
+
+
+@dataclass(frozen=True)
+class SearchRound:
+    """File searches a responder ran in one model turn, with any text the model wrote first."""
+
+    calls: tuple[FileSearchCall, ...]
+    ranking_options: dict[str, Any]
+    text_before: str = ""
+
+
+@dataclass(frozen=True)
 class RunRequest:
     """Everything a responder needs, copied out of the registry so no session is held."""
 
@@ -126,6 +178,8 @@ class RunRequest:
     parallel_tool_calls: bool = True
     # Tool calls already made in this run and their outputs, in Chat Completions message form.
     tool_exchange: tuple[dict[str, Any], ...] = ()
+    # Set when the run offers `file_search` and has vector stores to search.
+    file_search: FileSearcher | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +204,12 @@ class Reply:
     finish_reason: str = "stop"
     # When set, the run waits in `requires_action` for the client's tool outputs.
     tool_calls: tuple[ToolCall, ...] = ()
+    # File searches the responder ran before it wrote the reply (each a `tool_calls` step).
+    searches: tuple[SearchRound, ...] = ()
+    citations: tuple[Citation, ...] = ()
+    # With `tool_calls` after searches: the Chat Completions messages the run's tool exchange
+    # goes on with (the searches' calls and results, then the calls the client answers).
+    exchange: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass
@@ -177,6 +237,10 @@ class ReplyStream(Protocol):
     def tool_call(self, index: int, *, call_id: str | None = None, name: str | None = None,
                   arguments: str = "") -> None:
         """More of function call `index`; its id and name come with its first piece."""
+
+    def searched(self, round: SearchRound) -> None:
+        """File searches the responder ran, each finished; text reported before them ended
+        a message."""
 
 
 class Responder(abc.ABC):

@@ -54,11 +54,13 @@ def message_row(thread: Thread | int, body: MessageCreate,
 
 
 def reply_row(run: Run, text: str, *, upstream_id: str | None = None,
-              truncated: bool = False, message_id: str | None = None) -> Message:
+              truncated: bool = False, message_id: str | None = None,
+              annotations: list[dict[str, Any]] = ()) -> Message:
     """The registry row of an assistant message a run produced (with the id a stream already
     announced it by, if one did)."""
     return Message(id=message_id or new_id("msg"), thread_pk=run.thread_pk, role="assistant",
-                   upstream_id=upstream_id, content=[text_block(text)], attachments=[], meta={},
+                   upstream_id=upstream_id, content=[text_block(text, annotations)],
+                   attachments=[], meta={},
                    status="incomplete" if truncated else "completed",
                    completed_at=None if truncated else now(), assistant_id=run.assistant_id,
                    run_id=run.id)
@@ -161,6 +163,14 @@ def tool_calls_step(run: Run, calls: list[dict[str, Any]], usage: dict[str, int]
     return RunStep(id=step_id or new_id("step"), run_pk=run.pk, thread_pk=run.thread_pk,
                    assistant_id=run.assistant_id, type="tool_calls", status="in_progress",
                    step_details=tool_calls_details(calls), usage=usage, created_at=now())
+
+
+def search_step(run: Run, details: dict[str, Any], *, step_id: str | None = None) -> RunStep:
+    """The step of file searches the run ran itself, ended as they were."""
+    stamp = now()
+    return RunStep(id=step_id or new_id("step"), run_pk=run.pk, thread_pk=run.thread_pk,
+                   assistant_id=run.assistant_id, type="tool_calls", status="completed",
+                   step_details=details, usage=None, created_at=stamp, completed_at=stamp)
 
 
 def message_step(run: Run, message: Message, usage: dict[str, int] | None, *,

@@ -15,16 +15,18 @@ from sqlalchemy import select, update
 
 from ..errors import InvalidRequest, ServiceUnavailable
 from ..extensions import db
-from ..models import Message, Run, Thread, now
+from ..models import Message, Run, RunStep, Thread, now
 from ..registry import new_id
 from ..schemas import (RESERVED_METADATA_KEY, MessageCreate, MessageModify, RunCreate, RunModify,
-                       ThreadCreate, ThreadModify, ToolOutputsSubmit)
+                       ThreadCreate, ThreadModify, ToolOutputsSubmit, file_search_details)
 from .base import (CancelSignal, Engine, EngineError, Reply, Responder, RunFailed, RunRequest, Turn,
                    UpstreamRateLimited)
 from ..streaming.publish import RunPublisher
 from .common import (add_usage, check_tool_outputs, deliver_tool_outputs, end_open_steps,
                      insert_run, message_row, message_step, message_text, new_run,
-                     refuse_while_active, reply_row, require_home, required_action, tool_calls_step)
+                     refuse_while_active, reply_row, require_home, required_action, search_step,
+                     tool_calls_step)
+from .file_search import run_searcher
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class _Unstreamed:
     """A run nobody streams: nothing was announced, every id is new."""
 
     message_id = message_step_id = tool_step_id = None
+    search_steps = ()
 
 
 class RegistryEngine(Engine):
@@ -297,7 +300,8 @@ class RegistryEngine(Engine):
                           tools=tuple(t for t in run.tools or [] if t.get("type") == "function"),
                           tool_choice=run.tool_choice,
                           parallel_tool_calls=run.parallel_tool_calls,
-                          tool_exchange=tuple(run.tool_exchange or ())), publisher
+                          tool_exchange=tuple(run.tool_exchange or ()),
+                          file_search=run_searcher(self.app, run)), publisher
 
     def _still_executing(self, run_id: str) -> Run | None:
         """The run, locked, if it is still in progress; otherwise settle a pending cancel.
@@ -323,7 +327,8 @@ class RegistryEngine(Engine):
         run.usage = add_usage(run.usage, usage)
         # What a stream announced keeps its ids here.
         streamed = publisher or _Unstreamed()
-        message, steps = None, []
+        messages, steps = self._search_rows(run, reply, streamed)
+        message = None
         # The run's new state, its reply and its steps commit together.
         if reply.tool_calls:
             calls = [call.as_required_action() for call in reply.tool_calls]
@@ -333,13 +338,15 @@ class RegistryEngine(Engine):
                 steps.append(message_step(run, message, None, step_id=streamed.message_step_id))
             run.status = "requires_action"
             run.required_action = required_action(calls)
-            run.tool_exchange = [*(run.tool_exchange or []), {
-                "role": "assistant", "content": reply.text or None, "tool_calls": calls}]
+            run.tool_exchange = [*(run.tool_exchange or []), *(
+                reply.exchange if reply.exchange is not None else
+                [{"role": "assistant", "content": reply.text or None, "tool_calls": calls}])]
             steps.append(tool_calls_step(run, calls, usage, step_id=streamed.tool_step_id))
         else:
             truncated = reply.finish_reason == "length"
             message = reply_row(run, reply.text, truncated=truncated,
-                                message_id=streamed.message_id)
+                                message_id=streamed.message_id,
+                                annotations=[c.as_annotation() for c in reply.citations])
             steps.append(message_step(run, message, usage, step_id=streamed.message_step_id))
             if truncated:
                 run.status = "incomplete"
@@ -347,10 +354,28 @@ class RegistryEngine(Engine):
             else:
                 run.status = "completed"
                 run.completed_at = now()
-        db.session.add_all([*([message] if message is not None else []), *steps])
+        db.session.add_all([*messages, *([message] if message is not None else []), *steps])
         db.session.commit()
         if publisher is not None:
             publisher.finished(run, message, steps)
+
+    @staticmethod
+    def _search_rows(run: Run, reply: Reply, streamed) -> tuple[list[Message], list[RunStep]]:
+        """The rows of the file searches the responder ran: per round, the text written before
+        it (a message) and its step, under the ids a stream announced them by."""
+        messages, steps = [], []
+        announced = list(streamed.search_steps)
+        for position, round in enumerate(reply.searches):
+            message_id, message_step_id, step_id = (
+                announced[position] if position < len(announced) else (None, None, None))
+            if round.text_before:
+                before = reply_row(run, round.text_before, message_id=message_id)
+                messages.append(before)
+                steps.append(message_step(run, before, None, step_id=message_step_id))
+            steps.append(search_step(run, file_search_details(round.calls,
+                                                              round.ranking_options),
+                                     step_id=step_id))
+        return messages, steps
 
     def _fail(self, run_id: str, code: str, message: str,
               publisher: RunPublisher | None = None) -> None:

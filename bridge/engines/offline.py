@@ -10,6 +10,9 @@ wait before answering, to exercise polling and cancel).
   JSON object in the message as its arguments (else `{}`). `tool_choice` is honoured: `none`
   never calls, a named function is always called, `required` calls the first tool when none is
   named. Once the outputs are submitted, the reply quotes them.
+- File search: when the run offers `file_search` over vector stores and no function is called,
+  the last user message is searched (unless `tool_choice` is `none` or names a function), and
+  the reply quotes the best passage with a citation of its file.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import secrets
 import string
 from typing import Any
 
-from .base import (CancelSignal, Reply, ReplyStream, Responder, RunFailed, RunRequest, ToolCall,
-                   Usage)
+from .base import (CancelSignal, FileSearchCall, Reply, ReplyStream, Responder, RunFailed,
+                   RunRequest, SearchRound, ToolCall, Usage)
+from .file_search import citations, marker
 
 _QUOTE_LIMIT = 200
 # A streamed reply comes in this many deltas, so clients meet several.
@@ -81,6 +85,18 @@ def chosen_tool(request: RunRequest, last_user: str) -> str | None:
     return named
 
 
+def _new_call_id() -> str:
+    return "call_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def searches_files(request: RunRequest) -> bool:
+    """Whether the offline responder searches the run's files before it replies."""
+    choice = request.tool_choice
+    if request.file_search is None or choice == "none":
+        return False
+    return not (isinstance(choice, dict) and choice.get("type") == "function")
+
+
 def _outputs(request: RunRequest) -> list[tuple[str, str]]:
     """(tool name, output) of the calls this run made and the client answered."""
     names = {call["id"]: call["function"]["name"] for entry in request.tool_exchange
@@ -107,12 +123,13 @@ class OfflineResponder(Responder):
         tool = None if outputs else chosen_tool(request, last_user)
         if tool is not None:
             arguments = json.dumps(first_json_object(last_user) or {})
-            call = ToolCall(id="call_" + "".join(secrets.choice(_ALPHABET) for _ in range(24)),
-                            name=tool, arguments=arguments)
+            call = ToolCall(id=_new_call_id(), name=tool, arguments=arguments)
             if stream is not None:
                 stream.tool_call(0, call_id=call.id, name=call.name, arguments=arguments)
             return Reply(text="", tool_calls=(call,),
                          usage=Usage(prompt_tokens=prompt, completion_tokens=_words(arguments)))
+        if not outputs and last_user and searches_files(request):
+            return self._answer_from_files(request, last_user, prompt, stream)
         if outputs:
             quoted = "; ".join(f'{name} returned "{_quote(output)}"' for name, output in outputs)
             text = (f"{quoted}. This is the offline responder of assistants-bridge; configure a "
@@ -126,3 +143,26 @@ class OfflineResponder(Responder):
             for piece in pieces(text, STREAM_PIECES):
                 stream.text(piece)
         return Reply(text=text, usage=Usage(prompt_tokens=prompt, completion_tokens=_words(text)))
+
+    def _answer_from_files(self, request: RunRequest, question: str, prompt: int,
+                           stream: ReplyStream | None) -> Reply:
+        """Search the run's files for the question; quote the best passage and cite it."""
+        passages = request.file_search([question])
+        search = SearchRound(calls=(FileSearchCall(id=_new_call_id(), queries=(question,),
+                                                   passages=passages),),
+                             ranking_options=request.file_search.ranking_options)
+        if stream is not None:
+            stream.searched(search)
+        if passages:
+            best = passages[0]
+            text = (f'From {best.filename}: "{_quote(" ".join(best.text.split()))}" '
+                    f"{marker(0, 0, best.filename)}")
+        else:
+            text = (f'Nothing in the files matches "{_quote(question)}". This is the offline '
+                    "responder of assistants-bridge; configure a model provider to get real "
+                    "answers.")
+        if stream is not None:
+            for piece in pieces(text, STREAM_PIECES):
+                stream.text(piece)
+        return Reply(text=text, usage=Usage(prompt_tokens=prompt, completion_tokens=_words(text)),
+                     searches=(search,), citations=citations(text, [passages]))

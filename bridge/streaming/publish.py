@@ -20,8 +20,9 @@ from sqlalchemy import select
 from ..extensions import db
 from ..models import Message, Run, RunStep, now
 from ..registry import new_id
-from ..schemas import (MessageObject, RunStepObject, message_creation_details, message_object,
-                       run_object, run_step_object, text_block)
+from ..schemas import (MessageObject, RunStepObject, file_search_details,
+                       message_creation_details, message_object, run_object, run_step_object,
+                       text_block, without_search_contents)
 from . import events as ev
 from .log import RunLog
 from .order import StreamOrder
@@ -53,6 +54,9 @@ class RunPublisher:
         self.message_id: str | None = None  # the reply being written, once announced
         self.message_step_id: str | None = None
         self.tool_step_id: str | None = None
+        # Per round of file searches: (message_id, message_step_id) of the text written before
+        # it, if any, and the id of its step.
+        self.search_steps: list[tuple[str | None, str | None, str]] = []
         self._calls: set[int] = set()
         self._text: list[str] = []
         self._message_open = False
@@ -125,6 +129,27 @@ class RunPublisher:
             self._message_open = False
             self.publish(ev.message_event(self._message_object(message_status), message_status))
             self.publish(ev.step_event(self._message_step_object(step_status), step_status))
+
+    def searched(self, round) -> None:
+        """File searches the responder ran (a `SearchRound`): a tool_calls step, created and
+        completed, after any text written before them, which ends as a message of its own."""
+        before = (self.message_id, self.message_step_id) if self._message_open else (None, None)
+        self._end_message("completed", "completed")
+        self.message_id = self.message_step_id = None  # text after the searches is a new message
+        self._text = []
+        step_id = new_id("step")
+        self.search_steps.append((*before, step_id))
+        created = now()
+        # What a stream carries is what polling shows without `include[]`.
+        results = without_search_contents(file_search_details(round.calls, round.ranking_options))
+        for status, details in (("in_progress", {"type": "tool_calls", "tool_calls": []}),
+                                ("completed", results)):
+            step = RunStepObject(
+                id=step_id, created_at=created, run_id=self.run_id,
+                assistant_id=self.assistant_id, thread_id=self.thread_id, type="tool_calls",
+                status=status, completed_at=now() if status == "completed" else None,
+                step_details=details).model_dump(mode="json")
+            self.publish(ev.step_event(step, "created" if status == "in_progress" else status))
 
     def tool_call(self, index: int, *, call_id: str | None = None, name: str | None = None,
                   arguments: str = "") -> None:

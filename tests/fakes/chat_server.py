@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import socket
 import sys
 import threading
@@ -115,8 +116,34 @@ def _validate(body: Any) -> _Response | None:
     return None
 
 
+_MARKER = re.compile(r"【\d+:\d+†[^】]*】")
+
+
+def _searching_reply(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Unscripted, a model offered a `file_search` function uses it as a model would: it
+    searches for the user's question, then answers from the first passage, citing its marker."""
+    offered = {tool.get("function", {}).get("name") for tool in body.get("tools") or []}
+    if "file_search" not in offered or body.get("tool_choice") == "none":
+        return None
+    messages = body["messages"]
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+    results = [m for m in messages[last_user + 1:] if m["role"] == "tool"]
+    if not results:
+        question = _text(messages[last_user]["content"]) if last_user >= 0 else ""
+        return {"tool_calls": [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                                "function": {"name": "file_search",
+                                             "arguments": json.dumps({"queries": [question]})}}]}
+    found = _MARKER.search(_text(results[-1]["content"]) or "")
+    if found is None:
+        return {"content": "The files say nothing about that."}
+    passage = results[-1]["content"][found.end():].strip().split("\n")[0]
+    return {"content": f"According to the files, {passage} {found.group(0)}"}
+
+
 def _completion(body: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
     """Build a chat.completion object answering `body` as scripted by `reply`."""
+    if not reply:
+        reply = _searching_reply(body) or reply
     messages = body["messages"]
     tool_calls = reply.get("tool_calls")
     if "content" in reply:

@@ -1,0 +1,294 @@
+"""`file_search` in runs, through the official SDK: the run searches its assistant's and its
+thread's vector stores, the reply cites the file it quotes, and the run's steps record the
+search (result contents only with `include[]`).
+
+The offline engine searches the user's message itself; the chat engine offers the model a
+`file_search` function and runs the search when it is called.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from tests.conftest import wait_for
+
+DOCUMENTS = {
+    "volcanoes.md": "# Volcanoes\n\nA volcano erupts when magma rises through the crust. Lava "
+                    "flows and ash clouds follow an eruption; Mount Etna erupts often.",
+    "bread.txt": "Baking bread needs flour, water, salt and yeast. The dough is kneaded, left "
+                 "to rise, and baked in a hot oven until the crust is brown.",
+    "chess.txt": "In chess the bishop moves diagonally, the rook moves in straight lines, and "
+                 "the knight jumps in an L shape over other pieces.",
+}
+SEARCH_CONTENTS = "step_details.tool_calls[*].file_search.results[*].content"
+
+
+def upload(client, name: str, text: str) -> str:
+    return client.files.create(file=(name, io.BytesIO(text.encode())), purpose="assistants").id
+
+
+def ingested_store(client, names=tuple(DOCUMENTS)) -> tuple[str, dict[str, str]]:
+    """A store of the client's holding the named documents, ingested; (id, {name: file id})."""
+    ids = {name: upload(client, name, DOCUMENTS[name]) for name in names}
+    store = client.vector_stores.create(file_ids=list(ids.values()))
+    wait_for(lambda: client.vector_stores.retrieve(store.id).status == "completed")
+    return store.id, ids
+
+
+def cited_files(message) -> list[str]:
+    text = message.content[0].text
+    for annotation in text.annotations:
+        assert annotation.type == "file_citation"
+        assert text.value[annotation.start_index:annotation.end_index] == annotation.text
+    return [annotation.file_citation.file_id for annotation in text.annotations]
+
+
+def reply_of(client, thread_id: str, run_id: str):
+    return client.beta.threads.messages.list(thread_id, run_id=run_id).data[0]
+
+
+def search_steps(client, thread_id: str, run_id: str, **options):
+    steps = client.beta.threads.runs.steps.list(run_id, thread_id=thread_id, order="asc",
+                                                **options).data
+    return [step for step in steps if step.type == "tool_calls"
+            and any(call.type == "file_search" for call in step.step_details.tool_calls)]
+
+
+# Engines whose runs the bridge answers, searching in its own registry.
+SEARCHING_ENGINES = ("offline", "chat")
+
+
+@pytest.fixture(params=SEARCHING_ENGINES)
+def searching(request, start_bridge):
+    return start_bridge(request.param)
+
+
+@pytest.fixture
+def alice(searching):
+    return searching.sdk("alice")
+
+
+def test_run_quotes_and_cites_the_thread_store(searching, alice):
+    store_id, ids = ingested_store(alice)
+    assistant = searching.assistant(tools=[{"type": "file_search"}])
+    thread = alice.beta.threads.create(
+        tool_resources={"file_search": {"vector_store_ids": [store_id]}},
+        messages=[{"role": "user", "content": "How does the knight move in chess?"}])
+
+    run = alice.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
+                                                  poll_interval_ms=20)
+
+    assert run.status == "completed"
+    reply = reply_of(alice, thread.id, run.id)
+    assert "knight jumps in an L shape" in reply.content[0].text.value
+    assert cited_files(reply) == [ids["chess.txt"]]
+    assert "【0:0†chess.txt】" in reply.content[0].text.value
+    if searching.engine == "chat":
+        offered = searching.fake.requests[0]["json"]["tools"]
+        assert [tool["function"]["name"] for tool in offered] == ["file_search"]
+        answered = searching.fake.requests[1]["json"]["messages"][-1]
+        assert answered["role"] == "tool" and "【0:0†chess.txt】\nIn chess" in answered["content"]
+
+    steps = alice.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc").data
+    assert [step.type for step in steps] == ["tool_calls", "message_creation"]
+    search = steps[0].step_details.tool_calls[0]
+    assert search.type == "file_search" and steps[0].status == "completed"
+    assert search.file_search.ranking_options.ranker == "default_2024_08_21"
+    results = search.file_search.results
+    assert results[0].file_id == ids["chess.txt"] and results[0].file_name == "chess.txt"
+    assert 0 < results[0].score <= 1
+    # Contents only when asked, on the list and on one step.
+    assert results[0].content is None
+    [asked] = search_steps(alice, thread.id, run.id, include=[SEARCH_CONTENTS])
+    assert "knight" in asked.step_details.tool_calls[0].file_search.results[0].content[0].text
+    one = alice.beta.threads.runs.steps.retrieve(steps[0].id, thread_id=thread.id,
+                                                 run_id=run.id, include=[SEARCH_CONTENTS])
+    assert one.step_details.tool_calls[0].file_search.results[0].content[0].type == "text"
+    plain = alice.beta.threads.runs.steps.retrieve(steps[0].id, thread_id=thread.id,
+                                                   run_id=run.id)
+    assert plain.step_details.tool_calls[0].file_search.results[0].content is None
+
+
+def test_run_searches_the_assistant_store(searching, alice):
+    admin = searching.sdk("admin", admin=True)
+    store_id, ids = ingested_store(admin)
+    assistant = searching.assistant(
+        tools=[{"type": "file_search", "file_search": {"max_num_results": 2}}],
+        tool_resources={"file_search": {"vector_store_ids": [store_id]}})
+    thread = alice.beta.threads.create(
+        messages=[{"role": "user", "content": "What do I need to bake bread?"}])
+
+    run = alice.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
+                                                  poll_interval_ms=20)
+
+    assert cited_files(reply_of(alice, thread.id, run.id)) == [ids["bread.txt"]]
+    [step] = search_steps(alice, thread.id, run.id)
+    assert len(step.step_details.tool_calls[0].file_search.results) <= 2
+
+
+def test_nothing_found_is_said_and_recorded(searching, alice):
+    store_id, _ = ingested_store(alice)
+    assistant = searching.assistant(tools=[{"type": "file_search"}])
+    thread = alice.beta.threads.create(
+        tool_resources={"file_search": {"vector_store_ids": [store_id]}},
+        messages=[{"role": "user", "content": "zebra xylophone"}])
+    run = alice.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
+                                                  poll_interval_ms=20)
+    assert cited_files(reply_of(alice, thread.id, run.id)) == []
+    [step] = search_steps(alice, thread.id, run.id)
+    assert step.step_details.tool_calls[0].file_search.results == []
+
+
+def test_no_search_without_the_tool_or_with_tool_choice_none(searching, alice):
+    store_id, _ = ingested_store(alice)
+    plain = searching.assistant()
+    offering = searching.assistant(tools=[{"type": "file_search"}])
+    for assistant, options in ((plain, {}), (offering, {"tool_choice": "none"})):
+        thread = alice.beta.threads.create(
+            tool_resources={"file_search": {"vector_store_ids": [store_id]}},
+            messages=[{"role": "user", "content": "How does the knight move?"}])
+        run = alice.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant, poll_interval_ms=20, **options)
+        assert run.status == "completed"
+        assert cited_files(reply_of(alice, thread.id, run.id)) == []
+        assert search_steps(alice, thread.id, run.id) == []
+
+
+def test_streamed_run_announces_the_search_then_the_cited_reply(searching, alice):
+    store_id, ids = ingested_store(alice)
+    assistant = searching.assistant(tools=[{"type": "file_search"}])
+    thread = alice.beta.threads.create(
+        tool_resources={"file_search": {"vector_store_ids": [store_id]}},
+        messages=[{"role": "user", "content": "Why does a volcano erupt?"}])
+
+    with alice.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant) as stream:
+        events = [event for event in stream]
+        final = stream.get_final_messages()
+
+    names = [event.event for event in events]
+    created = names.index("thread.run.step.created")
+    assert names[created + 1] == "thread.run.step.completed"
+    search = events[created + 1].data
+    assert search.step_details.tool_calls[0].type == "file_search"
+    assert search.step_details.tool_calls[0].file_search.results[0].file_id == ids["volcanoes.md"]
+    assert names.index("thread.message.created") > created + 1
+    assert cited_files(final[-1]) == [ids["volcanoes.md"]]
+    # What the stream showed is what polling shows.
+    polled = search_steps(alice, thread.id, events[-1].data.id)
+    assert [step.id for step in polled] == [search.id]
+    assert reply_of(alice, thread.id, events[-1].data.id).id == final[-1].id
+
+
+def test_offline_reply_says_what_it_found(offline_bridge):
+    alice = offline_bridge.sdk("alice")
+    store_id, _ = ingested_store(alice)
+    assistant = offline_bridge.assistant(tools=[{"type": "file_search"}])
+    for question, start in (("How does the knight move?", 'From chess.txt: "In chess'),
+                            ("zebra xylophone", "Nothing in the files matches")):
+        thread = alice.beta.threads.create(
+            tool_resources={"file_search": {"vector_store_ids": [store_id]}},
+            messages=[{"role": "user", "content": question}])
+        run = alice.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
+                                                      poll_interval_ms=20)
+        assert reply_of(alice, thread.id, run.id).content[0].text.value.startswith(start)
+
+
+# ---- chat: the model calls file_search ----------------------------------------------------------
+
+def _call(name: str, arguments: dict, call_id: str) -> dict:
+    return {"id": call_id, "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+@pytest.fixture
+def chat_store(chat_bridge):
+    alice = chat_bridge.sdk("alice")
+    store_id, ids = ingested_store(alice)
+    thread = alice.beta.threads.create(
+        tool_resources={"file_search": {"vector_store_ids": [store_id]}},
+        messages=[{"role": "user", "content": "Tell me about bread and chess."}])
+    return alice, thread.id, ids
+
+
+def test_chat_searches_in_several_rounds_and_numbers_markers_by_round(chat_bridge, chat_store):
+    alice, thread_id, ids = chat_store
+    chat_bridge.fake.enqueue(
+        {"tool_calls": [_call("file_search", {"queries": ["bread flour yeast"]}, "call_a")]},
+        {"tool_calls": [_call("file_search", {"query": "knight chess"}, "call_b")]},
+        "Bread needs yeast 【0:0†bread.txt】; knights jump 【1:0†chess.txt】 【7:7†none】.")
+    assistant = chat_bridge.assistant(tools=[{"type": "file_search"}])
+
+    run = alice.beta.threads.runs.create_and_poll(thread_id=thread_id, assistant_id=assistant,
+                                                  poll_interval_ms=20)
+
+    assert run.status == "completed"
+    assert cited_files(reply_of(alice, thread_id, run.id)) == [ids["bread.txt"], ids["chess.txt"]]
+    steps = search_steps(alice, thread_id, run.id)
+    assert [step.step_details.tool_calls[0].id for step in steps] == ["call_a", "call_b"]
+    third = chat_bridge.fake.requests[2]["json"]["messages"]
+    assert [m["role"] for m in third[-4:]] == ["assistant", "tool", "assistant", "tool"]
+    assert third[-1]["content"].startswith("【1:0†chess.txt】")
+    # Usage counts every model call of the run.
+    assert run.usage.prompt_tokens == sum(
+        sum(len(str(m.get("content") or "").split()) for m in request["json"]["messages"])
+        for request in chat_bridge.fake.requests)
+
+
+def test_chat_client_calls_with_searches_wait_and_keep_the_search(chat_bridge, chat_store):
+    alice, thread_id, ids = chat_store
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {}}}}
+    chat_bridge.fake.enqueue(
+        {"tool_calls": [_call("file_search", {"queries": ["bread"]}, "call_s"),
+                        _call("get_weather", {}, "call_w")]},
+        "Sunny, and bread needs an oven 【0:0†bread.txt】.")
+    assistant = chat_bridge.assistant(tools=[{"type": "file_search"}, weather])
+
+    run = alice.beta.threads.runs.create_and_poll(thread_id=thread_id, assistant_id=assistant,
+                                                  poll_interval_ms=20)
+    assert run.status == "requires_action"
+    [pending] = run.required_action.submit_tool_outputs.tool_calls
+    assert pending.id == "call_w" and pending.function.name == "get_weather"
+    run = alice.beta.threads.runs.submit_tool_outputs_and_poll(
+        run_id=run.id, thread_id=thread_id, poll_interval_ms=20,
+        tool_outputs=[{"tool_call_id": "call_w", "output": "sunny"}])
+
+    assert run.status == "completed"
+    sent = chat_bridge.fake.requests[1]["json"]["messages"]
+    assert [m["role"] for m in sent[-3:]] == ["assistant", "tool", "tool"]
+    assert [call["id"] for call in sent[-3]["tool_calls"]] == ["call_s", "call_w"]
+    assert sent[-2]["tool_call_id"] == "call_s" and "【0:0†bread.txt】" in sent[-2]["content"]
+    assert sent[-1] == {"role": "tool", "tool_call_id": "call_w", "content": "sunny"}
+    # The searches' citations are numbered as the model read them, across the pause.
+    assert [step.type for step in alice.beta.threads.runs.steps.list(
+        run.id, thread_id=thread_id, order="asc").data] == [
+        "tool_calls", "tool_calls", "message_creation"]
+
+
+def test_chat_forced_file_search_and_a_client_function_of_that_name(chat_bridge, chat_store):
+    alice, thread_id, _ = chat_store
+    assistant = chat_bridge.assistant(tools=[{"type": "file_search"}])
+    run = alice.beta.threads.runs.create_and_poll(
+        thread_id=thread_id, assistant_id=assistant, poll_interval_ms=20,
+        tool_choice={"type": "file_search"})
+    assert run.status == "completed"
+    first, second = (request["json"] for request in chat_bridge.fake.requests[:2])
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "file_search"}}
+    assert "tool_choice" not in second
+
+    # The client's own function called file_search is the client's to answer.
+    chat_bridge.fake.reset()
+    own = {"type": "function", "function": {"name": "file_search", "parameters": {
+        "type": "object", "properties": {}}}}
+    chat_bridge.fake.enqueue({"tool_calls": [_call("file_search", {}, "call_own")]})
+    run = alice.beta.threads.runs.create_and_poll(
+        thread_id=thread_id, assistant_id=chat_bridge.assistant(tools=[{"type": "file_search"},
+                                                                       own]),
+        poll_interval_ms=20)
+    assert run.status == "requires_action"
+    assert run.required_action.submit_tool_outputs.tool_calls[0].id == "call_own"
+    assert [tool["function"]["name"] for tool in chat_bridge.fake.requests[0]["json"]["tools"]] \
+        == ["file_search"]
