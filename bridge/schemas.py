@@ -250,13 +250,26 @@ MessageContent = Annotated[
     Discriminator(_content_kind)]
 
 
+class AttachmentFileSearch(Request):
+    type: Literal["file_search"]
+
+
+class Attachment(Request):
+    """A file sent with a message, and the tools it is for."""
+
+    file_id: ObjectId
+    tools: Annotated[list[by_type(CodeInterpreterTool, AttachmentFileSearch, noun="a tool")],
+                     Field(max_length=2)] = []
+
+
 class MessageCreate(Request):
     """POST /v1/threads/{thread_id}/messages, and each entry of `messages` elsewhere."""
 
     role: Literal["user", "assistant"]
     content: MessageContent
-    attachments: Annotated[list[dict[str, Any]], Field(max_length=0)] | None = Field(
-        default=None, description="Files are not supported by this bridge; only an empty list is accepted.")
+    attachments: Annotated[list[Attachment], Field(max_length=20)] | None = Field(
+        default=None, description="Files with `file_search` go into the thread's vector store "
+        "(one is made when the thread has none).")
     metadata: Metadata | None = None
 
     def text_parts(self) -> list[str]:

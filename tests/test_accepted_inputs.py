@@ -114,9 +114,10 @@ tool_choices = st.one_of(st.sampled_from(["none", "auto", "required", {"type": "
                                           {"type": "code_interpreter"}]),
                          st.builds(lambda name: {"type": "function", "function": {"name": name}},
                                    function_names))
+# Ids in tool resources must name the caller's own files and stores (tests/test_file_search.py).
 tool_resources = st.fixed_dictionaries({}, optional={
-    "code_interpreter": st.fixed_dictionaries({"file_ids": st.lists(texts(64, 1), max_size=20)}),
-    "file_search": st.fixed_dictionaries({"vector_store_ids": st.lists(texts(64, 1), max_size=1)}),
+    "code_interpreter": st.fixed_dictionaries({"file_ids": st.just([])}),
+    "file_search": st.fixed_dictionaries({"vector_store_ids": st.just([])}),
 })
 contents = st.one_of(texts(2000), st.lists(st.builds(lambda text: {"type": "text", "text": text},
                                                      texts(500)), min_size=1, max_size=4))

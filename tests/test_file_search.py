@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 
+import openai
 import pytest
 
 from tests.conftest import wait_for
@@ -292,3 +293,112 @@ def test_chat_forced_file_search_and_a_client_function_of_that_name(chat_bridge,
     assert run.required_action.submit_tool_outputs.tool_calls[0].id == "call_own"
     assert [tool["function"]["name"] for tool in chat_bridge.fake.requests[0]["json"]["tools"]] \
         == ["file_search"]
+
+
+# ---- files and stores named by threads, assistants and messages ------------------------------
+
+def test_inline_vector_store_is_made_and_searched(searching, alice):
+    file_id = upload(alice, "chess.txt", DOCUMENTS["chess.txt"])
+    assistant = searching.assistant(tools=[{"type": "file_search"}])
+    thread = alice.beta.threads.create(
+        tool_resources={"file_search": {"vector_stores": [{"file_ids": [file_id],
+                                                            "metadata": {"made": "inline"}}]}},
+        messages=[{"role": "user", "content": "How does a bishop move?"}])
+
+    [store_id] = thread.tool_resources.file_search.vector_store_ids
+    store = alice.vector_stores.retrieve(store_id)
+    assert store.metadata == {"made": "inline"}
+    assert [f.id for f in alice.vector_stores.files.list(store_id).data] == [file_id]
+    run = alice.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
+                                                  poll_interval_ms=20)
+    assert cited_files(reply_of(alice, thread.id, run.id)) == [file_id]
+
+
+def test_message_attachments_go_into_the_thread_store(searching, alice):
+    assistant = searching.assistant(tools=[{"type": "file_search"}])
+    bread = upload(alice, "bread.txt", DOCUMENTS["bread.txt"])
+    chess = upload(alice, "chess.txt", DOCUMENTS["chess.txt"])
+    thread = alice.beta.threads.create()
+    assert thread.tool_resources is None or not thread.tool_resources.file_search
+
+    message = alice.beta.threads.messages.create(
+        thread.id, role="user", content="What goes into bread dough?",
+        attachments=[{"file_id": bread, "tools": [{"type": "file_search"}]},
+                     {"file_id": chess, "tools": [{"type": "code_interpreter"}]}])
+    assert [a.file_id for a in message.attachments] == [bread, chess]
+    assert message.attachments[0].tools[0].type == "file_search"
+
+    [store_id] = alice.beta.threads.retrieve(thread.id).tool_resources.file_search.vector_store_ids
+    store = alice.vector_stores.retrieve(store_id)
+    assert store.expires_after.days == 7 and store.expires_after.anchor == "last_active_at"
+    # Only the file attached for file_search; the run waits for its ingestion.
+    assert [f.id for f in alice.vector_stores.files.list(store_id).data] == [bread]
+    run = alice.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
+                                                  poll_interval_ms=20)
+    assert cited_files(reply_of(alice, thread.id, run.id)) == [bread]
+
+    # A later attachment joins the same store, here through a run's additional message.
+    run = alice.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant, poll_interval_ms=20,
+        additional_messages=[{"role": "user", "content": "How does the knight move in chess?",
+                              "attachments": [{"file_id": chess,
+                                               "tools": [{"type": "file_search"}]}]}])
+    assert alice.beta.threads.retrieve(thread.id).tool_resources.file_search.vector_store_ids \
+        == [store_id]
+    assert cited_files(reply_of(alice, thread.id, run.id)) == [chess]
+
+
+def test_create_and_run_with_attachments(searching, alice):
+    assistant = searching.assistant(tools=[{"type": "file_search"}])
+    volcano = upload(alice, "volcanoes.md", DOCUMENTS["volcanoes.md"])
+    run = alice.beta.threads.create_and_run_poll(
+        assistant_id=assistant, poll_interval_ms=20,
+        thread={"messages": [{"role": "user", "content": "When does a volcano erupt?",
+                              "attachments": [{"file_id": volcano,
+                                               "tools": [{"type": "file_search"}]}]}]})
+    assert run.status == "completed"
+    assert cited_files(reply_of(alice, run.thread_id, run.id)) == [volcano]
+
+
+def test_another_users_files_and_stores_are_not_found_anywhere(offline_bridge):
+    alice, bob = offline_bridge.sdk("alice"), offline_bridge.sdk("bob")
+    admin = offline_bridge.sdk("admin", admin=True)
+    store_id, ids = ingested_store(alice, names=("chess.txt",))
+    file_id = ids["chess.txt"]
+    bob_thread = bob.beta.threads.create()
+    attempts = {
+        "thread store": lambda: bob.beta.threads.create(
+            tool_resources={"file_search": {"vector_store_ids": [store_id]}}),
+        "thread modify": lambda: bob.beta.threads.update(
+            bob_thread.id, tool_resources={"file_search": {"vector_store_ids": [store_id]}}),
+        "code interpreter file": lambda: bob.beta.threads.create(
+            tool_resources={"code_interpreter": {"file_ids": [file_id]}}),
+        "inline store file": lambda: bob.beta.threads.create(
+            tool_resources={"file_search": {"vector_stores": [{"file_ids": [file_id]}]}}),
+        "attachment": lambda: bob.beta.threads.messages.create(
+            bob_thread.id, role="user", content="hi",
+            attachments=[{"file_id": file_id, "tools": [{"type": "file_search"}]}]),
+        "thread message attachment": lambda: bob.beta.threads.create(messages=[{
+            "role": "user", "content": "hi", "attachments": [{"file_id": file_id, "tools": []}]}]),
+        "assistant store": lambda: admin.beta.assistants.create(
+            model="fake-model", tool_resources={"file_search": {"vector_store_ids": [store_id]}}),
+        "missing store": lambda: alice.beta.threads.create(
+            tool_resources={"file_search": {"vector_store_ids": ["vs_missing"]}}),
+    }
+    for name, attempt in attempts.items():
+        with pytest.raises(openai.NotFoundError) as caught:
+            attempt()
+        assert caught.value.body["type"] == "invalid_request_error", name
+    # Nothing was written on bob's side.
+    assert bob.beta.threads.messages.list(bob_thread.id).data == []
+    assert bob.vector_stores.list().data == []
+
+
+def test_both_store_forms_at_once_are_refused(offline_bridge):
+    alice = offline_bridge.sdk("alice")
+    store_id, ids = ingested_store(alice, names=("bread.txt",))
+    with pytest.raises(openai.BadRequestError) as caught:
+        alice.beta.threads.create(tool_resources={"file_search": {
+            "vector_store_ids": [store_id],
+            "vector_stores": [{"file_ids": [ids["bread.txt"]]}]}})
+    assert caught.value.body["param"] == "tool_resources.file_search"

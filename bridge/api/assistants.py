@@ -3,10 +3,11 @@
 from flask import Blueprint
 from sqlalchemy import select
 
-from ..auth import require_user
+from ..auth import current_user_id, require_user
 from ..models import Assistant
 from .. import provisioning
 from ..registry import assistant_by_id, paginate
+from ..retrieval import resources
 from ..schemas import (AssistantCreate, AssistantModify, AssistantObject, DeletedObject, ListObject,
                        ListQuery, assistant_object)
 from . import endpoint
@@ -33,15 +34,24 @@ def get_assistant(assistant_id: str):
 @endpoint(bp, "/assistants", "POST", body=AssistantCreate, response=AssistantObject,
           summary="Create an assistant (admin)", admin=True)
 def create_assistant(body: AssistantCreate):
-    """Create an assistant; admin tokens only."""
-    return assistant_object(provisioning.create_assistant(body))
+    """Create an assistant; admin tokens only. Its vector stores and files are the admin's."""
+    return assistant_object(provisioning.create_assistant(_checked(body)))
 
 
 @endpoint(bp, "/assistants/<assistant_id>", "POST", body=AssistantModify, response=AssistantObject,
           summary="Modify an assistant (admin)", admin=True)
 def modify_assistant(assistant_id: str, body: AssistantModify):
     """Change an assistant; admin tokens only."""
-    return assistant_object(provisioning.modify_assistant(assistant_by_id(assistant_id), body))
+    assistant = assistant_by_id(assistant_id)
+    return assistant_object(provisioning.modify_assistant(assistant, _checked(body)))
+
+
+def _checked(body):
+    """The body with its tool resources checked as the admin's own (inline stores made)."""
+    if body.tool_resources is None:
+        return body
+    return body.model_copy(update={"tool_resources": resources.checked_tool_resources(
+        current_user_id(), body.tool_resources)})
 
 
 @endpoint(bp, "/assistants/<assistant_id>", "DELETE", response=DeletedObject,

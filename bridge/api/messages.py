@@ -9,8 +9,9 @@ from ..auth import current_user_id, require_user
 from ..engines import current_engine
 from ..models import Message
 from ..registry import message_in_thread, paginate, run_in_thread, thread_for_user
+from ..retrieval import resources
 from ..schemas import (DeletedObject, ListObject, MessageCreate, MessageListQuery, MessageModify,
-                       MessageObject, message_object)
+                       MessageObject, ThreadModify, message_object)
 from . import endpoint
 from .pages import list_object
 
@@ -21,9 +22,20 @@ bp.before_request(require_user)
 @endpoint(bp, "/threads/<thread_id>/messages", "POST", body=MessageCreate, response=MessageObject,
           summary="Create a message")
 def create_message(thread_id: str, body: MessageCreate):
-    """Append a message to one of the caller's threads."""
-    thread = thread_for_user(thread_id, current_user_id())
+    """Append a message to one of the caller's threads; its files for file_search go into the
+    thread's vector store."""
+    user_id = current_user_id()
+    thread = thread_for_user(thread_id, user_id)
+    files_into_thread(thread, user_id, [body])
     return message_object(current_engine().create_message(thread, body), thread.id)
+
+
+def files_into_thread(thread, user_id: str, messages: list[MessageCreate]) -> None:
+    """Put the messages' file_search attachments into the thread's vector store, making one
+    (and naming it in the thread's tool resources) when the thread has none."""
+    changed = resources.thread_resources_for(user_id, thread, messages)
+    if changed is not None:
+        current_engine().modify_thread(thread, ThreadModify(tool_resources=changed))
 
 
 @endpoint(bp, "/threads/<thread_id>/messages", "GET", query=MessageListQuery,

@@ -9,9 +9,11 @@ from ..auth import current_user_id, require_user
 from ..engines import current_engine
 from ..models import Run
 from ..registry import assistant_by_id, paginate, run_in_thread, thread_for_user
+from ..retrieval import resources
 from ..schemas import (ListObject, ListQuery, RunCreate, RunModify, RunObject, ThreadAndRunCreate,
                        ThreadCreate, ToolOutputsSubmit, run_object)
 from . import endpoint
+from .messages import files_into_thread
 from .pages import list_object
 from .streams import reserve_stream, run_stream
 
@@ -31,8 +33,10 @@ def _with_poll_hint(run) -> tuple[RunObject, dict[str, str]]:
           summary="Create a run")
 def create_run(thread_id: str, body: RunCreate):
     """Queue a run on one of the caller's threads; it executes in the background."""
-    thread = thread_for_user(thread_id, current_user_id())
+    user_id = current_user_id()
+    thread = thread_for_user(thread_id, user_id)
     assistant = assistant_by_id(body.assistant_id)
+    files_into_thread(thread, user_id, body.additional_messages or [])
     if body.stream:
         return _streamed(lambda: current_engine().create_run(thread, assistant, body))
     return _with_poll_hint(current_engine().create_run(thread, assistant, body))
@@ -59,10 +63,11 @@ def create_thread_and_run(body: ThreadAndRunCreate):
     if body.tool_resources is not None and thread_body.tool_resources is None:
         thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
     run_body = RunCreate(**body.model_dump(exclude={"thread", "tool_resources"}, exclude_unset=True))
+    user_id = current_user_id()
+    thread_body = resources.prepared_thread(user_id, thread_body)
 
     def start():
-        return current_engine().create_thread_and_run(current_user_id(), thread_body, assistant,
-                                                      run_body)
+        return current_engine().create_thread_and_run(user_id, thread_body, assistant, run_body)
 
     if body.stream:
         return _streamed(start, thread_created=True)

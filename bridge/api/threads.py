@@ -1,10 +1,12 @@
 """Threads: create, retrieve, modify, delete, and list the caller's own."""
 
 from flask import Blueprint
+
 from ..auth import current_user_id, require_user
 from ..engines import current_engine
 from ..models import Thread
 from ..registry import paginate, thread_for_user, threads_of_user
+from ..retrieval import resources
 from ..schemas import (DeletedObject, ListObject, ListQuery, ThreadCreate, ThreadModify,
                        ThreadObject, thread_object)
 from . import endpoint
@@ -20,7 +22,9 @@ THREAD = "/threads/<id:thread_id>"
           summary="Create a thread, optionally with messages")
 def create_thread(body: ThreadCreate):
     """Create a thread owned by the caller."""
-    return thread_object(current_engine().create_thread(current_user_id(), body))
+    user_id = current_user_id()
+    body = resources.prepared_thread(user_id, body)
+    return thread_object(current_engine().create_thread(user_id, body))
 
 
 @endpoint(bp, "/threads", "GET", query=ListQuery, response=ListObject[ThreadObject],
@@ -41,7 +45,11 @@ def get_thread(thread_id: str):
           summary="Modify a thread's metadata")
 def modify_thread(thread_id: str, body: ThreadModify):
     """Replace metadata or tool resources of one of the caller's threads."""
-    thread = thread_for_user(thread_id, current_user_id())
+    user_id = current_user_id()
+    thread = thread_for_user(thread_id, user_id)
+    if body.tool_resources is not None:
+        body = body.model_copy(update={"tool_resources": resources.checked_tool_resources(
+            user_id, body.tool_resources)})
     return thread_object(current_engine().modify_thread(thread, body))
 
 

@@ -127,17 +127,15 @@ class AssistantsEngine(UpstreamEngine):
 
     # ---- threads and messages -----------------------------------------------------------------
 
+    # A thread's tool resources name the registry's files and vector stores, which the upstream
+    # does not know: they stay in the registry and are not sent.
+
     def _create_container(self, metadata, tool_resources) -> str:
-        options = {"metadata": metadata}
-        if tool_resources:
-            options["tool_resources"] = tool_resources
-        return self.upstream.create(lambda client: client.beta.threads.create(**options)).id
+        return self.upstream.create(
+            lambda client: client.beta.threads.create(metadata=metadata)).id
 
     def _update_container(self, container, metadata, tool_resources) -> None:
-        options: dict[str, Any] = {"metadata": metadata}
-        if tool_resources is not None:
-            options["tool_resources"] = tool_resources
-        self.upstream.call(lambda client: client.beta.threads.update(container, **options))
+        self.upstream.call(lambda client: client.beta.threads.update(container, metadata=metadata))
 
     def _delete_container(self, container) -> None:
         self.upstream.call(lambda client: client.beta.threads.delete(container))

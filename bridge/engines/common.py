@@ -49,7 +49,8 @@ def message_row(thread: Thread | int, body: MessageCreate,
     thread_pk = thread if isinstance(thread, int) else thread.pk
     return Message(id=new_id("msg"), thread_pk=thread_pk, role=body.role, upstream_id=upstream_id,
                    content=[text_block(text) for text in body.text_parts()],
-                   attachments=body.attachments or [], meta=body.metadata or {},
+                   attachments=[attachment.model_dump() for attachment in body.attachments or []],
+                   meta=body.metadata or {},
                    status="completed", completed_at=None)
 
 

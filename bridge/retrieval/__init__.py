@@ -222,6 +222,13 @@ def attach_file(store: VectorStore, user_id: str, body: VectorStoreFileCreate) -
     return row
 
 
+def attach_files(store: VectorStore, files: list[File]) -> None:
+    """Attach files already checked as the store owner's, with the default chunking."""
+    rows = [_attach(store, file, chunking.AUTO, None) for file in files]
+    db.session.commit()
+    _ingest_after_commit(rows)
+
+
 def detach_file(row: VectorStoreFile) -> None:
     """Take a file out of a store, with its chunks; the file itself stays."""
     db.session.delete(row)
