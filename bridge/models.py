@@ -267,6 +267,8 @@ class File(db.Model):
     purpose: Mapped[str] = mapped_column(String(32))
     bytes: Mapped[int] = mapped_column(BigInteger)
     blob_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # The provider's copy, for engines that search there (responses, assistants).
+    upstream_id: Mapped[str | None] = mapped_column(String(128), index=True)
 
 
 class FileUsage(db.Model):
@@ -293,6 +295,8 @@ class VectorStore(db.Model):
     # {"anchor": "last_active_at", "days": n}, or None: never expires.
     expires_after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     last_active_at: Mapped[int] = mapped_column(Integer, default=now)
+    # The provider's copy, for engines that search there (responses, assistants).
+    upstream_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class VectorStoreFile(db.Model):

@@ -4,6 +4,7 @@ from flask import Blueprint, send_file
 
 from .. import files
 from ..auth import current_user_id, require_user
+from ..engines import current_engine
 from ..models import File
 from ..registry import file_for_user, files_of_user, paginate
 from ..schemas import (DeletedObject, FileCreate, FileListQuery, FileObject, ListObject,
@@ -57,6 +58,9 @@ def get_file_content(file_id: str):
 
 @endpoint(bp, FILE, "DELETE", response=DeletedObject, summary="Delete a file")
 def delete_file(file_id: str):
-    """Delete one of the caller's files and its contents."""
-    files.delete_file(file_for_user(file_id, current_user_id()))
+    """Delete one of the caller's files and its contents, here and at the provider."""
+    file = file_for_user(file_id, current_user_id())
+    copy = file.upstream_id
+    files.delete_file(file)
+    current_engine().copies_deleted(files=[copy])
     return DeletedObject(id=file_id, object="file")

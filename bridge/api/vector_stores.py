@@ -4,6 +4,7 @@ from flask import Blueprint
 
 from .. import retrieval
 from ..auth import current_user_id, require_user
+from ..engines import current_engine
 from ..models import VectorStore, VectorStoreFile
 from ..registry import (file_in_vector_store, files_of_vector_store, paginate,
                         vector_store_for_user, vector_stores_of_user)
@@ -50,8 +51,11 @@ def modify_vector_store(vector_store_id: str, body: VectorStoreModify):
 
 @endpoint(bp, STORE, "DELETE", response=DeletedObject, summary="Delete a vector store")
 def delete_vector_store(vector_store_id: str):
-    """Delete one of the caller's stores; its files stay."""
-    retrieval.delete_vector_store(vector_store_for_user(vector_store_id, current_user_id()))
+    """Delete one of the caller's stores (here and at the provider); its files stay."""
+    store = vector_store_for_user(vector_store_id, current_user_id())
+    copy = store.upstream_id
+    retrieval.delete_vector_store(store)
+    current_engine().copies_deleted(vector_stores=[copy])
     return DeletedObject(id=vector_store_id, object="vector_store.deleted")
 
 

@@ -18,10 +18,11 @@ from sqlalchemy import select, update
 
 from ..extensions import db
 from ..models import Assistant
-from ..schemas import MessageCreate, ToolOutput
+from ..schemas import SEARCH_CONTENTS, MessageCreate, ToolOutput
 from .base import UpstreamNotFound
 from ..streaming.events import TERMINAL_RUN_EVENTS
 from ..streaming.publish import RunPublisher
+from .mirror import search_round
 from .remote import (Announced, Relay, RunSettings, RunSnapshot, UpstreamEngine, UpstreamMessage,
                      UpstreamReply, UpstreamStep, UpstreamStream, best_effort)
 
@@ -37,6 +38,21 @@ _ASSISTANT_FIELDS = ("name", "description", "model", "instructions", "tools", "t
 def _text(message: dict[str, Any]) -> str:
     return "".join(block["text"]["value"] for block in message.get("content") or []
                    if block.get("type") == "text")
+
+
+def _annotations(message: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The file citations of a message's text (one text part, as the bridge keeps it)."""
+    found, offset = [], 0
+    for block in message.get("content") or []:
+        if block.get("type") != "text":
+            continue
+        for annotation in block["text"].get("annotations") or ():
+            if annotation.get("type") == "file_citation":
+                found.append({**annotation,
+                              "start_index": annotation.get("start_index", 0) + offset,
+                              "end_index": annotation.get("end_index", 0) + offset})
+        offset += len(block["text"]["value"])
+    return tuple(found)
 
 
 def _usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
@@ -90,6 +106,9 @@ class AssistantsEngine(UpstreamEngine):
         fields = {name: getattr(assistant, name) for name in _ASSISTANT_FIELDS
                   if getattr(assistant, name) is not None}
         fields["metadata"] = assistant.meta or {}
+        resources = self.copies.tool_resources(assistant.tool_resources)
+        if resources is not None:
+            fields["tool_resources"] = resources
         pk, known, name = assistant.pk, assistant.upstream_id, assistant.name
         db.session.commit()  # no registry transaction held while the upstream answers
         with self._provisioning:
@@ -127,15 +146,21 @@ class AssistantsEngine(UpstreamEngine):
 
     # ---- threads and messages -----------------------------------------------------------------
 
-    # A thread's tool resources name the registry's files and vector stores, which the upstream
-    # does not know: they stay in the registry and are not sent.
+    # A thread's tool resources name the registry's files and vector stores: the upstream thread
+    # names their copies there.
 
     def _create_container(self, metadata, tool_resources) -> str:
-        return self.upstream.create(
-            lambda client: client.beta.threads.create(metadata=metadata)).id
+        options: dict[str, Any] = {"metadata": metadata}
+        resources = self.copies.tool_resources(tool_resources)
+        if resources:
+            options["tool_resources"] = resources
+        return self.upstream.create(lambda client: client.beta.threads.create(**options)).id
 
     def _update_container(self, container, metadata, tool_resources) -> None:
-        self.upstream.call(lambda client: client.beta.threads.update(container, metadata=metadata))
+        options: dict[str, Any] = {"metadata": metadata}
+        if tool_resources is not None:
+            options["tool_resources"] = self.copies.tool_resources(tool_resources) or {}
+        self.upstream.call(lambda client: client.beta.threads.update(container, **options))
 
     def _delete_container(self, container) -> None:
         self.upstream.call(lambda client: client.beta.threads.delete(container))
@@ -145,7 +170,10 @@ class AssistantsEngine(UpstreamEngine):
         try:
             for message in messages:
                 content = [{"type": "text", "text": text} for text in message.text_parts()]
-                options = {"metadata": message.metadata} if message.metadata else {}
+                options: dict[str, Any] = {"metadata": message.metadata} if message.metadata else {}
+                attachments = self._attachments(message)
+                if attachments:
+                    options["attachments"] = attachments
                 ids.append(self.upstream.create(lambda client: client.beta.threads.messages.create(
                     container, role=message.role, content=content, **options)).id)
         except BaseException:
@@ -154,6 +182,17 @@ class AssistantsEngine(UpstreamEngine):
                             lambda message_id=message_id: self._delete_message(container, message_id))
             raise
         return ids
+
+    def _attachments(self, message: MessageCreate) -> list[dict[str, Any]]:
+        """A message's code_interpreter files, as the upstream's copies; its file_search files
+        are in the thread's vector store already."""
+        files = [attachment.file_id for attachment in message.attachments or ()
+                 if any(tool.type == "code_interpreter" for tool in attachment.tools)]
+        if not files:
+            return []
+        copied = self.copies.tool_resources({"code_interpreter": {"file_ids": files}})
+        return [{"file_id": file_id, "tools": [{"type": "code_interpreter"}]}
+                for file_id in copied["code_interpreter"]["file_ids"]]
 
     def _delete_message(self, container, upstream_id) -> None:
         self.upstream.call(lambda client: client.beta.threads.messages.delete(
@@ -265,7 +304,8 @@ class AssistantsEngine(UpstreamEngine):
             page = self.upstream.call(lambda client: client.beta.threads.messages.list(
                 container, run_id=run["id"], order="asc", limit=100))
             snapshot.replies = [UpstreamReply(upstream_id=message.id, text=_text(message.to_dict()),
-                                              truncated=message.status == "incomplete")
+                                              truncated=message.status == "incomplete",
+                                              annotations=_annotations(message.to_dict()))
                                 for message in page.data if message.role == "assistant"]
             snapshot.steps = self._steps(container, run["id"])
         return snapshot
@@ -274,7 +314,8 @@ class AssistantsEngine(UpstreamEngine):
         """Every step of an upstream run, oldest first, across all pages."""
         def every_step(client) -> list[dict[str, Any]]:
             return [step.to_dict() for step in client.beta.threads.runs.steps.list(
-                upstream_run, thread_id=container, order="asc", limit=100)]
+                upstream_run, thread_id=container, order="asc", limit=100,
+                include=[SEARCH_CONTENTS])]
 
         return [_step(step) for step in self.upstream.call(every_step)
                 if step.get("type") in ("message_creation", "tool_calls")]
@@ -320,9 +361,19 @@ class AssistantsRelay(Relay):
                 self.announced.messages[data.id] = publisher.message_id
                 if self.message_step is not None:
                     self.announced.steps[self.message_step] = publisher.message_step_id
+        elif name == "thread.run.step.completed" and data.type == "tool_calls" and any(
+                call.type == "file_search" for call in data.step_details.tool_calls):
+            # A search the upstream ran: streamed as the bridge streams its own.
+            calls = [call.to_dict() for call in data.step_details.tool_calls]
+            publisher.searched(search_round(calls, next(
+                (call["file_search"].get("ranking_options") for call in calls
+                 if call.get("type") == "file_search"), None) or {}))
+            self.announced.steps[data.id] = publisher.search_steps[-1][2]
         elif name == "thread.run.step.delta":
             details = data.delta.step_details
             for call in getattr(details, "tool_calls", None) or ():
+                if getattr(call, "type", None) != "function":
+                    continue  # file_search and code_interpreter calls are the upstream's own
                 function = getattr(call, "function", None)
                 publisher.tool_call(call.index, call_id=call.id,
                                     name=getattr(function, "name", None),

@@ -368,6 +368,10 @@ class Engine(abc.ABC):
     def assistant_deleted(self, assistant) -> None:
         """An assistant was deleted from the registry."""
 
+    def copies_deleted(self, *, files: list[str] = (), vector_stores: list[str] = ()) -> None:
+        """Files or vector stores were deleted from the registry; these are the upstream ids of
+        their copies at the provider, if any were made."""
+
     def sweep(self) -> None:
         """One pass over runs nobody is looking after (overdue, interrupted, unpolled)."""
 

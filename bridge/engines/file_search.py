@@ -54,41 +54,53 @@ def _store_ids(tool_resources: dict[str, Any] | None) -> list[str]:
     return list(((tool_resources or {}).get("file_search") or {}).get("vector_store_ids") or [])
 
 
-def _search_tool(run: Run) -> dict[str, Any] | None:
+def search_tool(run: Run) -> dict[str, Any] | None:
     return next((tool for tool in run.tools or [] if tool.get("type") == "file_search"), None)
 
 
-def run_searcher(app: Flask, run: Run) -> "RunSearcher | None":
-    """The searcher of a run that offers `file_search` and has stores to search, else None.
+def run_vector_stores(run: Run) -> list[VectorStore]:
+    """The stores a run searches, if it offers `file_search`: its assistant's and its thread's.
 
     The assistant's store was checked against its creator when it was set; the thread's must
     still be the thread owner's. Expired stores are not searched.
     """
-    tool = _search_tool(run)
-    if tool is None:
-        return None
+    if search_tool(run) is None:
+        return []
     assistant_resources = db.session.scalar(
         select(Assistant.tool_resources).where(Assistant.id == run.assistant_id))
     thread = run.thread
     wanted = [(store_id, None) for store_id in _store_ids(assistant_resources)]
     wanted += [(store_id, thread.user_id) for store_id in _store_ids(thread.tool_resources)]
-    stores = []
+    stores: dict[int, VectorStore] = {}
     for store_id, owner in wanted:
         store = db.session.scalar(select(VectorStore).where(VectorStore.id == store_id))
         if store is None or (owner is not None and store.user_id != owner):
             continue
         deadline = expires_at(store)
         if deadline is None or deadline > now():
-            stores.append(store.pk)
+            stores.setdefault(store.pk, store)
+    return list(stores.values())
+
+
+def ranking_options(tool: dict[str, Any]) -> dict[str, Any]:
+    """A file_search tool's ranking options as its steps report them."""
+    ranking = (tool.get("file_search") or {}).get("ranking_options") or {}
+    return {"ranker": RANKER if ranking.get("ranker") in (None, "auto") else ranking["ranker"],
+            "score_threshold": float(ranking.get("score_threshold", 0.0))}
+
+
+def max_results(tool: dict[str, Any]) -> int:
+    return (tool.get("file_search") or {}).get("max_num_results") or DEFAULT_MAX_RESULTS
+
+
+def run_searcher(app: Flask, run: Run) -> "RunSearcher | None":
+    """The searcher of a run that offers `file_search` and has stores to search, else None."""
+    stores = run_vector_stores(run)
     if not stores:
         return None
-    settings = tool.get("file_search") or {}
-    ranking = settings.get("ranking_options") or {}
-    return RunSearcher(app, tuple(dict.fromkeys(stores)),
-                       settings.get("max_num_results") or DEFAULT_MAX_RESULTS,
-                       {"ranker": RANKER if ranking.get("ranker") in (None, "auto")
-                        else ranking["ranker"],
-                        "score_threshold": float(ranking.get("score_threshold", 0.0))})
+    tool = search_tool(run)
+    return RunSearcher(app, tuple(store.pk for store in stores), max_results(tool),
+                       ranking_options(tool))
 
 
 class RunSearcher:

@@ -16,6 +16,7 @@ written to the registry, in which order, and what is undone when a step fails, i
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 import threading
 import time
@@ -41,6 +42,8 @@ from .base import Engine, EngineError, UpstreamNotFound, UpstreamRejected
 from .common import (add_usage, check_tool_outputs, deliver_tool_outputs, end_open_steps,
                      insert_run, message_row, message_text, new_run, pending_tool_calls,
                      refuse_while_active, reply_row, require_home, step_error)
+from .file_search import run_vector_stores
+from .mirror import UpstreamCopies, mapped_annotations, mapped_search_calls, our_file_ids
 from .upstream import OpenAIUpstream
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,18 @@ class UpstreamReply:
     upstream_id: str
     text: str
     truncated: bool = False
+    # In the Assistants shape, naming the provider's file ids (mapped to ours when settled).
+    annotations: tuple[dict[str, Any], ...] = ()
+
+
+def _cited_files(snapshot: "RunSnapshot") -> set[str]:
+    """The provider's file ids a snapshot's replies cite and its searches found."""
+    found = {(annotation.get("file_citation") or {}).get("file_id")
+             for reply in snapshot.replies for annotation in reply.annotations}
+    found |= {result.get("file_id") for step in snapshot.steps for call in step.tool_calls
+              if call.get("type") == "file_search"
+              for result in (call.get("file_search") or {}).get("results") or ()}
+    return {file_id for file_id in found if file_id}
 
 
 @dataclass(frozen=True)
@@ -156,6 +171,8 @@ class RunSettings:
     tool_choice: Any
     parallel_tool_calls: bool
     truncation_strategy: dict[str, Any] | None
+    # The provider's copies of the vector stores the run searches.
+    search_stores: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, run: Run) -> "RunSettings":
@@ -199,6 +216,7 @@ class UpstreamEngine(Engine):
         self.upstream = upstream
         self.poll_interval = poll_interval
         self.run_timeout = run_timeout
+        self.copies = UpstreamCopies(upstream)
         # Upstream streams started by a request, for the relay that follows in it.
         self._relays: dict[str, UpstreamStream] = {}
         self._relays_lock = threading.Lock()
@@ -427,9 +445,25 @@ class UpstreamEngine(Engine):
             raise NotFound(f"No thread found with id '{thread_id}'.", param="thread_id")
         return run
 
+    def copies_deleted(self, *, files: list[str] = (), vector_stores: list[str] = ()) -> None:
+        # A user who deletes a file expects it gone from the provider too.
+        for upstream_id in vector_stores:
+            if upstream_id:
+                best_effort(f"delete vector store {upstream_id}", lambda upstream_id=upstream_id:
+                            self.upstream.call(lambda c: c.vector_stores.delete(upstream_id)))
+        for upstream_id in files:
+            if upstream_id:
+                best_effort(f"delete file {upstream_id}", lambda upstream_id=upstream_id:
+                            self.upstream.call(lambda c: c.files.delete(upstream_id)))
+
+    def _settings(self, run: Run) -> RunSettings:
+        """The run's settings, its vector stores copied to the provider and in step."""
+        stores = tuple(self.copies.store(store) for store in run_vector_stores(run))
+        return dataclasses.replace(RunSettings.of(run), search_stores=stores)
+
     def _start_run(self, run: Run, container: str, assistant,
                    stream: bool = False) -> RunSnapshot | UpstreamStream:
-        settings, upstream_assistant = RunSettings.of(run), self._upstream_assistant(assistant)
+        settings, upstream_assistant = self._settings(run), self._upstream_assistant(assistant)
         start = self._start_stream if stream else self._start
         try:
             return self._call(start, settings, container, upstream_assistant)
@@ -554,7 +588,7 @@ class UpstreamEngine(Engine):
                                  param="run_id")
         carry_on = self._continue_stream if body.stream else self._continue
         try:
-            started = self._call(carry_on, RunSettings.of(run), run.thread.upstream_id,
+            started = self._call(carry_on, self._settings(run), run.thread.upstream_id,
                                  previous, body.tool_outputs)
         except BaseException:
             if not self._transition(run, "queued", status="requires_action",
@@ -615,14 +649,16 @@ class UpstreamEngine(Engine):
             # The run's new state, its replies and its steps commit together.
             mirrored = dict(db.session.execute(select(Message.upstream_id, Message.id).where(
                 Message.thread_pk == run.thread_pk, Message.run_id == run.id)).all())
+            ours = our_file_ids(_cited_files(snapshot))
             for reply in snapshot.replies:
                 if reply.upstream_id not in mirrored:
                     row = reply_row(run, reply.text, upstream_id=reply.upstream_id,
                                     truncated=reply.truncated,
-                                    message_id=announced.messages.get(reply.upstream_id))
+                                    message_id=announced.messages.get(reply.upstream_id),
+                                    annotations=mapped_annotations(list(reply.annotations), ours))
                     db.session.add(row)
                     mirrored[reply.upstream_id] = row.id
-            self._record_steps(run, snapshot.steps, mirrored, announced.steps)
+            self._record_steps(run, snapshot.steps, mirrored, announced.steps, ours)
         if moved:
             end_open_steps(run.pk, snapshot.status, snapshot.last_error)
         db.session.commit()
@@ -630,9 +666,10 @@ class UpstreamEngine(Engine):
             log.info("run %s: %s -> %s", run.id, source, snapshot.status)
 
     def _record_steps(self, run: Run, steps: list[UpstreamStep], messages: dict[str, str],
-                      announced: dict[str, str] | None = None) -> None:
+                      announced: dict[str, str] | None = None,
+                      files: dict[str, str] | None = None) -> None:
         """Mirror the steps of a snapshot behind our ids: new ones are added, known ones (by
-        upstream id) brought up to date. `messages` maps upstream message ids to ours."""
+        upstream id) brought up to date. `messages` and `files` map upstream ids to ours."""
         if not steps:
             return
         known = {row.upstream_id: row for row in db.session.scalars(select(RunStep).where(
@@ -643,7 +680,7 @@ class UpstreamEngine(Engine):
                     continue  # a message we do not mirror: its upstream id must not show
                 details = message_creation_details(messages[step.message])
             else:
-                details = tool_calls_details(step.tool_calls)
+                details = tool_calls_details(mapped_search_calls(step.tool_calls, files or {}))
             row = known.get(step.upstream_id)
             if row is None:
                 row = RunStep(id=(announced or {}).get(step.upstream_id) or new_id("step"),

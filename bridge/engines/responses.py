@@ -26,6 +26,8 @@ from typing import Any
 from ..models import now
 from ..schemas import MessageCreate, ToolOutput
 from ..streaming.publish import RunPublisher
+from .file_search import ranking_options, search_tool
+from .mirror import search_round
 from .remote import (Announced, Relay, RunSettings, RunSnapshot, UpstreamEngine, UpstreamMessage,
                      UpstreamReply, UpstreamStep, UpstreamStream, best_effort)
 
@@ -49,8 +51,10 @@ def _outputs(outputs: list[ToolOutput]) -> list[dict[str, Any]]:
              "output": output.output} for output in outputs]
 
 
-def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Assistants tools in the Responses shape: function fields move up one level."""
+def response_tools(tools: list[dict[str, Any]],
+                   search_stores: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Assistants tools in the Responses shape: function fields move up one level, and
+    `file_search` names the provider's copies of the run's vector stores."""
     converted = []
     for tool in tools:
         if tool.get("type") == "function":
@@ -64,20 +68,70 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
                               "strict": bool(function.get("strict"))})
         elif tool.get("type") == "code_interpreter":
             converted.append({"type": "code_interpreter", "container": {"type": "auto"}})
-        # file_search needs vector stores this bridge does not manage: left out.
+        elif tool.get("type") == "file_search" and search_stores:
+            settings = tool.get("file_search") or {}
+            ranking = settings.get("ranking_options") or {}
+            converted.append({"type": "file_search", "vector_store_ids": list(search_stores),
+                              **({"max_num_results": settings["max_num_results"]}
+                                 if settings.get("max_num_results") else {}),
+                              **({"ranking_options": {"score_threshold":
+                                                      ranking["score_threshold"]}}
+                                 if "score_threshold" in ranking else {})})
+        # file_search without stores to search is left out, as OpenAI's runs searched nothing.
     return converted
 
 
-def response_tool_choice(choice: Any) -> Any:
+def response_tool_choice(choice: Any, searching: bool = False) -> Any:
     """Assistants `tool_choice` in the Responses shape, or None to leave it to the model.
 
-    Forcing `file_search` would name a tool that is never sent (see `response_tools`).
+    Forcing `file_search` forces it only when it is sent (see `response_tools`).
     """
     if isinstance(choice, dict) and choice.get("type") == "function":
         return {"type": "function", "name": choice["function"]["name"]}
     if isinstance(choice, dict) and choice.get("type") == "file_search":
-        return None
+        return {"type": "file_search"} if searching else None
     return choice
+
+
+def cited_text(parts: list[dict[str, Any]]) -> tuple[str, tuple[dict[str, Any], ...]]:
+    """A message's text with a marker where each file citation goes, and the citations in the
+    Assistants shape (the Responses API gives only a position and the provider's file id)."""
+    text, annotations = "", []
+    for part in parts:
+        value = part.get("text") or part.get("refusal") or ""
+        cited = sorted((annotation for annotation in part.get("annotations") or ()
+                        if annotation.get("type") == "file_citation"),
+                       key=lambda annotation: annotation.get("index") or 0)
+        written = 0
+        for annotation in cited:
+            at = min(max(annotation.get("index") or 0, written), len(value))
+            text += value[written:at]
+            written = at
+            marker = f"【0:{len(annotations)}†{annotation.get('filename') or 'source'}】"
+            annotations.append({"type": "file_citation", "text": marker,
+                                "start_index": len(text), "end_index": len(text) + len(marker),
+                                "file_citation": {"file_id": annotation.get("file_id")}})
+            text += marker
+        text += value[written:]
+    return text, tuple(annotations)
+
+
+def search_call(item: dict[str, Any], ranking_options: dict[str, Any]) -> dict[str, Any]:
+    """A Responses `file_search_call` item as an Assistants file_search tool call (the
+    provider's file ids, mapped to ours when settled)."""
+    return {"id": item["id"], "type": "file_search", "file_search": {
+        "ranking_options": ranking_options,
+        "results": [{"file_id": result.get("file_id"), "file_name": result.get("filename") or "",
+                     "score": result.get("score") or 0.0,
+                     "content": [{"type": "text", "text": result.get("text") or ""}]}
+                    for result in item.get("results") or ()]}}
+
+
+def _ranking_options(response: dict[str, Any]) -> dict[str, Any]:
+    tool = next((tool for tool in response.get("tools") or ()
+                 if tool.get("type") == "file_search"), {})
+    threshold = (tool.get("ranking_options") or {}).get("score_threshold")
+    return {"ranker": "default_2024_08_21", "score_threshold": float(threshold or 0.0)}
 
 
 def response_text_format(response_format: Any) -> dict[str, Any] | None:
@@ -101,10 +155,11 @@ def snapshot_of(response: dict[str, Any]) -> RunSnapshot:
     calls = [item for item in output if item.get("type") == "function_call"]
     # Only finished messages: a partial one seen mid-way would be kept as the reply for good.
     finished = ("completed", "incomplete") if status == "incomplete" else ("completed",)
-    replies = [UpstreamReply(upstream_id=item["id"], truncated=status == "incomplete", text="".join(
-        part.get("text") or part.get("refusal") or "" for part in item.get("content") or []))
-        for item in output if item.get("type") == "message" and item.get("role") == "assistant"
-        and item.get("status", "completed") in finished]
+    replies = [UpstreamReply(upstream_id=item["id"], truncated=status == "incomplete",
+                             text=text, annotations=annotations)
+               for item in output if item.get("type") == "message"
+               and item.get("role") == "assistant" and item.get("status", "completed") in finished
+               for text, annotations in [cited_text(item.get("content") or [])]]
     snapshot = RunSnapshot(upstream_id=response["id"], status=status, replies=replies,
                            usage_is_total=False)
     usage = response.get("usage")
@@ -140,11 +195,22 @@ def snapshot_of(response: dict[str, Any]) -> RunSnapshot:
 
 
 def _steps(response: dict[str, Any], snapshot: RunSnapshot, stamp: int) -> list[UpstreamStep]:
-    """The steps a response stands for: its replies, then its function calls."""
+    """The steps a response stands for: its file searches and replies in the order it made
+    them, then its function calls."""
     created = response.get("created_at") or stamp
-    steps = [UpstreamStep(upstream_id=reply.upstream_id, type="message_creation",
-                          status="completed", created_at=created, completed_at=stamp,
-                          message=reply.upstream_id) for reply in snapshot.replies]
+    replies = {reply.upstream_id for reply in snapshot.replies}
+    ranking = _ranking_options(response)
+    steps = []
+    for item in response.get("output") or []:
+        if item.get("id") in replies:
+            steps.append(UpstreamStep(upstream_id=item["id"], type="message_creation",
+                                      status="completed", created_at=created,
+                                      completed_at=stamp, message=item["id"]))
+        elif item.get("type") == "file_search_call" and item.get("status") == "completed":
+            steps.append(UpstreamStep(upstream_id=item["id"], type="tool_calls",
+                                      status="completed", created_at=created,
+                                      completed_at=stamp,
+                                      tool_calls=[search_call(item, ranking)]))
     if snapshot.status == "requires_action":
         # Open until the outputs are submitted; named after the response that asked.
         steps.append(UpstreamStep(upstream_id=response["id"], type="tool_calls",
@@ -217,13 +283,16 @@ class ResponsesEngine(UpstreamEngine):
             "max_output_tokens": run.max_completion_tokens,
             "text": response_text_format(run.response_format),
         }
-        tools = response_tools(run.tools)
+        tools = response_tools(run.tools, run.search_stores)
         if tools:
             options["tools"] = tools
             options["parallel_tool_calls"] = run.parallel_tool_calls
-            choice = response_tool_choice(run.tool_choice)
+            searching = any(tool["type"] == "file_search" for tool in tools)
+            choice = response_tool_choice(run.tool_choice, searching)
             if choice is not None:
                 options["tool_choice"] = choice
+            if searching:
+                options["include"] = ["file_search_call.results"]  # for the run's steps
         if (run.truncation_strategy or {}).get("type") in ("auto", "disabled"):
             options["truncation"] = run.truncation_strategy["type"]
         return {key: value for key, value in options.items() if value is not None}
@@ -317,6 +386,11 @@ class ResponseRelay(Relay):
             publisher.text(event.delta)
             self.announced.messages[event.item_id] = publisher.message_id
             self.announced.steps[event.item_id] = publisher.message_step_id
+        elif kind == "response.output_item.done" and event.item.type == "file_search_call":
+            tool = search_tool(self.run) or {}
+            publisher.searched(search_round([search_call(event.item.to_dict(), {})],
+                                            ranking_options(tool)))
+            self.announced.steps[event.item.id] = publisher.search_steps[-1][2]
         elif kind == "response.function_call_arguments.delta" and event.item_id in self.calls:
             publisher.tool_call(self.calls[event.item_id], arguments=event.delta)
         elif kind in ("response.completed", "response.incomplete", "response.failed"):

@@ -1,0 +1,29 @@
+"""upstream copies of files and vector stores: the provider's ids, for the engines that search
+there
+
+Revision ID: b4d2e8f1a6c3
+Revises: 9c1d5e7a3b20
+Create Date: 2026-12-10 09:00:00.000000
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = 'b4d2e8f1a6c3'
+down_revision = '9c1d5e7a3b20'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column('files', sa.Column('upstream_id', sa.String(length=128), nullable=True))
+    op.create_index(op.f('ix_files_upstream_id'), 'files', ['upstream_id'], unique=False)
+    op.add_column('vector_stores', sa.Column('upstream_id', sa.String(length=128), nullable=True))
+
+
+def downgrade():
+    with op.batch_alter_table('vector_stores') as batch:
+        batch.drop_column('upstream_id')
+    op.drop_index(op.f('ix_files_upstream_id'), table_name='files')
+    with op.batch_alter_table('files') as batch:
+        batch.drop_column('upstream_id')
