@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # directory that keeps their contents (empty: `files` in the instance folder).
     FILE_MAX_BYTES: int = Field(default=32 * 1024 * 1024, ge=1, le=1024 ** 4)
     FILE_QUOTA_BYTES: int = Field(default=256 * 1024 * 1024, ge=1, le=1024 ** 5)
+    # Where file contents live: a directory (FILE_STORAGE_DIR, the instance folder's `files` when
+    # empty) or the registry's database, which every host of a deployment shares.
+    FILE_STORAGE: Literal["directory", "database"] = "directory"
     FILE_STORAGE_DIR: str = ""
     # Vector stores: threads of each process that extract, chunk and index attached files, and
     # the most text one file may yield for indexing (more fails the file, never the process).

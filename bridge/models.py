@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        UniqueConstraint, text)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -269,6 +270,16 @@ class File(db.Model):
     blob_key: Mapped[str] = mapped_column(String(64), unique=True)
     # The provider's copy, for engines that search there (responses, assistants).
     upstream_id: Mapped[str | None] = mapped_column(String(128), index=True)
+
+
+class FileBlob(db.Model):
+    """A piece of a file's contents, for FILE_STORAGE=database (see bridge/files/storage.py)."""
+
+    __tablename__ = "file_blobs"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class FileUsage(db.Model):

@@ -520,3 +520,74 @@ def test_upload_ignores_idempotency_key(offline_bridge):
     assert first.status_code == second.status_code == 200
     assert first.json()["id"] != second.json()["id"]
     assert "idempotent-replayed" not in second.headers
+
+
+# ---- FILE_STORAGE=database: the store every host shares -------------------------------------------
+
+def test_hosts_sharing_the_registry_share_files_in_the_database(start_bridge, tmp_path):
+    # Two hosts: each its own instance folder and FILE_STORAGE_DIR, one registry database.
+    first = start_bridge("offline", FILE_STORAGE="database",
+                         FILE_STORAGE_DIR=str(tmp_path / "host-a"))
+    url = first.app.config["SQLALCHEMY_DATABASE_URI"]
+    second = start_bridge("offline", FILE_STORAGE="database",
+                          FILE_STORAGE_DIR=str(tmp_path / "host-b"),
+                          DATABASE_URL=url.replace("postgresql+psycopg://", "postgresql://"))
+    big = bytes(range(256)) * 9000  # over two of the store's 1 MiB rows
+    file = first.sdk("alice").files.create(file=("big.bin", big), purpose="assistants")
+
+    assert second.sdk("alice").files.content(file.id).read() == big
+    assert not (tmp_path / "host-a").exists() or not any((tmp_path / "host-a").iterdir())
+    # Ingested on the other host, from the same bytes.
+    notes = second.sdk("alice").files.create(file=("notes.md", b"# Tides\n\nThe moon pulls."),
+                                             purpose="assistants")
+    store = first.sdk("alice").vector_stores.create(file_ids=[notes.id])
+    attached = first.sdk("alice").vector_stores.files.poll(notes.id, vector_store_id=store.id,
+                                                           poll_interval_ms=20)
+    assert attached.status == "completed"
+
+    second.sdk("alice").files.delete(file.id)
+    with first.app.app_context():
+        from bridge.extensions import db
+        from bridge.models import FileBlob
+
+        keys = set(db.session.scalars(db.select(FileBlob.key)))
+        db.session.remove()
+    assert len(keys) == 1  # only notes.md is left
+
+
+def test_database_store_round_trip_and_refusals(make_app):
+    from bridge.extensions import db
+    from bridge.files.storage import DatabaseStore
+
+    app = make_app()
+    with app.app_context():
+        store = DatabaseStore(db.engine)
+        data = bytes(range(256)) * 5000
+        assert store.put("key1", io.BytesIO(data)) == len(data)
+        with store.open("key1") as stream:
+            assert stream.read(10) == data[:10]
+            assert stream.read() == data[10:]
+        with pytest.raises(FileNotFoundError):
+            store.open("missing")
+        for key in ("../escape", "a/b", "", "x" * 65):
+            with pytest.raises(ValueError):
+                store.put(key, io.BytesIO(b"x"))
+
+        class Broken:
+            calls = 0
+
+            def read(self, size=-1):
+                Broken.calls += 1
+                if Broken.calls > 1:
+                    raise OSError("connection lost")
+                return b"partial"
+
+        with pytest.raises(OSError):
+            store.put("key2", Broken())
+        with pytest.raises(FileNotFoundError):
+            store.open("key2")  # a failed put leaves nothing
+        store.delete("key1")
+        store.delete("key1")  # a missing blob is not an error
+        with pytest.raises(FileNotFoundError):
+            store.open("key1")
+        db.session.remove()

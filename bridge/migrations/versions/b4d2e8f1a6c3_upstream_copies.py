@@ -1,5 +1,5 @@
-"""upstream copies of files and vector stores: the provider's ids, for the engines that search
-there
+"""upstream copies of files and vector stores (the provider's ids, for the engines that search
+there), and file contents kept in the database for FILE_STORAGE=database
 
 Revision ID: b4d2e8f1a6c3
 Revises: 9c1d5e7a3b20
@@ -19,9 +19,16 @@ def upgrade():
     op.add_column('files', sa.Column('upstream_id', sa.String(length=128), nullable=True))
     op.create_index(op.f('ix_files_upstream_id'), 'files', ['upstream_id'], unique=False)
     op.add_column('vector_stores', sa.Column('upstream_id', sa.String(length=128), nullable=True))
+    op.create_table('file_blobs',
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('position', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('data', sa.LargeBinary(), nullable=False),
+    sa.PrimaryKeyConstraint('key', 'position')
+    )
 
 
 def downgrade():
+    op.drop_table('file_blobs')
     with op.batch_alter_table('vector_stores') as batch:
         batch.drop_column('upstream_id')
     op.drop_index(op.f('ix_files_upstream_id'), table_name='files')
