@@ -19,7 +19,9 @@ moves its threads with it, and clients keep using the same thread and message id
   the end of the move row. Until then the source engine keeps the thread; after it, the target.
 - Threads with an active run are left alone (reported as skipped); finished runs and their
   steps stay as they are, served from the registry.
-- Moving to the registry (`local`) copies nothing: the messages are there already.
+- Moving to the registry (`local`) copies nothing: the messages are there already, and so are
+  the thread's files and vector stores. Moving to a provider copies the vector stores the thread
+  names, with their files, to it before the switch (runs there search with its file_search).
 - The source's upstream object is deleted only when asked (`delete_source`), after the switch,
   and a failure to delete it does not undo the move.
 
@@ -77,6 +79,7 @@ class Outcome:
     reason: str = ""
     messages: int = 0  # messages the thread has at the target
     copied: int = 0  # of which copied by this call
+    stores: int = 0  # vector stores the thread names, copied to the target's provider
     resumed: bool = False  # an earlier, interrupted move had copied some already
     notes: list[str] = field(default_factory=list)
     dry_run: bool = False
@@ -95,6 +98,8 @@ class Outcome:
             detail = f"{_count(self.copied, 'message')} {'to copy' if self.dry_run else 'copied'}"
             if self.resumed:
                 detail += f", resuming: {self.messages - self.copied} copied before"
+            if self.stores:
+                detail += f", {_count(self.stores, 'vector store')} with its files"
         text = f"{verb} {self.thread_id} {self.source} -> {self.target} ({detail})"
         return "; ".join([text, *self.notes])
 
@@ -300,6 +305,9 @@ def _copy_and_switch(thread: Thread, move: ThreadMove | None, outcome: Outcome,
             outcome.copied += len(ids)
         # Ask again: a message may have arrived at the source while copying.
     outcome.messages = len(keys)
+    # The files a thread searches go with it (the registry keeps them; the target's provider
+    # gets its copies now, not at the thread's first run there).
+    outcome.stores = engine.copy_vector_stores(thread)
     copies = dict(move.copied)
     current = {key for _, key in keys}
     for key in [key for key in copies if key not in current]:

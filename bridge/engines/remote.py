@@ -847,8 +847,16 @@ class UpstreamEngine(Engine):
 
     @staticmethod
     def copy_of(message: Message) -> MessageCreate:
-        """What the upstream copy of a registry message carries: its role and text."""
-        return MessageCreate(role=message.role, content=message_text(message) or " ")
+        """What the upstream copy of a registry message carries: its role, text and files."""
+        return MessageCreate(role=message.role, content=message_text(message) or " ",
+                             attachments=message.attachments or None)
+
+    def copy_vector_stores(self, thread: Thread) -> int:
+        """Make the provider's copies of the vector stores a thread names (files included), so
+        its first run there finds them; how many."""
+        store_ids = ((thread.tool_resources or {}).get("file_search") or {}).get(
+            "vector_store_ids") or []
+        return len(self.copies.stores(list(store_ids)))
 
     def copy_messages(self, container: str, messages: list[Message]) -> list[str]:
         """Append copies of registry messages to an upstream object; their upstream ids."""
