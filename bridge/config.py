@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     # the most text one file may yield for indexing (more fails the file, never the process).
     INGEST_WORKERS: int = Field(default=2, ge=1, le=64)
     INGEST_MAX_TEXT_BYTES: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 ** 3)
+    # An embeddings model (say text-embedding-3-small) makes searches hybrid: lexical and
+    # semantic ranks fused. Empty: lexical only. Its server is OPENAI_BASE_URL with
+    # OPENAI_API_KEY unless these two say otherwise (an Ollama or vLLM server, say).
+    EMBEDDINGS_MODEL: str = ""
+    EMBEDDINGS_BASE_URL: str | None = None
+    EMBEDDINGS_API_KEY: str | None = None
 
     # The assistant that examples and clients use by default (written by setup-assistant).
     ASSISTANT_ID: str | None = None

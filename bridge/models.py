@@ -8,13 +8,17 @@ can change engine without breaking clients.
 from __future__ import annotations
 
 import time
+from array import array
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
                         UniqueConstraint, text)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import REAL, TypeDecorator
 
 from .extensions import db
+
 
 ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
 # Where a thread's conversation is kept: our registry, OpenAI Conversations, or an Assistants server.
@@ -350,3 +354,40 @@ class VectorStoreChunk(db.Model):
         ForeignKey("vector_store_files.pk", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
+
+
+class Embedding(TypeDecorator):
+    """A vector: `real[]` on PostgreSQL, packed 32-bit floats elsewhere (SQLite)."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.ARRAY(REAL()))
+        return dialect.type_descriptor(LargeBinary())
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return list(value) if dialect.name == "postgresql" else array("f", value).tobytes()
+
+    def process_result_value(self, value, dialect):
+        if value is None or dialect.name == "postgresql":
+            return value
+        vector = array("f")
+        vector.frombytes(value)
+        return list(vector)
+
+
+class VectorStoreChunkVector(db.Model):
+    """A chunk's embedding, when EMBEDDINGS_MODEL is set (see bridge/retrieval/embeddings.py)."""
+
+    __tablename__ = "vector_store_chunk_vectors"
+
+    chunk_pk: Mapped[int] = mapped_column(
+        ForeignKey("vector_store_chunks.pk", ondelete="CASCADE"), primary_key=True,
+        autoincrement=False)
+    vector_store_pk: Mapped[int] = mapped_column(
+        ForeignKey("vector_stores.pk", ondelete="CASCADE"), index=True)
+    embedding: Mapped[list[float]] = mapped_column(Embedding)

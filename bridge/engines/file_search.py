@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from ..extensions import db
 from ..models import Assistant, File, Run, VectorStore, VectorStoreChunk, VectorStoreFile, now
-from ..retrieval import expires_at, index
+from ..retrieval import expires_at, ranking
 from .base import Citation, FileSearchCall, Passage
 
 # What an unset `max_num_results` means (OpenAI's default for its gpt-4 models).
@@ -138,10 +138,8 @@ class RunSearcher:
 def found_passages(store_pks: tuple[int, ...], queries: list[str], limit: int,
                    threshold: float = 0.0) -> tuple[Passage, ...]:
     """The best chunks of the stores for the queries, best first, as passages."""
-    hits = sorted((hit for store_pk in store_pks
-                   for hit in index.search_chunks(store_pk, queries, limit)),
-                  key=lambda hit: (-hit.score, hit.chunk_pk))[:limit]
-    hits = [hit for hit in hits if hit.score >= threshold]
+    hits = [hit for hit in ranking.ranked_chunks(store_pks, queries, limit)
+            if hit.score >= threshold]
     if not hits:
         return ()
     rows = db.session.execute(

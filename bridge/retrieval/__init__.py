@@ -1,8 +1,9 @@
-"""Vector stores: a user's files, extracted, chunked and indexed for lexical search.
+"""Vector stores: a user's files, extracted, chunked and indexed for search.
 
 The pieces are separate: `extract` (bytes to text), `chunking` (text to chunks), `index` (the
-database's full-text search over chunks); this module owns the objects and the ingestion that
-runs them in order. Ingestion never runs in a request: attaching a file commits it
+database's full-text search over chunks), `embeddings` (the provider's vectors of chunks, when
+an embeddings model is configured) and `ranking` (which of them a search uses, and how they
+are fused); this module owns the objects and the ingestion that runs them in order. Ingestion never runs in a request: attaching a file commits it
 `in_progress` and hands its row to a small thread pool of this process (INGEST_WORKERS), which
 ends it `completed` or `failed` with `last_error`, whatever the file holds. A file whose process
 died mid-ingestion stays `in_progress` (there is no sweeper for them yet).
@@ -20,12 +21,13 @@ from sqlalchemy import select, update
 from ..errors import InvalidRequest
 from ..extensions import db
 from ..files import open_content
-from ..models import File, VectorStore, VectorStoreChunk, VectorStoreFile, now
+from ..models import (File, VectorStore, VectorStoreChunk, VectorStoreChunkVector, VectorStoreFile,
+                      now)
 from ..registry import file_for_user, new_id, vector_store_file_counts
 from ..schemas import (FileCounts, SearchContent, SearchResult, SearchResultsPage,
                        VectorStoreCreate, VectorStoreFileCreate, VectorStoreFileObject,
                        VectorStoreModify, VectorStoreObject, VectorStoreSearch)
-from . import chunking, extract, index
+from . import chunking, embeddings, extract, ranking
 
 log = logging.getLogger(__name__)
 _EXTENSION_KEY = "bridge.ingestion"
@@ -59,8 +61,9 @@ class Ingestion:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def init_app(app: Flask, workers: int) -> None:
-    app.extensions[_EXTENSION_KEY] = Ingestion(app, workers)
+def init_app(app: Flask, settings) -> None:
+    app.extensions[_EXTENSION_KEY] = Ingestion(app, settings.INGEST_WORKERS)
+    embeddings.init_app(app, settings)
 
 
 def ingestion() -> Ingestion:
@@ -76,6 +79,16 @@ def _finish(row_pk: int, status: str, *, error: dict[str, str] | None = None,
         VectorStoreFile.pk == row_pk, VectorStoreFile.status == "in_progress").values(
         status=status, last_error=error, usage_bytes=usage))
     db.session.commit()
+
+
+def _embedded(pieces: list[str]) -> list[list[float]] | None:
+    """The chunks' embeddings, when an embeddings model is configured. Made before anything is
+    written, so no transaction waits on the provider."""
+    model = embeddings.embedder()
+    if model is None or not pieces:
+        return None
+    db.session.commit()  # nothing written yet: release the connection while the provider works
+    return model.embed(pieces)
 
 
 def ingest(row_pk: int) -> None:
@@ -99,12 +112,26 @@ def ingest(row_pk: int) -> None:
             db.session.rollback()
             _finish(row_pk, "failed", error={"code": exc.code, "message": exc.message})
             return
-        pieces = chunking.chunks(text, strategy["max_chunk_size_tokens"],
-                                 strategy["chunk_overlap_tokens"])
-        db.session.add_all(VectorStoreChunk(vector_store_pk=store_pk, vector_store_file_pk=row_pk,
-                                            position=position, text=piece)
-                           for position, piece in enumerate(pieces))
+        pieces = list(chunking.chunks(text, strategy["max_chunk_size_tokens"],
+                                      strategy["chunk_overlap_tokens"]))
+        try:
+            vectors = _embedded(pieces)
+        except embeddings.EmbeddingError as exc:
+            log.warning("vector store file %s: not embedded: %s", row_pk, exc)
+            db.session.rollback()
+            _finish(row_pk, "failed", error={
+                "code": "server_error",
+                "message": "The embeddings model did not answer; attach the file again later."})
+            return
+        rows = [VectorStoreChunk(vector_store_pk=store_pk, vector_store_file_pk=row_pk,
+                                 position=position, text=piece)
+                for position, piece in enumerate(pieces)]
+        db.session.add_all(rows)
         db.session.flush()
+        if vectors is not None:
+            db.session.add_all(VectorStoreChunkVector(chunk_pk=chunk.pk, vector_store_pk=store_pk,
+                                                      embedding=vector)
+                               for chunk, vector in zip(rows, vectors))
         _finish(row_pk, "completed", usage=size)
     except Exception as exc:
         db.session.rollback()
@@ -241,7 +268,7 @@ def search(store: VectorStore, body: VectorStoreSearch) -> SearchResultsPage:
         raise InvalidRequest("Attribute filters are not supported yet: search without "
                              "'filters'.", param="filters", code="unsupported_parameter")
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
-    hits = index.search_chunks(store.pk, queries, body.max_num_results)
+    hits = ranking.ranked_chunks((store.pk,), queries, body.max_num_results)
     threshold = body.ranking_options.score_threshold if body.ranking_options else None
     if threshold is not None:
         hits = [hit for hit in hits if hit.score >= threshold]

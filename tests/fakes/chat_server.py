@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import socket
@@ -357,6 +358,8 @@ class FakeChatServer(LoopbackFake):
         # `stream_interval` seconds apart.
         self.stream_chunks = stream_chunks
         self.stream_interval = stream_interval
+        # While True, POST /v1/embeddings answers 503.
+        self.embeddings_fail = False
         self._requests: list[dict[str, Any]] = []
         self._replies: deque[dict[str, Any]] = deque()
 
@@ -404,6 +407,31 @@ class FakeChatServer(LoopbackFake):
             self._releases += 1
             self._cond.notify_all()
 
+    def _answer_embeddings(self, headers: dict[str, str], raw: bytes) -> _Response:
+        """An embeddings request: recorded, then answered, or failed while `embeddings_fail`."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        with self._cond:
+            self._requests.append({"path": "/v1/embeddings", "headers": headers, "json": body})
+            self._cond.notify_all()
+        if headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided.", code="invalid_api_key")
+        if self.embeddings_fail:
+            return _error(503, "Scripted embeddings outage of FakeChatServer.")
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return _error(400, "Missing required parameter: 'model'.", "model")
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+            return _error(400, "'input' must be a string or a non-empty list of strings.", "input")
+        tokens = sum(_words(text) for text in inputs)
+        return _Response(200, {"object": "list", "model": body["model"], "data": [
+            {"object": "embedding", "index": index, "embedding": fake_embedding(text)}
+            for index, text in enumerate(inputs)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
     def _answer_chat(self, path: str, headers: dict[str, str], raw: bytes) -> _Response | Stream | None:
         """Record a chat completion request and return its answer, or None to drop the connection."""
         try:
@@ -442,6 +470,24 @@ class FakeChatServer(LoopbackFake):
             response = _Response(200, _completion(body, reply))
         response.headers.update(headers_out)
         return response
+
+
+# The fake's embeddings know a few synonyms, so that a test can tell meaning from shared words.
+SYNONYMS = {"automobile": "car", "vehicle": "car", "motor": "engine", "upkeep": "maintenance",
+            "servicing": "maintenance", "physician": "doctor", "medic": "doctor",
+            "canine": "dog", "puppy": "dog", "feline": "cat", "kitten": "cat"}
+EMBEDDING_DIMENSIONS = 64
+
+
+def fake_embedding(text: str) -> list[float]:
+    """A deterministic vector of `text`: its words (synonyms made one) hashed into buckets."""
+    vector = [0.0] * EMBEDDING_DIMENSIONS
+    for word in re.findall(r"[a-z]+", text.lower()):
+        word = SYNONYMS.get(word, word)
+        if len(word) > 2:
+            bucket = int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "big")
+            vector[bucket % EMBEDDING_DIMENSIONS] += 1.0
+    return vector
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -548,6 +594,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(self.server.fake._answer_chat(self.path, headers, raw))
             else:
                 self._send(_error(405, f"Method {self.command} is not allowed on {path}."))
+        elif path == "/v1/embeddings" and self.command == "POST":
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            self._send(self.server.fake._answer_embeddings(headers, raw))
         elif path == "/v1/models" and self.command == "GET":
             self._send(_Response(200, MODELS))
         else:
