@@ -47,6 +47,16 @@ def cited_files(message) -> list[str]:
     return [annotation.file_citation.file_id for annotation in text.annotations]
 
 
+def ask(client, assistant: str, question: str, store_id: str | None = None, **options):
+    """A new thread (searching `store_id`) asking `question`, run to its end: (thread id, run)."""
+    resources = {"file_search": {"vector_store_ids": [store_id]}} if store_id else None
+    thread = client.beta.threads.create(tool_resources=resources,
+                                        messages=[{"role": "user", "content": question}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
+                                                   poll_interval_ms=20, **options)
+    return thread.id, run
+
+
 def reply_of(client, thread_id: str, run_id: str):
     return client.beta.threads.messages.list(thread_id, run_id=run_id).data[0]
 
@@ -75,15 +85,10 @@ def alice(searching):
 def test_run_quotes_and_cites_the_thread_store(searching, alice):
     store_id, ids = ingested_store(alice)
     assistant = searching.assistant(tools=[{"type": "file_search"}])
-    thread = alice.beta.threads.create(
-        tool_resources={"file_search": {"vector_store_ids": [store_id]}},
-        messages=[{"role": "user", "content": "How does the knight move in chess?"}])
-
-    run = alice.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
-                                                  poll_interval_ms=20)
+    thread_id, run = ask(alice, assistant, "How does the knight move in chess?", store_id)
 
     assert run.status == "completed"
-    reply = reply_of(alice, thread.id, run.id)
+    reply = reply_of(alice, thread_id, run.id)
     assert "knight jumps in an L shape" in reply.content[0].text.value
     assert cited_files(reply) == [ids["chess.txt"]]
     assert "【0:0†chess.txt】" in reply.content[0].text.value
@@ -93,7 +98,7 @@ def test_run_quotes_and_cites_the_thread_store(searching, alice):
         answered = searching.fake.requests[1]["json"]["messages"][-1]
         assert answered["role"] == "tool" and "【0:0†chess.txt】\nIn chess" in answered["content"]
 
-    steps = alice.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc").data
+    steps = alice.beta.threads.runs.steps.list(run.id, thread_id=thread_id, order="asc").data
     assert [step.type for step in steps] == ["tool_calls", "message_creation"]
     search = steps[0].step_details.tool_calls[0]
     assert search.type == "file_search" and steps[0].status == "completed"
@@ -103,12 +108,12 @@ def test_run_quotes_and_cites_the_thread_store(searching, alice):
     assert 0 < results[0].score <= 1
     # Contents only when asked, on the list and on one step.
     assert results[0].content is None
-    [asked] = search_steps(alice, thread.id, run.id, include=[SEARCH_CONTENTS])
+    [asked] = search_steps(alice, thread_id, run.id, include=[SEARCH_CONTENTS])
     assert "knight" in asked.step_details.tool_calls[0].file_search.results[0].content[0].text
-    one = alice.beta.threads.runs.steps.retrieve(steps[0].id, thread_id=thread.id,
+    one = alice.beta.threads.runs.steps.retrieve(steps[0].id, thread_id=thread_id,
                                                  run_id=run.id, include=[SEARCH_CONTENTS])
     assert one.step_details.tool_calls[0].file_search.results[0].content[0].type == "text"
-    plain = alice.beta.threads.runs.steps.retrieve(steps[0].id, thread_id=thread.id,
+    plain = alice.beta.threads.runs.steps.retrieve(steps[0].id, thread_id=thread_id,
                                                    run_id=run.id)
     assert plain.step_details.tool_calls[0].file_search.results[0].content is None
 
@@ -119,27 +124,19 @@ def test_run_searches_the_assistant_store(searching, alice):
     assistant = searching.assistant(
         tools=[{"type": "file_search", "file_search": {"max_num_results": 2}}],
         tool_resources={"file_search": {"vector_store_ids": [store_id]}})
-    thread = alice.beta.threads.create(
-        messages=[{"role": "user", "content": "What do I need to bake bread?"}])
+    thread_id, run = ask(alice, assistant, "What do I need to bake bread?")
 
-    run = alice.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
-                                                  poll_interval_ms=20)
-
-    assert cited_files(reply_of(alice, thread.id, run.id)) == [ids["bread.txt"]]
-    [step] = search_steps(alice, thread.id, run.id)
+    assert cited_files(reply_of(alice, thread_id, run.id)) == [ids["bread.txt"]]
+    [step] = search_steps(alice, thread_id, run.id)
     assert len(step.step_details.tool_calls[0].file_search.results) <= 2
 
 
 def test_nothing_found_is_said_and_recorded(searching, alice):
     store_id, _ = ingested_store(alice)
     assistant = searching.assistant(tools=[{"type": "file_search"}])
-    thread = alice.beta.threads.create(
-        tool_resources={"file_search": {"vector_store_ids": [store_id]}},
-        messages=[{"role": "user", "content": "zebra xylophone"}])
-    run = alice.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
-                                                  poll_interval_ms=20)
-    assert cited_files(reply_of(alice, thread.id, run.id)) == []
-    [step] = search_steps(alice, thread.id, run.id)
+    thread_id, run = ask(alice, assistant, "zebra xylophone", store_id)
+    assert cited_files(reply_of(alice, thread_id, run.id)) == []
+    [step] = search_steps(alice, thread_id, run.id)
     assert step.step_details.tool_calls[0].file_search.results == []
 
 
@@ -148,14 +145,10 @@ def test_no_search_without_the_tool_or_with_tool_choice_none(searching, alice):
     plain = searching.assistant()
     offering = searching.assistant(tools=[{"type": "file_search"}])
     for assistant, options in ((plain, {}), (offering, {"tool_choice": "none"})):
-        thread = alice.beta.threads.create(
-            tool_resources={"file_search": {"vector_store_ids": [store_id]}},
-            messages=[{"role": "user", "content": "How does the knight move?"}])
-        run = alice.beta.threads.runs.create_and_poll(
-            thread_id=thread.id, assistant_id=assistant, poll_interval_ms=20, **options)
+        thread_id, run = ask(alice, assistant, "How does the knight move?", store_id, **options)
         assert run.status == "completed"
-        assert cited_files(reply_of(alice, thread.id, run.id)) == []
-        assert search_steps(alice, thread.id, run.id) == []
+        assert cited_files(reply_of(alice, thread_id, run.id)) == []
+        assert search_steps(alice, thread_id, run.id) == []
 
 
 def test_streamed_run_announces_the_search_then_the_cited_reply(searching, alice):
@@ -189,12 +182,8 @@ def test_offline_reply_says_what_it_found(offline_bridge):
     assistant = offline_bridge.assistant(tools=[{"type": "file_search"}])
     for question, start in (("How does the knight move?", 'From chess.txt: "In chess'),
                             ("zebra xylophone", "Nothing in the files matches")):
-        thread = alice.beta.threads.create(
-            tool_resources={"file_search": {"vector_store_ids": [store_id]}},
-            messages=[{"role": "user", "content": question}])
-        run = alice.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
-                                                      poll_interval_ms=20)
-        assert reply_of(alice, thread.id, run.id).content[0].text.value.startswith(start)
+        thread_id, run = ask(alice, assistant, question, store_id)
+        assert reply_of(alice, thread_id, run.id).content[0].text.value.startswith(start)
 
 
 # ---- chat: the model calls file_search ----------------------------------------------------------
