@@ -1,8 +1,10 @@
-"""A stateful fake of OpenAI (Conversations, Responses, Assistants v2, Chat Completions) for the real SDK."""
+"""A stateful fake of OpenAI (Conversations, Responses, Assistants v2, Chat Completions, Files and Vector
+Stores) for the real SDK."""
 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import random
 import re
@@ -18,6 +20,9 @@ from functools import partial
 from typing import Any, Callable, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
+from werkzeug.formparser import parse_form_data
+
+from . import retrieval
 from .chat_server import (MODELS, LoopbackFake, _chat_frames, _chunks, _completion, _error, _Handler,
                           _HTTPServer, _include_usage, _Response, _validate)
 from .sse import EventLog, Stream, follow, pieces
@@ -32,6 +37,9 @@ ASSISTANT_TOOLS = ("code_interpreter", "file_search", "function")
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 ASSISTANT_FIELDS = ("name", "description", "instructions", "temperature", "top_p", "response_format",
                     "tool_resources")
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+# How many results a store search returns unless told: OpenAI's default.
+DEFAULT_MAX_RESULTS = 10
 _INVALID_JSON = object()
 
 # (method, route template, handler method name); the route template is also the key of calls().
@@ -73,6 +81,27 @@ ROUTES = (
     ("POST", "/v1/threads/{id}/runs/{run_id}/submit_tool_outputs", "_run_submit_tool_outputs"),
     ("GET", "/v1/threads/{id}/runs/{run_id}/steps", "_step_list"),
     ("GET", "/v1/threads/{id}/runs/{run_id}/steps/{step_id}", "_step_get"),
+    ("POST", "/v1/files", "_file_create"),
+    ("GET", "/v1/files", "_file_list"),
+    ("GET", "/v1/files/{id}", "_file_get"),
+    ("DELETE", "/v1/files/{id}", "_file_delete"),
+    ("GET", "/v1/files/{id}/content", "_file_content"),
+    ("POST", "/v1/vector_stores", "_store_create"),
+    ("GET", "/v1/vector_stores", "_store_list"),
+    ("GET", "/v1/vector_stores/{id}", "_store_get"),
+    ("POST", "/v1/vector_stores/{id}", "_store_update"),
+    ("DELETE", "/v1/vector_stores/{id}", "_store_delete"),
+    ("POST", "/v1/vector_stores/{id}/search", "_store_search"),
+    ("POST", "/v1/vector_stores/{id}/files", "_store_file_create"),
+    ("GET", "/v1/vector_stores/{id}/files", "_store_file_list"),
+    ("GET", "/v1/vector_stores/{id}/files/{file_id}", "_store_file_get"),
+    ("POST", "/v1/vector_stores/{id}/files/{file_id}", "_store_file_update"),
+    ("DELETE", "/v1/vector_stores/{id}/files/{file_id}", "_store_file_delete"),
+    ("GET", "/v1/vector_stores/{id}/files/{file_id}/content", "_store_file_content"),
+    ("POST", "/v1/vector_stores/{id}/file_batches", "_batch_create"),
+    ("GET", "/v1/vector_stores/{id}/file_batches/{batch_id}", "_batch_get"),
+    ("POST", "/v1/vector_stores/{id}/file_batches/{batch_id}/cancel", "_batch_cancel"),
+    ("GET", "/v1/vector_stores/{id}/file_batches/{batch_id}/files", "_batch_files"),
 )
 ROUTE_KEYS = frozenset(f"{method} {template}" for method, template, _ in ROUTES)
 _PATTERNS = [
@@ -95,6 +124,22 @@ class _Request:
 
     body: dict[str, Any]
     query: dict[str, str]
+
+
+@dataclass
+class _Upload:
+    """The file part of a multipart/form-data body."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass
+class _Bytes:
+    """An HTTP answer whose body is raw bytes: a file's content."""
+
+    data: bytes
+    content_type: str = "application/octet-stream"
 
 
 @dataclass
@@ -169,6 +214,35 @@ class _Thread:
     active: str | None = None
 
 
+@dataclass
+class _File:
+    """An uploaded file and its bytes."""
+
+    obj: dict[str, Any]
+    data: bytes
+
+
+@dataclass
+class _Batch:
+    """A vector store's file batch and the files it added."""
+
+    obj: dict[str, Any]
+    file_ids: list[str]
+
+
+@dataclass
+class _VectorStore:
+    """A vector store: its files' vector_store.file objects and their chunks, and its file batches.
+
+    A file's chunks are cut when it is added (ingestion is instant), from the text it had then.
+    """
+
+    obj: dict[str, Any]
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    chunks: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # file id -> (filename, chunks)
+    batches: dict[str, _Batch] = field(default_factory=dict)
+
+
 def _id(prefix: str) -> str:
     """Return a fresh OpenAI-style object id."""
     return f"{prefix}_{uuid.uuid4().hex}"
@@ -225,15 +299,16 @@ def _metadata(value: Any, param: str = "metadata") -> dict[str, str]:
     return dict(value)
 
 
-def _number(body: dict[str, Any], name: str, high: float) -> float | None:
+def _number(body: dict[str, Any], name: str, high: float, param: str | None = None) -> float | None:
     """Validate an optional number parameter in [0, high]."""
+    param = param or name
     value = body.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _invalid_type(name, "a number")
+        raise _invalid_type(param, "a number")
     if not 0 <= value <= high:
-        raise _bad(f"Invalid '{name}': {value} is not between 0 and {high}.", name, "invalid_value")
+        raise _bad(f"Invalid '{param}': {value} is not between 0 and {high}.", param, "invalid_value")
     return value
 
 
@@ -349,6 +424,153 @@ def _assistant_tools(value: Any) -> list[dict[str, Any]]:
             if not isinstance(function["name"], str) or not FUNCTION_NAME.match(function["name"]):
                 raise _bad(f"Invalid 'tools[{i}].function.name'.", f"tools[{i}].function.name", "invalid_value")
     return copy.deepcopy(value)
+
+
+# ---- files, vector stores and searches: validation -----------------------------------------------
+
+def _integer(body: dict[str, Any], name: str, low: int, high: int, param: str | None = None) -> int | None:
+    """Validate an optional integer parameter in [low, high]."""
+    param = param or name
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid_type(param, "an integer")
+    if not low <= value <= high:
+        raise _bad(f"Invalid '{param}': integer {value} is not between {low} and {high}.", param, "invalid_value")
+    return value
+
+
+def _string_list(value: Any, param: str, max_items: int | None = None) -> list[str]:
+    """Validate an array of strings, at most `max_items` long."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _invalid_type(param, "an array of strings")
+    if max_items is not None and len(value) > max_items:
+        raise _bad(f"Invalid '{param}': array too long. Expected an array with maximum length {max_items}, "
+                   f"but got an array with length {len(value)} instead.", param, "array_above_max_length")
+    return list(value)
+
+
+def _ranking_options(value: Any, param: str, rankers: tuple[str, ...]) -> dict[str, Any]:
+    """Validate a search's ranking options ({} when unset)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid_type(param, "an object")
+    ranker = value.get("ranker")
+    if ranker is not None and ranker not in rankers:
+        raise _bad(f"Invalid value for '{param}.ranker': {ranker!r}. Supported values are: {', '.join(rankers)}.",
+                   f"{param}.ranker", "invalid_value")
+    _number(value, "score_threshold", 1, f"{param}.score_threshold")
+    return dict(value)
+
+
+def _file_filter(value: Any, param: str) -> dict[str, Any] | None:
+    """Validate an attribute filter: a comparison {type, key, value} or a compound {type, filters}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid_type(param, "an object")
+    kind = value.get("type")
+    if kind in ("and", "or"):
+        filters = value.get("filters")
+        if not isinstance(filters, list):
+            raise _invalid_type(f"{param}.filters", "an array")
+        for i, sub in enumerate(filters):
+            _file_filter(sub, f"{param}.filters[{i}]")
+        return value
+    if kind not in ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"):
+        raise _bad(f"Invalid value for '{param}.type': {kind!r}. Supported values are: eq, ne, gt, gte, lt, lte, "
+                   "in, nin, and, or.", f"{param}.type", "invalid_value")
+    _required_str(value, param, "key")
+    if "value" not in value:
+        raise _missing(f"{param}.value")
+    if kind in ("in", "nin") and not isinstance(value["value"], list):
+        raise _invalid_type(f"{param}.value", "an array")
+    return value
+
+
+def _attributes(value: Any, param: str = "attributes") -> dict[str, Any]:
+    """Validate a vector store file's attributes: at most 16, with string, number or boolean values."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid_type(param, "an object")
+    if len(value) > 16:
+        raise _bad(f"Invalid '{param}': too many properties. Expected an object with at most 16 properties, "
+                   f"but got an object with {len(value)} properties instead.", param, "object_above_max_properties")
+    for key, item in value.items():
+        if len(key) > 64:
+            raise _bad(f"Invalid '{param}': key {key!r} is too long; keys have at most 64 characters.",
+                       param, "string_above_max_length")
+        if not isinstance(item, (str, int, float, bool)):
+            raise _invalid_type(f"{param}.{key}", "a string, number or boolean")
+        if isinstance(item, str) and len(item) > 512:
+            raise _bad(f"Invalid '{param}.{key}': string too long. Expected a string with maximum length 512, "
+                       f"but got a string with length {len(item)} instead.", param, "string_above_max_length")
+    return dict(value)
+
+
+class _Chunking(NamedTuple):
+    """A validated chunking strategy: as a vector store file reports it, and its sizes in tokens."""
+
+    strategy: dict[str, Any]
+    max_tokens: int
+    overlap: int
+
+
+def _chunking(value: Any, param: str = "chunking_strategy") -> _Chunking:
+    """Validate a chunking strategy; `auto` (or none) is OpenAI's static 800 tokens overlapping by 400."""
+    if value is None or (isinstance(value, dict) and value.get("type") == "auto"):
+        max_tokens, overlap = retrieval.AUTO_CHUNK_TOKENS, retrieval.AUTO_OVERLAP_TOKENS
+    elif isinstance(value, dict) and value.get("type") == "static":
+        static = value.get("static")
+        if not isinstance(static, dict):
+            raise _missing(f"{param}.static")
+        for name in ("max_chunk_size_tokens", "chunk_overlap_tokens"):
+            if static.get(name) is None:
+                raise _missing(f"{param}.static.{name}")
+        max_tokens = _integer(static, "max_chunk_size_tokens", 100, 4096, f"{param}.static.max_chunk_size_tokens")
+        overlap = _integer(static, "chunk_overlap_tokens", 0, 4096, f"{param}.static.chunk_overlap_tokens")
+        assert max_tokens is not None and overlap is not None
+        if overlap > max_tokens // 2:
+            raise _bad(f"Invalid '{param}.static.chunk_overlap_tokens': {overlap} is more than half of "
+                       f"max_chunk_size_tokens ({max_tokens}).", f"{param}.static.chunk_overlap_tokens",
+                       "invalid_value")
+    else:
+        kind = value.get("type") if isinstance(value, dict) else value
+        raise _bad(f"Invalid value for '{param}.type': {kind!r}. Supported values are: auto, static.",
+                   f"{param}.type", "invalid_value")
+    strategy = {"type": "static", "static": {"max_chunk_size_tokens": max_tokens, "chunk_overlap_tokens": overlap}}
+    return _Chunking(strategy, max_tokens, overlap)
+
+
+def _store_expiry(value: Any, param: str = "expires_after") -> dict[str, Any] | None:
+    """Validate a vector store's expiration policy {anchor: last_active_at, days}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid_type(param, "an object")
+    if value.get("anchor") != "last_active_at":
+        raise _bad(f"Invalid value for '{param}.anchor': {value.get('anchor')!r}. Supported values are: "
+                   "last_active_at.", f"{param}.anchor", "invalid_value")
+    if value.get("days") is None:
+        raise _missing(f"{param}.days")
+    return {"anchor": "last_active_at", "days": _integer(value, "days", 1, 365, f"{param}.days")}
+
+
+def _form(raw: bytes, content_type: str) -> dict[str, Any]:
+    """The fields of a multipart/form-data body: strings, and an _Upload for each file part."""
+    environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(raw)),
+               "wsgi.input": io.BytesIO(raw)}
+    _, form, files = parse_form_data(environ)
+    fields: dict[str, Any] = {name: form[name] for name in form}
+    for name, part in files.items():
+        try:
+            fields[name] = _Upload(part.filename or "", part.read())
+        finally:
+            part.close()  # werkzeug spools each part to a temporary file
+    return fields
 
 
 def _required_str(raw: dict[str, Any], param: str, name: str) -> str:
@@ -492,14 +714,15 @@ def _step_delta(step: dict[str, Any], tool_call: dict[str, Any]) -> dict[str, An
             "delta": {"step_details": {"type": "tool_calls", "tool_calls": [tool_call]}}}
 
 
-def _page(objects: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
+def _page(objects: list[dict[str, Any]], query: dict[str, str], max_limit: int = 100,
+          default_limit: int = 20) -> dict[str, Any]:
     """Paginate objects (in creation order) by limit/order/after/before into a list envelope."""
     try:
-        limit = int(query.get("limit", "20"))
+        limit = int(query.get("limit", str(default_limit)))
     except ValueError:
         raise _invalid_type("limit", "an integer") from None
-    if not 1 <= limit <= 100:
-        raise _bad(f"Invalid 'limit': integer {limit} is not between 1 and 100.", "limit", "invalid_value")
+    if not 1 <= limit <= max_limit:
+        raise _bad(f"Invalid 'limit': integer {limit} is not between 1 and {max_limit}.", "limit", "invalid_value")
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise _bad(f"Invalid value for 'order': {order!r}. Supported values are: 'asc' and 'desc'.", "order",
@@ -614,6 +837,8 @@ class FakeOpenAI(LoopbackFake):
         self._responses: dict[str, _Job] = {}
         self._assistants: dict[str, dict[str, Any]] = {}
         self._threads: dict[str, _Thread] = {}
+        self._files: dict[str, _File] = {}
+        self._vector_stores: dict[str, _VectorStore] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -636,9 +861,35 @@ class FakeOpenAI(LoopbackFake):
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """A snapshot of all requests received (method, path, route, query, headers, json), in order."""
+        """A snapshot of all requests received (method, path, route, query, headers, json, form), in order.
+
+        `form` holds a multipart upload's fields, its file as {"filename", "bytes"} (None for other
+        requests, whose JSON body is `json`).
+        """
         with self._cond:
             return copy.deepcopy(self._requests)
+
+    @property
+    def files(self) -> dict[str, dict[str, Any]]:
+        """A snapshot of the uploaded files' objects by id, in upload order (file_content() has their bytes)."""
+        with self._cond:
+            return {file_id: copy.deepcopy(stored.obj) for file_id, stored in self._files.items()}
+
+    def file_content(self, file_id: str) -> bytes:
+        """The bytes of an uploaded file (KeyError for an unknown id)."""
+        with self._cond:
+            return self._files[file_id].data
+
+    @property
+    def vector_stores(self) -> dict[str, dict[str, Any]]:
+        """A snapshot of the vector stores' objects by id, in creation order."""
+        with self._cond:
+            return {store_id: copy.deepcopy(store.obj) for store_id, store in self._vector_stores.items()}
+
+    def vector_store_files(self, store_id: str) -> dict[str, dict[str, Any]]:
+        """A snapshot of one vector store's vector_store.file objects by file id (KeyError for an unknown store)."""
+        with self._cond:
+            return copy.deepcopy(self._vector_stores[store_id].files)
 
     def calls(self, route: str | None = None) -> Any:
         """Return how many requests hit a route such as "GET /v1/responses/{id}", or all counts as a dict."""
@@ -824,7 +1075,7 @@ class FakeOpenAI(LoopbackFake):
     # ---- dispatch ------------------------------------------------------------------------------
 
     def _handle(self, method: str, path: str, query_string: str, headers: dict[str, str],
-                raw: bytes) -> _Response | Stream | None:
+                raw: bytes) -> _Response | _Bytes | Stream | None:
         """Record a request, apply faults and checks, and route it; None means drop the connection."""
         path = path.rstrip("/") or "/"
         route, handler, params, path_known = f"{method} {path}", None, (), False
@@ -835,14 +1086,22 @@ class FakeOpenAI(LoopbackFake):
                 if route_method == method:
                     route, handler, params = f"{method} {template}", getattr(self, name), match.groups()
                     break
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = _INVALID_JSON
+        content_type = headers.get("content-type", "")
+        form = None
+        if content_type.startswith("multipart/form-data"):
+            body = _form(raw, content_type)
+            form = {name: {"filename": value.filename, "bytes": len(value.data)} if isinstance(value, _Upload)
+                    else value for name, value in body.items()}
+        else:
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = _INVALID_JSON
         query = {name: values[-1] for name, values in parse_qs(query_string).items()}
         with self._cond:
+            recorded = None if body is _INVALID_JSON or form is not None else body
             self._requests.append({"method": method, "path": path, "route": route, "query": query,
-                                   "headers": headers, "json": None if body is _INVALID_JSON else body})
+                                   "headers": headers, "json": recorded, "form": form})
             self._calls[route] += 1
             if self.max_recorded is not None and len(self._requests) > 2 * self.max_recorded:
                 del self._requests[:-self.max_recorded]
@@ -1704,6 +1963,324 @@ class FakeOpenAI(LoopbackFake):
             raise _not_found("run step", step_id)
         return _Response(200, copy.deepcopy(step))
 
+    # ---- files ---------------------------------------------------------------------------------
+
+    def _file(self, file_id: str) -> _File:
+        """Return an uploaded file or reject with OpenAI's 404 for the Files routes."""
+        stored = self._files.get(file_id)
+        if stored is None:
+            raise _Reject(_error(404, f"No such File object: {file_id}", "id"))
+        return stored
+
+    def _known_file(self, file_id: str, param: str) -> _File:
+        """Return the file a parameter names or reject with 404."""
+        stored = self._files.get(file_id)
+        if stored is None:
+            raise _not_found("file", file_id, param)
+        return stored
+
+    def _file_create(self, req: _Request) -> _Response:
+        """Upload a file (multipart/form-data: `file` with its filename, `purpose`, optional `expires_after`)."""
+        upload = req.body.get("file")
+        if not isinstance(upload, _Upload):
+            raise _missing("file")
+        purpose = req.body.get("purpose")
+        if purpose is None:
+            raise _missing("purpose")
+        if purpose not in FILE_PURPOSES:
+            raise _bad(f"Invalid value for 'purpose': {purpose!r}. Supported values are: {', '.join(FILE_PURPOSES)}.",
+                       "purpose", "invalid_value")
+        now = _now()
+        expires_at = None
+        anchor, seconds = req.body.get("expires_after[anchor]"), req.body.get("expires_after[seconds]")
+        if anchor is not None or seconds is not None:
+            if anchor != "created_at":
+                raise _bad(f"Invalid value for 'expires_after.anchor': {anchor!r}. Supported values are: created_at.",
+                           "expires_after.anchor", "invalid_value")
+            if not (isinstance(seconds, str) and seconds.isdigit() and 3600 <= int(seconds) <= 2592000):
+                raise _bad(f"Invalid 'expires_after.seconds': {seconds!r} is not an integer between 3600 and "
+                           "2592000.", "expires_after.seconds", "invalid_value")
+            expires_at = now + int(seconds)
+        obj = {"id": f"file-{uuid.uuid4().hex}", "object": "file", "bytes": len(upload.data), "created_at": now,
+               "filename": upload.filename, "purpose": purpose, "status": "processed", "expires_at": expires_at,
+               "status_details": None}
+        self._files[obj["id"]] = _File(obj, upload.data)
+        return _Response(200, copy.deepcopy(obj))
+
+    def _file_list(self, req: _Request) -> _Response:
+        """List files (purpose, limit up to 10,000, order, after)."""
+        purpose = req.query.get("purpose")
+        objects = [stored.obj for stored in self._files.values() if purpose is None or stored.obj["purpose"] == purpose]
+        return _Response(200, _page(objects, req.query, max_limit=10000, default_limit=10000))
+
+    def _file_get(self, req: _Request, file_id: str) -> _Response:
+        """Retrieve a file's object."""
+        return _Response(200, copy.deepcopy(self._file(file_id).obj))
+
+    def _file_content(self, req: _Request, file_id: str) -> _Bytes:
+        """Download a file's bytes."""
+        return _Bytes(self._file(file_id).data)
+
+    def _file_delete(self, req: _Request, file_id: str) -> _Response:
+        """Delete a file; vector stores keep what they made of it, as OpenAI's do until told."""
+        self._file(file_id)
+        del self._files[file_id]
+        return _Response(200, {"id": file_id, "object": "file", "deleted": True})
+
+    # ---- vector stores -------------------------------------------------------------------------
+
+    def _vector_store(self, store_id: str) -> _VectorStore:
+        """Return a vector store or reject with 404."""
+        store = self._vector_stores.get(store_id)
+        if store is None:
+            raise _not_found("vector store", store_id)
+        return store
+
+    def _known_store(self, store_id: str, param: str) -> _VectorStore:
+        """Return the vector store a tool or tool resource names, or reject with 404 as OpenAI does."""
+        store = self._vector_stores.get(store_id)
+        if store is None:
+            raise _Reject(_error(404, f"Vector store with id '{store_id}' not found.", param))
+        return store
+
+    def _new_store(self, name: str | None = None, file_ids: list[str] = (), chunking: _Chunking | None = None,
+                   metadata: dict[str, str] | None = None,
+                   expires_after: dict[str, Any] | None = None) -> _VectorStore:
+        """Make and store a vector store of (known) files, ingested at once."""
+        now = _now()
+        obj = {"id": _id("vs"), "object": "vector_store", "created_at": now, "name": name or "", "usage_bytes": 0,
+               "file_counts": {"in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0, "total": 0},
+               "status": "completed", "expires_after": expires_after, "expires_at": None, "last_active_at": now,
+               "metadata": metadata or {}}
+        store = _VectorStore(obj)
+        self._vector_stores[obj["id"]] = store
+        for file_id in file_ids:
+            self._add_store_file(store, file_id, chunking=chunking)
+        self._refresh_store(store)
+        return store
+
+    def _refresh_store(self, store: _VectorStore) -> None:
+        """Bring a store's file counts, usage and expiry up to date with its files."""
+        obj = store.obj
+        statuses = Counter(vs_file["status"] for vs_file in store.files.values())
+        obj["file_counts"] = {**{status: statuses[status] for status in ("in_progress", "completed", "failed",
+                                                                          "cancelled")},
+                              "total": len(store.files)}
+        obj["usage_bytes"] = sum(vs_file["usage_bytes"] for vs_file in store.files.values())
+        expiry = obj["expires_after"]
+        obj["expires_at"] = obj["last_active_at"] + expiry["days"] * 86400 if expiry else None
+
+    def _add_store_file(self, store: _VectorStore, file_id: str, attributes: dict[str, Any] | None = None,
+                        chunking: _Chunking | None = None) -> dict[str, Any]:
+        """Add a known file to a store, its text chunked at once, and return its vector_store.file object."""
+        stored = self._files[file_id]
+        chunking = chunking or _chunking(None)
+        vs_file = {"id": file_id, "object": "vector_store.file", "usage_bytes": len(stored.data),
+                   "created_at": _now(), "vector_store_id": store.obj["id"], "status": "completed",
+                   "last_error": None, "chunking_strategy": chunking.strategy, "attributes": attributes or {}}
+        store.files[file_id] = vs_file
+        store.chunks[file_id] = (stored.obj["filename"], retrieval.chunk(
+            retrieval.text_of(stored.data), chunking.max_tokens, chunking.overlap))
+        self._refresh_store(store)
+        return vs_file
+
+    def _search(self, store_ids: list[str], query: str, limit: int, threshold: float = 0.0,
+                condition: dict[str, Any] | None = None) -> list[retrieval.Hit]:
+        """Search the chunks of the stores' files (stores since deleted are skipped); each store searched
+        becomes active now."""
+        passages = []
+        for store_id in dict.fromkeys(store_ids):
+            store = self._vector_stores.get(store_id)
+            if store is None:
+                continue
+            store.obj["last_active_at"] = _now()
+            self._refresh_store(store)
+            for file_id, (filename, chunks) in store.chunks.items():
+                attributes = store.files[file_id]["attributes"]
+                passages += [retrieval.Passage(file_id, filename, text, attributes) for text in chunks]
+        return retrieval.search(passages, query, limit, threshold, condition)
+
+    def _store_create(self, req: _Request) -> _Response:
+        """Create a vector store, optionally of files (which must exist), ingested at once."""
+        body = req.body
+        name = _string(body, "name")
+        _string(body, "description")
+        file_ids = _string_list(body.get("file_ids") or [], "file_ids", 500)
+        for file_id in file_ids:
+            self._known_file(file_id, "file_ids")
+        chunking = _chunking(body.get("chunking_strategy"))
+        metadata = _metadata(body.get("metadata"))
+        expires_after = _store_expiry(body.get("expires_after"))
+        store = self._new_store(name, file_ids, chunking, metadata, expires_after)
+        return _Response(200, copy.deepcopy(store.obj))
+
+    def _store_list(self, req: _Request) -> _Response:
+        """List vector stores."""
+        return _Response(200, _page([store.obj for store in self._vector_stores.values()], req.query))
+
+    def _store_get(self, req: _Request, store_id: str) -> _Response:
+        """Retrieve a vector store."""
+        return _Response(200, copy.deepcopy(self._vector_store(store_id).obj))
+
+    def _store_update(self, req: _Request, store_id: str) -> _Response:
+        """Change a vector store's name, metadata or expiration policy (null clears it)."""
+        store = self._vector_store(store_id)
+        body = req.body
+        changes: dict[str, Any] = {}
+        if body.get("name") is not None:
+            changes["name"] = _string(body, "name")
+        if "metadata" in body:
+            changes["metadata"] = _metadata(body["metadata"])
+        if "expires_after" in body:
+            changes["expires_after"] = _store_expiry(body["expires_after"])
+        store.obj.update(changes)
+        self._refresh_store(store)
+        return _Response(200, copy.deepcopy(store.obj))
+
+    def _store_delete(self, req: _Request, store_id: str) -> _Response:
+        """Delete a vector store; the files stay."""
+        self._vector_store(store_id)
+        del self._vector_stores[store_id]
+        return _Response(200, {"id": store_id, "object": "vector_store.deleted", "deleted": True})
+
+    def _store_search(self, req: _Request, store_id: str) -> _Response:
+        """Search a vector store for a query (or several, searched as one): its best chunks, best first."""
+        store = self._vector_store(store_id)
+        body = req.body
+        query = body.get("query")
+        if query is None:
+            raise _missing("query")
+        queries = [query] if isinstance(query, str) else _string_list(query, "query")
+        limit = _integer(body, "max_num_results", 1, 50) or DEFAULT_MAX_RESULTS
+        ranking = _ranking_options(body.get("ranking_options"), "ranking_options",
+                                   ("none", "auto", "default-2024-11-15"))
+        condition = _file_filter(body.get("filters"), "filters")
+        _flag(body, "rewrite_query", False)
+        hits = self._search([store.obj["id"]], " ".join(queries), limit, ranking.get("score_threshold") or 0.0,
+                            condition)
+        data = [{"file_id": hit.passage.file_id, "filename": hit.passage.filename, "score": hit.score,
+                 "attributes": copy.deepcopy(hit.passage.attributes),
+                 "content": [{"type": "text", "text": hit.passage.text}]} for hit in hits]
+        return _Response(200, {"object": "vector_store.search_results.page", "search_query": queries, "data": data,
+                               "has_more": False, "next_page": None})
+
+    # ---- vector store files and file batches ---------------------------------------------------
+
+    def _store_file(self, store: _VectorStore, file_id: str) -> dict[str, Any]:
+        """Return a vector store's file or reject with 404."""
+        vs_file = store.files.get(file_id)
+        if vs_file is None:
+            raise _Reject(_error(404, f"No file found with id '{file_id}' in vector store '{store.obj['id']}'."))
+        return vs_file
+
+    def _store_file_create(self, req: _Request, store_id: str) -> _Response:
+        """Add a file (which must exist) to a vector store, with attributes and a chunking strategy."""
+        store = self._vector_store(store_id)
+        file_id = _string(req.body, "file_id", required=True)
+        self._known_file(file_id, "file_id")
+        attributes = _attributes(req.body.get("attributes"))
+        chunking = _chunking(req.body.get("chunking_strategy"))
+        return _Response(200, copy.deepcopy(self._add_store_file(store, file_id, attributes, chunking)))
+
+    def _store_files_page(self, files: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
+        """A page of vector store files, filtered by `filter` (a status)."""
+        status = query.get("filter")
+        statuses = ("in_progress", "completed", "failed", "cancelled")
+        if status is not None and status not in statuses:
+            raise _bad(f"Invalid value for 'filter': {status!r}. Supported values are: {', '.join(statuses)}.",
+                       "filter", "invalid_value")
+        return _page([vs_file for vs_file in files if status in (None, vs_file["status"])], query)
+
+    def _store_file_list(self, req: _Request, store_id: str) -> _Response:
+        """List a vector store's files (filter, limit, order, after, before)."""
+        return _Response(200, self._store_files_page(list(self._vector_store(store_id).files.values()), req.query))
+
+    def _store_file_get(self, req: _Request, store_id: str, file_id: str) -> _Response:
+        """Retrieve a vector store's file."""
+        return _Response(200, copy.deepcopy(self._store_file(self._vector_store(store_id), file_id)))
+
+    def _store_file_update(self, req: _Request, store_id: str, file_id: str) -> _Response:
+        """Replace a vector store file's attributes."""
+        vs_file = self._store_file(self._vector_store(store_id), file_id)
+        if "attributes" not in req.body:
+            raise _missing("attributes")
+        vs_file["attributes"] = _attributes(req.body["attributes"])
+        return _Response(200, copy.deepcopy(vs_file))
+
+    def _store_file_delete(self, req: _Request, store_id: str, file_id: str) -> _Response:
+        """Take a file out of a vector store; the file itself stays."""
+        store = self._vector_store(store_id)
+        self._store_file(store, file_id)
+        del store.files[file_id], store.chunks[file_id]
+        self._refresh_store(store)
+        return _Response(200, {"id": file_id, "object": "vector_store.file.deleted", "deleted": True})
+
+    def _store_file_content(self, req: _Request, store_id: str, file_id: str) -> _Response:
+        """The text a vector store made of one of its files, as a page of text parts."""
+        store = self._vector_store(store_id)
+        self._store_file(store, file_id)
+        data = [{"type": "text", "text": text} for text in store.chunks[file_id][1]]
+        return _Response(200, {"object": "vector_store.file_content.page", "data": data, "has_more": False,
+                               "next_page": None})
+
+    def _batch_create(self, req: _Request, store_id: str) -> _Response:
+        """Add files to a vector store in one batch (`file_ids` with shared attributes and chunking, or
+        `files` each with its own), ingested at once."""
+        store = self._vector_store(store_id)
+        body = req.body
+        if body.get("file_ids") is not None and body.get("files") is not None:
+            raise _bad("Give 'file_ids' or 'files', not both.", "files", "invalid_value")
+        attributes = _attributes(body.get("attributes"))
+        chunking = _chunking(body.get("chunking_strategy"))
+        wanted: list[tuple[str, dict[str, Any], _Chunking]] = []
+        if body.get("files") is not None:
+            if not isinstance(body["files"], list):
+                raise _invalid_type("files", "an array")
+            for i, spec in enumerate(body["files"]):
+                if not isinstance(spec, dict):
+                    raise _invalid_type(f"files[{i}]", "an object")
+                wanted.append((_required_str(spec, f"files[{i}]", "file_id"),
+                               _attributes(spec.get("attributes"), f"files[{i}].attributes") or attributes,
+                               _chunking(spec["chunking_strategy"], f"files[{i}].chunking_strategy")
+                               if spec.get("chunking_strategy") is not None else chunking))
+        elif body.get("file_ids") is not None:
+            wanted = [(file_id, attributes, chunking) for file_id in _string_list(body["file_ids"], "file_ids", 2000)]
+        else:
+            raise _missing("file_ids")
+        for i, (file_id, _, _) in enumerate(wanted):
+            self._known_file(file_id, f"files[{i}].file_id" if body.get("files") is not None else "file_ids")
+        for file_id, file_attributes, file_chunking in wanted:
+            self._add_store_file(store, file_id, file_attributes, file_chunking)
+        count = len(dict.fromkeys(file_id for file_id, _, _ in wanted))
+        obj = {"id": _id("vsfb"), "object": "vector_store.files_batch", "created_at": _now(),
+               "vector_store_id": store_id, "status": "completed",
+               "file_counts": {"in_progress": 0, "completed": count, "failed": 0, "cancelled": 0, "total": count}}
+        store.batches[obj["id"]] = _Batch(obj, [file_id for file_id, _, _ in wanted])
+        return _Response(200, copy.deepcopy(obj))
+
+    def _batch(self, store_id: str, batch_id: str) -> _Batch:
+        """Return a vector store's file batch or reject with 404."""
+        batch = self._vector_store(store_id).batches.get(batch_id)
+        if batch is None:
+            raise _not_found("file batch", batch_id)
+        return batch
+
+    def _batch_get(self, req: _Request, store_id: str, batch_id: str) -> _Response:
+        """Retrieve a file batch."""
+        return _Response(200, copy.deepcopy(self._batch(store_id, batch_id).obj))
+
+    def _batch_cancel(self, req: _Request, store_id: str, batch_id: str) -> _Response:
+        """Refuse to cancel a batch: ingestion is instant, so every batch has completed."""
+        batch = self._batch(store_id, batch_id)
+        raise _bad(f"Cannot cancel a batch with status '{batch.obj['status']}'.")
+
+    def _batch_files(self, req: _Request, store_id: str, batch_id: str) -> _Response:
+        """List the files a batch added that are still in the store (filter, limit, order, after, before)."""
+        store = self._vector_store(store_id)
+        batch = self._batch(store_id, batch_id)
+        files = [store.files[file_id] for file_id in dict.fromkeys(batch.file_ids) if file_id in store.files]
+        return _Response(200, self._store_files_page(files, req.query))
+
 
 class _Server(_HTTPServer):
     """The threading HTTP server behind a FakeOpenAI."""
@@ -1731,3 +2308,15 @@ class _OpenAIHandler(_Handler):
         url = urlsplit(self.path)
         headers = {name.lower(): value for name, value in self.headers.items()}
         self._send(self.server.fake._handle(self.command, url.path, url.query, headers, raw))
+
+    def _send(self, response: _Response | _Bytes | Stream | None) -> None:
+        """Write an answer; a file's bytes go out as they are."""
+        if not isinstance(response, _Bytes):
+            super()._send(response)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.data)))
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
+        self.end_headers()
+        self.wfile.write(response.data)

@@ -18,6 +18,8 @@ from .openai_server import FakeOpenAI
 MODEL = "fake-model"
 WEATHER_TOOL = {"type": "function", "name": "get_weather", "strict": False,
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+POLICY = b"Our offices close at noon on Fridays. Refunds take 30 days to arrive.\nGift cards never expire."
+MENU = b"The canteen serves soup on Mondays and fish on Fridays."
 
 
 @pytest.fixture
@@ -521,6 +523,163 @@ def test_run_steps_record_tool_rounds_and_replies(fake: FakeOpenAI, client: open
     assert message.step_details.message_creation.message_id == \
         client.beta.threads.messages.list(thread.id).data[0].id
     assert message.usage.total_tokens == done.usage.total_tokens
+
+
+# ---- files and vector stores -------------------------------------------------------------------
+
+def upload(client: openai.OpenAI, filename: str, data: bytes) -> Any:
+    """Upload a file for the assistants' tools."""
+    return client.files.create(file=(filename, data), purpose="assistants")
+
+
+def test_files_upload_list_retrieve_download_delete(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    data = b"line one\r\nline two\x00\xff"
+    uploaded = client.files.create(file=("notes.bin", data), purpose="user_data")
+    assert uploaded.id.startswith("file-")
+    assert (uploaded.object, uploaded.bytes, uploaded.filename, uploaded.purpose, uploaded.status) == (
+        "file", len(data), "notes.bin", "user_data", "processed")
+    assert (uploaded.expires_at, uploaded.status_details) == (None, None)
+    expiring = client.files.create(file=("policy.txt", POLICY), purpose="assistants",
+                                   expires_after={"anchor": "created_at", "seconds": 3600})
+    assert expiring.expires_at == expiring.created_at + 3600
+
+    assert client.files.retrieve(uploaded.id) == uploaded
+    assert client.files.content(uploaded.id).content == data
+    assert [f.id for f in client.files.list()] == [expiring.id, uploaded.id]
+    assert [f.id for f in client.files.list(purpose="assistants")] == [expiring.id]
+    assert [f.id for f in client.files.list(order="asc", limit=1)] == [uploaded.id, expiring.id]
+    assert fake.files[uploaded.id]["filename"] == "notes.bin" and fake.file_content(uploaded.id) == data
+    first_upload = next(r for r in fake.requests if r["route"] == "POST /v1/files")
+    assert (first_upload["form"], first_upload["json"]) == (
+        {"purpose": "user_data", "file": {"filename": "notes.bin", "bytes": len(data)}}, None)
+
+    deleted = client.files.delete(uploaded.id)
+    assert (deleted.id, deleted.object, deleted.deleted) == (uploaded.id, "file", True)
+    for call in (lambda: client.files.retrieve(uploaded.id), lambda: client.files.content(uploaded.id),
+                 lambda: client.files.delete(uploaded.id)):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        assert uploaded.id in caught.value.message
+    assert list(fake.files) == [expiring.id]
+    assert (fake.calls("POST /v1/files"), fake.calls("GET /v1/files/{id}/content")) == (2, 2)
+
+
+def test_file_uploads_are_validated(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(file=("a.txt", b"x"), purpose="nonsense")  # type: ignore[arg-type]
+    assert caught.value.param == "purpose"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.post("/files", body={"purpose": "assistants"}, cast_to=object)
+    assert (caught.value.param, caught.value.code) == ("file", "missing_required_parameter")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(file=("a.txt", b"x"), purpose="assistants",
+                            expires_after={"anchor": "created_at", "seconds": 60})
+    assert caught.value.param == "expires_after.seconds"
+
+
+def test_vector_store_of_files_is_ready_at_once_and_searchable(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    policy, menu = upload(client, "policy.txt", POLICY), upload(client, "menu.txt", MENU)
+    store = client.vector_stores.create(name="docs", file_ids=[policy.id], metadata={"team": "hr"},
+                                        expires_after={"anchor": "last_active_at", "days": 2})
+    assert store.id.startswith("vs_")
+    assert (store.object, store.name, store.status, store.metadata) == ("vector_store", "docs", "completed",
+                                                                        {"team": "hr"})
+    assert (store.file_counts.completed, store.file_counts.in_progress, store.file_counts.total) == (1, 0, 1)
+    assert store.usage_bytes == len(POLICY)
+    assert store.expires_at == store.last_active_at + 2 * 86400
+
+    added = client.vector_stores.files.create(store.id, file_id=menu.id, attributes={"kind": "menu", "year": 2024})
+    assert (added.id, added.object, added.status, added.vector_store_id, added.last_error) == (
+        menu.id, "vector_store.file", "completed", store.id, None)
+    assert added.chunking_strategy.to_dict() == {
+        "type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}}
+    assert client.vector_stores.retrieve(store.id).file_counts.total == 2
+    assert [f.id for f in client.vector_stores.files.list(store.id, order="asc")] == [policy.id, menu.id]
+    assert client.vector_stores.files.retrieve(menu.id, vector_store_id=store.id).attributes == {
+        "kind": "menu", "year": 2024}
+
+    results = client.vector_stores.search(store.id, query="When does the office close on Fridays?").data
+    assert [(r.file_id, r.filename) for r in results] == [(policy.id, "policy.txt"), (menu.id, "menu.txt")]
+    assert 1 >= results[0].score > results[1].score > 0
+    assert [(part.type, part.text) for part in results[0].content] == [("text", POLICY.decode())]
+    assert (results[0].attributes, results[1].attributes) == ({}, {"kind": "menu", "year": 2024})
+    menus = client.vector_stores.search(store.id, query="Fridays", filters={"type": "eq", "key": "kind",
+                                                                            "value": "menu"})
+    assert [r.file_id for r in menus] == [menu.id]
+    assert [r.file_id for r in client.vector_stores.search(store.id, query="Fridays", max_num_results=1)] == [
+        policy.id]
+    strict = client.vector_stores.search(store.id, query="close Fridays", ranking_options={"score_threshold": 0.6})
+    assert [r.file_id for r in strict] == [policy.id]
+    assert client.vector_stores.search(store.id, query="penguins").data == []
+
+    renamed = client.vector_stores.update(store.id, name="handbook", expires_after=None)
+    assert (renamed.name, renamed.expires_after, renamed.expires_at) == ("handbook", None, None)
+    assert fake.vector_stores[store.id]["name"] == "handbook"
+    assert list(fake.vector_store_files(store.id)) == [policy.id, menu.id]
+    assert [part.text for part in client.vector_stores.files.content(policy.id, vector_store_id=store.id)] == [
+        POLICY.decode()]
+    removed = client.vector_stores.files.delete(menu.id, vector_store_id=store.id)
+    assert (removed.id, removed.object, removed.deleted) == (menu.id, "vector_store.file.deleted", True)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.vector_stores.files.retrieve(menu.id, vector_store_id=store.id)
+    assert store.id in caught.value.message
+    assert client.files.retrieve(menu.id).id == menu.id  # the file itself stays
+    assert client.vector_stores.retrieve(store.id).usage_bytes == len(POLICY)
+    assert [s.id for s in client.vector_stores.list()] == [store.id]
+    deleted = client.vector_stores.delete(store.id)
+    assert (deleted.id, deleted.object, deleted.deleted) == (store.id, "vector_store.deleted", True)
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.retrieve(store.id)
+    assert fake.calls("POST /v1/vector_stores/{id}/search") == 5
+
+
+def test_vector_stores_refuse_unknown_files_and_stores(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.vector_stores.create(file_ids=["file-nope"])
+    assert caught.value.param == "file_ids" and "file-nope" in caught.value.message
+    assert client.vector_stores.list().data == []
+    store = client.vector_stores.create()
+    assert (store.name, store.file_counts.total, store.usage_bytes) == ("", 0, 0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.vector_stores.files.create(store.id, file_id="file-nope")
+    assert caught.value.param == "file_id"
+    for call in (lambda: client.vector_stores.retrieve("vs_nope"),
+                 lambda: client.vector_stores.search("vs_nope", query="x"),
+                 lambda: client.vector_stores.files.list("vs_nope")):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        assert "vs_nope" in caught.value.message
+    policy = upload(client, "policy.txt", POLICY)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.vector_stores.files.create(store.id, file_id=policy.id, chunking_strategy={
+            "type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 60}})
+    assert caught.value.param == "chunking_strategy.static.chunk_overlap_tokens"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.vector_stores.search(store.id, query="x", max_num_results=51)
+    assert caught.value.param == "max_num_results"
+
+
+def test_static_chunks_and_file_batches(client: openai.OpenAI) -> None:
+    long_text = " ".join(f"word{i}" for i in range(250)) + " zebra"
+    document, policy = upload(client, "long.txt", long_text.encode()), upload(client, "policy.txt", POLICY)
+    store = client.vector_stores.create()
+    small = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 50}}
+    batch = client.vector_stores.file_batches.create_and_poll(store.id, files=[
+        {"file_id": document.id, "chunking_strategy": small}, {"file_id": policy.id, "attributes": {"kind": "policy"}}])
+    assert batch.id.startswith("vsfb_")
+    assert (batch.object, batch.status, batch.vector_store_id, batch.file_counts.completed) == (
+        "vector_store.files_batch", "completed", store.id, 2)
+    listed = client.vector_stores.file_batches.list_files(batch.id, vector_store_id=store.id)
+    assert {(f.id, f.attributes.get("kind")) for f in listed} == {(document.id, None), (policy.id, "policy")}
+
+    # 251 words in chunks of 100, each 50 words after the one before.
+    chunks = [part.text for part in client.vector_stores.files.content(document.id, vector_store_id=store.id)]
+    assert [len(text.split()) for text in chunks] == [100, 100, 100, 100, 51]
+    assert chunks[0].startswith("word0 word1 ") and chunks[1].startswith("word50 ") and chunks[-1].endswith("zebra")
+    [hit] = client.vector_stores.search(store.id, query="zebra").data
+    assert hit.content[0].text == chunks[-1]
+    with pytest.raises(openai.BadRequestError):
+        client.vector_stores.file_batches.cancel(batch.id, vector_store_id=store.id)
 
 
 # ---- chat completions ---------------------------------------------------------------------------
