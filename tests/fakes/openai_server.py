@@ -1,5 +1,5 @@
-"""A stateful fake of OpenAI (Conversations, Responses, Assistants v2, Chat Completions, Files and Vector
-Stores) for the real SDK."""
+"""A stateful fake of OpenAI (Conversations, Responses, Assistants v2, Chat Completions, Files, Vector
+Stores and `file_search`) for the real SDK."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 import uuid
 import weakref
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, NamedTuple
@@ -38,8 +38,14 @@ FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 ASSISTANT_FIELDS = ("name", "description", "instructions", "temperature", "top_p", "response_format",
                     "tool_resources")
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
-# How many results a store search returns unless told: OpenAI's default.
+RESPONSE_INCLUDABLE = ("file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
+                       "message.input_image.image_url", "computer_call_output.output.image_url",
+                       "code_interpreter_call.outputs", "reasoning.encrypted_content",
+                       "message.output_text.logprobs")
+SEARCH_RESULTS = "file_search_call.results"
+# How many results a search returns unless told: OpenAI's default for a store search and Responses.
 DEFAULT_MAX_RESULTS = 10
+NOTHING_FOUND = "The files say nothing about that."
 _INVALID_JSON = object()
 
 # (method, route template, handler method name); the route template is also the key of calls().
@@ -124,6 +130,17 @@ class _Request:
 
     body: dict[str, Any]
     query: dict[str, str]
+    # Every value of each query parameter, for the repeated ones (`include[]`).
+    lists: dict[str, list[str]] = field(default_factory=dict)
+
+    def includes(self, allowed: tuple[str, ...]) -> frozenset[str]:
+        """The query's `include[]` values, each one of `allowed`."""
+        values = self.lists.get("include[]", []) + self.lists.get("include", [])
+        for value in values:
+            if value not in allowed:
+                raise _bad(f"Invalid value for 'include[]': {value!r}. Supported values are: "
+                           f"{', '.join(allowed)}.", "include", "invalid_value")
+        return frozenset(values)
 
 
 @dataclass
@@ -185,6 +202,10 @@ class _Job:
     steps: list[dict[str, Any]] = field(default_factory=list)
     # Tool outputs submitted to a run, by call id, until its tool_calls step records them.
     tool_outputs: dict[str, str] = field(default_factory=dict)
+    # What a response's request asked to include.
+    include: frozenset[str] = frozenset()
+    # A response's `file_search` tool, when its model is to search.
+    search: dict[str, Any] | None = None
 
 
 class _Event(NamedTuple):
@@ -371,6 +392,14 @@ def _response_tools(value: Any) -> list[dict[str, Any]]:
             if problem:
                 raise _bad(f"Invalid schema for function '{name}': {problem}", f"tools[{i}].parameters",
                            "invalid_function_parameters")
+        elif tool["type"] == "file_search":
+            param = f"tools[{i}]"
+            if tool.get("vector_store_ids") is None:
+                raise _missing(f"{param}.vector_store_ids")
+            _string_list(tool["vector_store_ids"], f"{param}.vector_store_ids")
+            _integer(tool, "max_num_results", 1, 50, f"{param}.max_num_results")
+            _ranking_options(tool.get("ranking_options"), f"{param}.ranking_options", ("auto", "default-2024-11-15"))
+            _file_filter(tool.get("filters"), f"{param}.filters")
     return copy.deepcopy(value)
 
 
@@ -559,6 +588,13 @@ def _store_expiry(value: Any, param: str = "expires_after") -> dict[str, Any] | 
     return {"anchor": "last_active_at", "days": _integer(value, "days", 1, 365, f"{param}.days")}
 
 
+def _may_search(tool_choice: Any) -> bool:
+    """Whether a tool choice lets the model use file_search."""
+    if isinstance(tool_choice, dict):
+        return tool_choice.get("type") == "file_search"
+    return tool_choice in (None, "auto", "required")
+
+
 def _form(raw: bytes, content_type: str) -> dict[str, Any]:
     """The fields of a multipart/form-data body: strings, and an _Upload for each file part."""
     environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(raw)),
@@ -618,8 +654,20 @@ def _item(raw: Any, param: str) -> dict[str, Any]:
             raise _missing(f"{param}.output")
         return {"id": _id("fco"), "type": "function_call_output", "call_id": _required_str(raw, param, "call_id"),
                 "output": output, "status": "completed"}
-    raise _bad(f"Invalid value for '{param}.type': {kind!r}. Supported values are: 'message', 'function_call' "
-               "and 'function_call_output'.", f"{param}.type", "invalid_value")
+    if kind == "file_search_call":
+        queries = raw.get("queries")
+        if queries is None:
+            raise _missing(f"{param}.queries")
+        status = raw.get("status", "completed")
+        if status not in ("in_progress", "searching", "completed", "incomplete", "failed"):
+            raise _bad(f"Invalid value for '{param}.status': {status!r}.", f"{param}.status", "invalid_value")
+        results = raw.get("results")
+        if results is not None and not (isinstance(results, list) and all(isinstance(r, dict) for r in results)):
+            raise _invalid_type(f"{param}.results", "an array of objects")
+        return {"id": _required_str(raw, param, "id"), "type": "file_search_call", "status": status,
+                "queries": _string_list(queries, f"{param}.queries"), "results": copy.deepcopy(results)}
+    raise _bad(f"Invalid value for '{param}.type': {kind!r}. Supported values are: 'message', 'function_call', "
+               "'function_call_output' and 'file_search_call'.", f"{param}.type", "invalid_value")
 
 
 def _items(value: Any, param: str) -> list[dict[str, Any]]:
@@ -839,6 +887,9 @@ class FakeOpenAI(LoopbackFake):
         self._threads: dict[str, _Thread] = {}
         self._files: dict[str, _File] = {}
         self._vector_stores: dict[str, _VectorStore] = {}
+        # Every file_search_call's results by item id: responses and conversation items show them
+        # only when asked to include them.
+        self._search_results: dict[str, list[dict[str, Any]]] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -1097,7 +1148,8 @@ class FakeOpenAI(LoopbackFake):
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = _INVALID_JSON
-        query = {name: values[-1] for name, values in parse_qs(query_string).items()}
+        lists = parse_qs(query_string)
+        query = {name: values[-1] for name, values in lists.items()}
         with self._cond:
             recorded = None if body is _INVALID_JSON or form is not None else body
             self._requests.append({"method": method, "path": path, "route": route, "query": query,
@@ -1144,7 +1196,7 @@ class FakeOpenAI(LoopbackFake):
             if body is _INVALID_JSON or (body is not None and not isinstance(body, dict)):
                 return _error(400, "We could not parse the JSON body of your request: expected a JSON object.")
             try:
-                answer = handler(_Request(body or {}, query), *params)
+                answer = handler(_Request(body or {}, query, lists), *params)
             except _Reject as rejection:
                 return rejection.response
             if isinstance(answer, Stream):
@@ -1237,6 +1289,8 @@ class FakeOpenAI(LoopbackFake):
         obj = job.obj
         conversation = self._conversations.get(job.conversation or "")
         context = conversation.items if conversation else job.context
+        # Unscripted, a model offered file_search searches for the user's words and answers from them.
+        searching = job.search is not None and not self._replies
         reply = self._next_reply()
         if reply.get("status") == "failed":
             obj.update(status="failed", output=[], error=dict(reply.get("error") or {
@@ -1248,6 +1302,8 @@ class FakeOpenAI(LoopbackFake):
             for call in reply["function_calls"]:
                 yield from self._function_call_events(obj, call["name"], call["arguments"])
             produced = " ".join(call["arguments"] for call in reply["function_calls"])
+        elif searching:
+            produced = yield from self._file_search_events(job, _last_user_text(context))
         else:
             produced = reply.get("content", "echo: " + _last_user_text(context))
             yield from self._message_events(obj, produced, "incomplete" if incomplete else "completed")
@@ -1262,11 +1318,65 @@ class FakeOpenAI(LoopbackFake):
         if incomplete:
             obj.update(status="incomplete", completed_at=None, incomplete_details={"reason": "max_output_tokens"})
         if conversation is not None:
-            conversation.items.extend(copy.deepcopy(obj["output"]))
+            conversation.items.extend(self._keep_results(copy.deepcopy(obj["output"])))
         yield _Event("response.incomplete" if incomplete else "response.completed", {"response": obj})
 
-    def _message_events(self, obj: dict[str, Any], text: str, status: str) -> Iterator[_Event]:
-        """Add an assistant message to a response's output: its item, its text part, the text in pieces."""
+    def _file_search_events(self, job: _Job, question: str) -> Generator[_Event, None, str]:
+        """Add a file_search_call searching the response's stores for the question, then a message
+        quoting the best passage and citing its file; return the message's text.
+
+        The call's results show in the response only when the request included them; they are kept
+        for later reads that ask for them.
+        """
+        obj, tool = job.obj, job.search
+        assert tool is not None
+        item = {"id": _id("fs"), "type": "file_search_call", "status": "in_progress", "queries": [], "results": None}
+        index = len(obj["output"])
+        obj["output"].append(item)
+        where = {"item_id": item["id"], "output_index": index}
+        yield _Event("response.output_item.added", {"output_index": index, "item": item})
+        yield _Event("response.file_search_call.in_progress", where)
+        item.update(status="searching", queries=[question])
+        yield _Event("response.file_search_call.searching", where)
+        ranking = tool.get("ranking_options") or {}
+        hits = self._search(tool["vector_store_ids"], question, tool.get("max_num_results") or DEFAULT_MAX_RESULTS,
+                            ranking.get("score_threshold") or 0.0, tool.get("filters"))
+        results = [{"file_id": hit.passage.file_id, "filename": hit.passage.filename, "score": hit.score,
+                    "text": hit.passage.text, "attributes": copy.deepcopy(hit.passage.attributes)} for hit in hits]
+        self._search_results[item["id"]] = results
+        item.update(status="completed", results=copy.deepcopy(results) if SEARCH_RESULTS in job.include else None)
+        yield _Event("response.file_search_call.completed", where)
+        yield _Event("response.output_item.done", {"output_index": index, "item": item})
+        if not hits:
+            yield from self._message_events(obj, NOTHING_FOUND, "completed")
+            return NOTHING_FOUND
+        best = hits[0].passage
+        text = f"According to {best.filename}, {retrieval.cited_sentence(best.text, question)}."
+        citation = {"type": "file_citation", "file_id": best.file_id, "filename": best.filename, "index": len(text)}
+        yield from self._message_events(obj, text, "completed", (citation,))
+        return text
+
+    def _keep_results(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Items to store: file_search_calls' results go to the fake's record of them, so that a read
+        shows them only when it asks to include them."""
+        for item in items:
+            if item["type"] == "file_search_call":
+                if item["results"] is not None:
+                    self._search_results[item["id"]] = item["results"]
+                item["results"] = None
+        return items
+
+    def _with_results(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Items (copies) as read with `include: ["file_search_call.results"]`."""
+        for item in items:
+            if item["type"] == "file_search_call" and item["id"] in self._search_results:
+                item["results"] = copy.deepcopy(self._search_results[item["id"]])
+        return items
+
+    def _message_events(self, obj: dict[str, Any], text: str, status: str,
+                        annotations: tuple[dict[str, Any], ...] = ()) -> Iterator[_Event]:
+        """Add an assistant message to a response's output: its item, its text part, the text in pieces,
+        then the text's annotations."""
         item = {"id": _id("msg"), "type": "message", "status": "in_progress", "role": "assistant", "content": []}
         index = len(obj["output"])
         obj["output"].append(item)
@@ -1278,6 +1388,10 @@ class FakeOpenAI(LoopbackFake):
         for piece in pieces(text, self.stream_chunks):
             part["text"] += piece
             yield _Event("response.output_text.delta", {**where, "delta": piece, "logprobs": []}, piece=True)
+        for number, annotation in enumerate(annotations):
+            part["annotations"].append(copy.deepcopy(annotation))
+            yield _Event("response.output_text.annotation.added", {**where, "annotation_index": number,
+                                                                   "annotation": annotation})
         yield _Event("response.output_text.done", {**where, "text": text, "logprobs": []})
         yield _Event("response.content_part.done", {**where, "part": part})
         item["status"] = status
@@ -1470,7 +1584,7 @@ class FakeOpenAI(LoopbackFake):
             raise _bad(f"Invalid 'items': array too long. Expected at most 20 items, got {len(items)}.",
                        "items", "array_above_max_length")
         obj = {"id": _id("conv"), "object": "conversation", "created_at": _now(), "metadata": metadata}
-        self._conversations[obj["id"]] = _Conversation(obj, items)
+        self._conversations[obj["id"]] = _Conversation(obj, self._keep_results(items))
         return _Response(200, copy.deepcopy(obj))
 
     def _conversation_get(self, req: _Request, conversation_id: str) -> _Response:
@@ -1499,14 +1613,17 @@ class FakeOpenAI(LoopbackFake):
         items = _items(req.body["items"], "items")
         if not 1 <= len(items) <= 20:
             raise _bad("Invalid 'items': expected between 1 and 20 items.", "items", "invalid_value")
-        conversation.items.extend(items)
+        conversation.items.extend(self._keep_results(items))
         data = copy.deepcopy(items)
         return _Response(200, {"object": "list", "data": data, "first_id": data[0]["id"],
                                "last_id": data[-1]["id"], "has_more": False})
 
     def _items_list(self, req: _Request, conversation_id: str) -> _Response:
-        """List a conversation's items (limit, order, after)."""
-        return _Response(200, _page(self._conversation(conversation_id).items, req.query))
+        """List a conversation's items (limit, order, after, include)."""
+        page = _page(self._conversation(conversation_id).items, req.query)
+        if SEARCH_RESULTS in req.includes(RESPONSE_INCLUDABLE):
+            self._with_results(page["data"])
+        return _Response(200, page)
 
     def _conversation_item(self, conversation_id: str, item_id: str) -> tuple[_Conversation, dict[str, Any]]:
         """Return a conversation and one of its items, or reject with 404."""
@@ -1517,8 +1634,11 @@ class FakeOpenAI(LoopbackFake):
         return conversation, item
 
     def _item_get(self, req: _Request, conversation_id: str, item_id: str) -> _Response:
-        """Retrieve one conversation item."""
-        return _Response(200, copy.deepcopy(self._conversation_item(conversation_id, item_id)[1]))
+        """Retrieve one conversation item (include)."""
+        item = copy.deepcopy(self._conversation_item(conversation_id, item_id)[1])
+        if SEARCH_RESULTS in req.includes(RESPONSE_INCLUDABLE):
+            self._with_results([item])
+        return _Response(200, item)
 
     def _item_delete(self, req: _Request, conversation_id: str, item_id: str) -> _Response:
         """Delete one conversation item and return the conversation."""
@@ -1573,6 +1693,16 @@ class FakeOpenAI(LoopbackFake):
             items = _items(raw_input, "input")
         instructions = _string(body, "instructions")
         tools = _response_tools(body.get("tools"))
+        for i, tool in enumerate(tools):
+            for store_id in tool.get("vector_store_ids", []) if tool["type"] == "file_search" else []:
+                self._known_store(store_id, f"tools[{i}].vector_store_ids")
+        search = next((tool for tool in tools if tool["type"] == "file_search"), None)
+        include = body.get("include")
+        if include is not None:
+            for i, value in enumerate(_string_list(include, "include")):
+                if value not in RESPONSE_INCLUDABLE:
+                    raise _bad(f"Invalid value: {value!r}. Supported values are: {', '.join(RESPONSE_INCLUDABLE)}.",
+                               f"include[{i}]", "invalid_value")
         temperature = _number(body, "temperature", 2)
         top_p = _number(body, "top_p", 1)
         metadata = _metadata(body.get("metadata"))
@@ -1590,10 +1720,11 @@ class FakeOpenAI(LoopbackFake):
             "error": None, "incomplete_details": None, "completed_at": None, "previous_response_id": None,
         }
         job = _Job(obj, time.monotonic(), self._releases, self._epoch, conversation=reference, stored=store,
-                   context=items)
+                   context=items, include=frozenset(include or ()),
+                   search=search if _may_search(body.get("tool_choice")) else None)
         self._responses[obj["id"]] = job
         if conversation is not None:
-            conversation.items.extend(copy.deepcopy(items))
+            conversation.items.extend(self._keep_results(copy.deepcopy(items)))
             conversation.active = obj["id"]
         if stream:
             # A streamed response is made by a worker, so that it goes on when its client goes away.
@@ -1615,7 +1746,10 @@ class FakeOpenAI(LoopbackFake):
         again, those after sequence number `starting_after` (all of them without it), then the new ones."""
         job = self._response_job(response_id)
         if req.query.get("stream") != "true":
-            return _Response(200, copy.deepcopy(job.obj))
+            answer = copy.deepcopy(job.obj)
+            if SEARCH_RESULTS in req.includes(RESPONSE_INCLUDABLE):
+                self._with_results(answer["output"])
+            return _Response(200, answer)
         if job.log is None or not job.obj["background"]:
             raise _bad("Only responses created with background=true and stream=true can be streamed again.",
                        "stream", "invalid_value")

@@ -1,5 +1,5 @@
-"""What FakeOpenAI's vector stores do with a file's text: chunk it, rank chunks for a query and filter
-them by attributes.
+"""What FakeOpenAI's vector stores do with a file's text: chunk it, rank chunks for a query, filter
+them by attributes, and pick the sentence a reply cites.
 
 Ranking is word overlap, not embeddings: a chunk scores the share of the query's words (lowercased
 `\\w+` words, stop words left out) that it contains, in 0..1, so a test can tell what will be found.
@@ -23,6 +23,7 @@ STOP_WORDS = frozenset("""
 """.split())
 _WORD = re.compile(r"\w+")
 _TOKEN = re.compile(r"\S+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)
@@ -111,3 +112,12 @@ def search(passages: Iterable[Passage], query: str, limit: int, threshold: float
     hits = [hit for hit in hits if hit.score > 0 and hit.score >= threshold]
     hits.sort(key=lambda hit: -hit.score)
     return hits[:limit]
+
+
+def cited_sentence(passage: str, query: str) -> str:
+    """The passage's sentence sharing the most words with the query (the first of those on a tie),
+    on one line and without its closing punctuation, for a reply to quote."""
+    sentences = [s for s in _SENTENCE_END.split(passage.strip()) if s.strip()] or [passage]
+    wanted = terms(query)
+    best = max(sentences, key=lambda sentence: len(wanted & terms(sentence)))
+    return " ".join(best.split()).rstrip(".!?")

@@ -525,7 +525,7 @@ def test_run_steps_record_tool_rounds_and_replies(fake: FakeOpenAI, client: open
     assert message.usage.total_tokens == done.usage.total_tokens
 
 
-# ---- files and vector stores -------------------------------------------------------------------
+# ---- files, vector stores, file_search ----------------------------------------------------------
 
 def upload(client: openai.OpenAI, filename: str, data: bytes) -> Any:
     """Upload a file for the assistants' tools."""
@@ -680,6 +680,72 @@ def test_static_chunks_and_file_batches(client: openai.OpenAI) -> None:
     assert hit.content[0].text == chunks[-1]
     with pytest.raises(openai.BadRequestError):
         client.vector_stores.file_batches.cancel(batch.id, vector_store_id=store.id)
+
+
+def test_background_response_searches_the_stores_and_cites_a_file(client: openai.OpenAI) -> None:
+    policy = upload(client, "policy.txt", POLICY)
+    tool = {"type": "file_search", "vector_store_ids": [client.vector_stores.create(file_ids=[policy.id]).id]}
+    conversation = client.conversations.create()
+    created = client.responses.create(model=MODEL, conversation=conversation.id, input="How long do refunds take?",
+                                      tools=[tool], background=True)
+    done = finished(client, created.id)
+
+    search, message = done.output
+    assert search.id.startswith("fs_")
+    assert (search.type, search.status, search.queries, search.results) == (
+        "file_search_call", "completed", ["How long do refunds take?"], None)
+    text = "According to policy.txt, Refunds take 30 days to arrive."
+    assert (message.type, done.output_text) == ("message", text)
+    [citation] = message.content[0].annotations
+    assert citation.to_dict() == {"type": "file_citation", "file_id": policy.id, "filename": "policy.txt",
+                                  "index": len(text)}
+    # The results show when a read asks for them ...
+    [result] = client.responses.retrieve(created.id, include=["file_search_call.results"]).output[0].results
+    assert (result.file_id, result.filename, result.text, result.attributes) == (
+        policy.id, "policy.txt", POLICY.decode(), {})
+    assert 0 < result.score <= 1
+    # ... and the conversation keeps the call as one of its items.
+    items = client.conversations.items.list(conversation.id, order="asc").data
+    assert [item.type for item in items] == ["message", "file_search_call", "message"]
+    assert items[1].results is None
+    included = client.conversations.items.list(conversation.id, order="asc", include=["file_search_call.results"])
+    assert included.data[1].results[0].file_id == policy.id
+    assert client.conversations.items.retrieve(search.id, conversation_id=conversation.id,
+                                               include=["file_search_call.results"]).results[0].text == POLICY.decode()
+
+    asked = client.responses.create(model=MODEL, input="Do gift cards expire?", tools=[tool], background=True,
+                                    include=["file_search_call.results"])
+    asked = finished(client, asked.id)
+    assert asked.output[0].results[0].text == POLICY.decode()
+    assert asked.output_text == "According to policy.txt, Gift cards never expire."
+
+
+def test_file_search_without_a_hit_and_when_it_is_not_used(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    tool = {"type": "file_search", "vector_store_ids": [
+        client.vector_stores.create(file_ids=[upload(client, "menu.txt", MENU).id]).id]}
+    missed = client.responses.create(model=MODEL, input="Where are the penguins?", tools=[tool])
+    assert [item.type for item in missed.output] == ["file_search_call", "message"]
+    assert missed.output_text == "The files say nothing about that."
+    assert missed.output[1].content[0].annotations == []
+
+    fake.enqueue("scripted")
+    scripted = client.responses.create(model=MODEL, input="Fish on Fridays?", tools=[tool])
+    assert ([item.type for item in scripted.output], scripted.output_text) == (["message"], "scripted")
+    unused = client.responses.create(model=MODEL, input="Fish on Fridays?", tools=[tool], tool_choice="none")
+    assert unused.output_text == "echo: Fish on Fridays?"
+
+
+def test_file_search_tools_name_known_vector_stores(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model=MODEL, input="x", tools=[
+            WEATHER_TOOL, {"type": "file_search", "vector_store_ids": ["vs_nope"]}])  # type: ignore[list-item]
+    assert caught.value.param == "tools[1].vector_store_ids" and "vs_nope" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="x", tools=[{"type": "file_search"}])  # type: ignore[list-item]
+    assert (caught.value.param, caught.value.code) == ("tools[0].vector_store_ids", "missing_required_parameter")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="x", include=["everything"])  # type: ignore[list-item]
+    assert caught.value.param == "include[0]"
 
 
 # ---- chat completions ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 
 from .openai_server import FakeOpenAI
-from .test_openai_server import WEATHER_TOOL, finished, poll
+from .test_openai_server import POLICY, WEATHER_TOOL, finished, poll, upload
 
 MODEL = "fake-model"
 TEXT_EVENTS = ["response.output_item.added", "response.content_part.added"] + \
@@ -32,6 +32,10 @@ MESSAGE_EVENTS = ["thread.run.step.created", "thread.run.step.in_progress", "thr
                   "thread.message.in_progress"] + ["thread.message.delta"] * 4 + \
     ["thread.message.completed", "thread.run.step.completed"]
 RUN_START = ["thread.run.created", "thread.run.queued", "thread.run.in_progress"]
+FILE_SEARCH_EVENTS = ["response.output_item.added", "response.file_search_call.in_progress",
+                      "response.file_search_call.searching", "response.file_search_call.completed",
+                      "response.output_item.done"]
+CITED_TEXT_EVENTS = [*TEXT_EVENTS[:-3], "response.output_text.annotation.added", *TEXT_EVENTS[-3:]]
 
 
 def _types_by(union: Any, key: str) -> dict[str, type]:
@@ -301,6 +305,44 @@ def test_cancel_ends_the_stream_with_the_cancelled_response(fake: FakeOpenAI, cl
     assert client.responses.create(model=MODEL, input="next", conversation=conversation.id).status == "completed"
     assert [item.role for item in client.conversations.items.list(conversation.id, order="asc")] == [
         "user", "user", "assistant"]
+
+
+def test_streamed_file_search_sends_the_call_then_the_cited_message(client: openai.OpenAI) -> None:
+    policy = upload(client, "policy.txt", POLICY)
+    tools = [{"type": "file_search", "vector_store_ids": [client.vector_stores.create(file_ids=[policy.id]).id]}]
+    conversation = client.conversations.create()
+    events = read(client.responses.create(model=MODEL, input="How long do refunds take?", tools=tools,
+                                          conversation=conversation.id, include=["file_search_call.results"],
+                                          stream=True))
+
+    assert [e.type for e in events] == ["response.created", "response.in_progress", *FILE_SEARCH_EVENTS,
+                                        *CITED_TEXT_EVENTS, "response.completed"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    added, in_progress, searching, searched, call_done = events[2:7]
+    assert (added.output_index, added.item.type, added.item.status, added.item.queries, added.item.results) == (
+        0, "file_search_call", "in_progress", [], None)
+    assert {(e.item_id, e.output_index) for e in (in_progress, searching, searched)} == {(added.item.id, 0)}
+    assert (call_done.item.status, call_done.item.queries) == ("completed", ["How long do refunds take?"])
+    assert [(r.file_id, r.filename, r.text) for r in call_done.item.results] == [
+        (policy.id, "policy.txt", POLICY.decode())]
+    text = "According to policy.txt, Refunds take 30 days to arrive."
+    [annotated] = [e for e in events if e.type == "response.output_text.annotation.added"]
+    message_id = events[7].item.id
+    assert (annotated.item_id, annotated.output_index, annotated.content_index, annotated.annotation_index) == (
+        message_id, 1, 0, 0)
+    assert annotated.annotation.to_dict() == {"type": "file_citation", "file_id": policy.id,
+                                              "filename": "policy.txt", "index": len(text)}
+    assert events[-2].item.content[0].annotations[0].file_id == policy.id
+    final = events[-1].response
+    assert [item.type for item in final.output] == ["file_search_call", "message"]
+    assert final.output_text == text and final.output[0].results[0].file_id == policy.id
+    assert [item.type for item in client.conversations.items.list(conversation.id, order="asc")] == [
+        "message", "file_search_call", "message"]
+
+    with client.responses.stream(model=MODEL, input="Do gift cards expire?", tools=tools) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "According to policy.txt, Gift cards never expire."
+    assert final.output[0].results is None
 
 
 def test_hold_keeps_a_stream_in_progress_while_other_requests_go_on(fake: FakeOpenAI,
