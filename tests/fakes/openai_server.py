@@ -42,10 +42,16 @@ RESPONSE_INCLUDABLE = ("file_search_call.results", "web_search_call.results", "w
                        "message.input_image.image_url", "computer_call_output.output.image_url",
                        "code_interpreter_call.outputs", "reasoning.encrypted_content",
                        "message.output_text.logprobs")
+STEP_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 SEARCH_RESULTS = "file_search_call.results"
-# How many results a search returns unless told: OpenAI's default for a store search and Responses.
+# How many results a search returns unless told: OpenAI's defaults for a store search and Responses,
+# and for Assistants on its gpt-4 models.
 DEFAULT_MAX_RESULTS = 10
+ASSISTANT_MAX_RESULTS = 20
+ASSISTANT_RANKER = "default_2024_08_21"
 NOTHING_FOUND = "The files say nothing about that."
+# Where an Assistants reply cites its best result, as OpenAI marks citations: 【message:result†file】.
+CITATION_MARK = "【4:0†{filename}】"
 _INVALID_JSON = object()
 
 # (method, route template, handler method name); the route template is also the key of calls().
@@ -202,10 +208,13 @@ class _Job:
     steps: list[dict[str, Any]] = field(default_factory=list)
     # Tool outputs submitted to a run, by call id, until its tool_calls step records them.
     tool_outputs: dict[str, str] = field(default_factory=dict)
-    # What a response's request asked to include.
+    # What the request asked to include: Responses' `include`, a run's `include[]`.
     include: frozenset[str] = frozenset()
     # A response's `file_search` tool, when its model is to search.
     search: dict[str, Any] | None = None
+    # A run's `tool_choice` as asked for, and the tool resources it was started with (create-and-run).
+    tool_choice: Any = None
+    tool_resources: dict[str, Any] | None = None
 
 
 class _Event(NamedTuple):
@@ -233,6 +242,8 @@ class _Thread:
     messages: list[dict[str, Any]] = field(default_factory=list)
     runs: dict[str, _Job] = field(default_factory=dict)
     active: str | None = None
+    # Vector stores its tool resources ask to be made of files, made once the thread is stored.
+    inline_stores: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -452,6 +463,15 @@ def _assistant_tools(value: Any) -> list[dict[str, Any]]:
                 raise _missing(f"tools[{i}].function.name")
             if not isinstance(function["name"], str) or not FUNCTION_NAME.match(function["name"]):
                 raise _bad(f"Invalid 'tools[{i}].function.name'.", f"tools[{i}].function.name", "invalid_value")
+        if tool["type"] == "file_search" and tool.get("file_search") is not None:
+            options, param = tool["file_search"], f"tools[{i}].file_search"
+            if not isinstance(options, dict):
+                raise _invalid_type(param, "an object")
+            _integer(options, "max_num_results", 1, 50, f"{param}.max_num_results")
+            ranking = options.get("ranking_options")
+            _ranking_options(ranking, f"{param}.ranking_options", ("auto", ASSISTANT_RANKER))
+            if ranking is not None and "score_threshold" not in ranking:
+                raise _missing(f"{param}.ranking_options.score_threshold")
     return copy.deepcopy(value)
 
 
@@ -586,6 +606,11 @@ def _store_expiry(value: Any, param: str = "expires_after") -> dict[str, Any] | 
     if value.get("days") is None:
         raise _missing(f"{param}.days")
     return {"anchor": "last_active_at", "days": _integer(value, "days", 1, 365, f"{param}.days")}
+
+
+def _store_ids(tool_resources: dict[str, Any] | None) -> list[str]:
+    """The vector store ids that tool resources name for file_search."""
+    return list(((tool_resources or {}).get("file_search") or {}).get("vector_store_ids") or [])
 
 
 def _may_search(tool_choice: Any) -> bool:
@@ -741,6 +766,18 @@ def _thread_message(raw: Any, param: str, thread_id: str) -> dict[str, Any]:
     attachments = raw.get("attachments")
     if attachments is not None and not isinstance(attachments, list):
         raise _invalid_type(f"{prefix}attachments", "an array")
+    for i, attachment in enumerate(attachments or []):
+        where = f"{prefix}attachments[{i}]"
+        if not isinstance(attachment, dict):
+            raise _invalid_type(where, "an object")
+        _required_str(attachment, where, "file_id")
+        tools = attachment.get("tools") or []
+        if not isinstance(tools, list):
+            raise _invalid_type(f"{where}.tools", "an array")
+        for j, tool in enumerate(tools):
+            if not isinstance(tool, dict) or tool.get("type") not in ("code_interpreter", "file_search"):
+                raise _bad(f"Invalid value for '{where}.tools[{j}].type'. Supported values are: code_interpreter, "
+                           "file_search.", f"{where}.tools[{j}].type", "invalid_value")
     now = _now()
     return {
         "id": _id("msg"), "object": "thread.message", "created_at": now, "thread_id": thread_id, "role": role,
@@ -760,6 +797,16 @@ def _step_delta(step: dict[str, Any], tool_call: dict[str, Any]) -> dict[str, An
     """A thread.run.step.delta carrying one change to one of a tool_calls step's calls."""
     return {"id": step["id"], "object": "thread.run.step.delta",
             "delta": {"step_details": {"type": "tool_calls", "tool_calls": [tool_call]}}}
+
+
+def _step_view(step: dict[str, Any], include: frozenset[str]) -> dict[str, Any]:
+    """A copy of a run step as a read shows it: its file_search results' content only when included."""
+    view = copy.deepcopy(step)
+    if STEP_CONTENT not in include:
+        for call in view["step_details"].get("tool_calls") or []:
+            for result in (call.get("file_search") or {}).get("results") or []:
+                result.pop("content", None)
+    return view
 
 
 def _page(objects: list[dict[str, Any]], query: dict[str, str], max_limit: int = 100,
@@ -1461,6 +1508,8 @@ class FakeOpenAI(LoopbackFake):
                        last_error={"code": "server_error", "message": "The thread was deleted."})
             yield _Event("thread.run.failed", run)
             return
+        # Unscripted, a run offered file_search with stores to search searches for the user's words.
+        stores = None if self._replies else self._run_stores(job, thread)
         reply = self._next_reply()
         if reply.get("status") == "failed":
             run.update(status="failed", failed_at=_now(), last_error=dict(reply.get("error") or {
@@ -1472,7 +1521,12 @@ class FakeOpenAI(LoopbackFake):
             return
         incomplete = reply.get("status") == "incomplete"
         last_user = next((m for m in reversed(thread.messages) if m["role"] == "user"), None)
-        text = reply.get("content", "echo: " + (_message_text(last_user) if last_user else ""))
+        question = _message_text(last_user) if last_user else ""
+        annotations: list[dict[str, Any]] = []
+        if stores:
+            text, annotations = yield from self._file_search_step_events(job, stores, question)
+        else:
+            text = reply.get("content", "echo: " + question)
         prompt = _words(run["instructions"]) + sum(_words(_message_text(m)) for m in thread.messages)
         message = {
             "id": _id("msg"), "object": "thread.message", "created_at": _now(), "thread_id": thread.obj["id"],
@@ -1488,10 +1542,16 @@ class FakeOpenAI(LoopbackFake):
         yield _Event("thread.message.in_progress", message)
         block = {"type": "text", "text": {"value": "", "annotations": []}}
         message["content"].append(block)
-        for piece in pieces(text, self.stream_chunks):
+        parts = pieces(text, self.stream_chunks)
+        for number, piece in enumerate(parts):
             block["text"]["value"] += piece
+            delta = {"value": piece, "annotations": []}
+            if number == len(parts) - 1 and annotations:
+                # The citations come with the last piece, which ends with their markers.
+                block["text"]["annotations"] = copy.deepcopy(annotations)
+                delta["annotations"] = [{"index": i, **annotation} for i, annotation in enumerate(annotations)]
             yield _Event("thread.message.delta", {"id": message["id"], "object": "thread.message.delta", "delta": {
-                "content": [{"index": 0, "type": "text", "text": {"value": piece, "annotations": []}}]}}, piece=True)
+                "content": [{"index": 0, "type": "text", "text": delta}]}}, piece=True)
         now = _now()
         if incomplete:
             message.update(status="incomplete", incomplete_at=now, incomplete_details={"reason": "max_tokens"})
@@ -1508,6 +1568,56 @@ class FakeOpenAI(LoopbackFake):
         if incomplete:
             run.update(status="incomplete", completed_at=None, incomplete_details={"reason": "max_completion_tokens"})
         yield _Event("thread.run.incomplete" if incomplete else "thread.run.completed", run)
+
+    def _run_stores(self, job: _Job, thread: _Thread) -> list[str] | None:
+        """The vector stores a run's file_search searches (its thread's, then its assistant's or those the
+        run was started with), or None when it offers no file_search or may not use it."""
+        run = job.obj
+        if not any(tool["type"] == "file_search" for tool in run["tools"]) or not _may_search(job.tool_choice):
+            return None
+        own = job.tool_resources
+        if own is None:
+            own = (self._assistants.get(run["assistant_id"]) or {}).get("tool_resources")
+        wanted = dict.fromkeys(_store_ids(thread.obj["tool_resources"]) + _store_ids(own))
+        return [store_id for store_id in wanted if store_id in self._vector_stores] or None
+
+    def _file_search_step_events(self, job: _Job, stores: list[str],
+                                 question: str) -> Generator[_Event, None, tuple[str, list[dict[str, Any]]]]:
+        """Make a tool_calls step whose file_search searches the stores for the question; return the text
+        of the reply quoting the best passage with its citation marker, and the marker's annotation.
+
+        Read back, the step's results carry their content only when the read (or the run's creation,
+        for its stream) includes it.
+        """
+        tool = next(tool for tool in job.obj["tools"] if tool["type"] == "file_search")
+        options = tool.get("file_search") or {}
+        ranking = options.get("ranking_options") or {}
+        threshold = float(ranking.get("score_threshold") or 0.0)
+        ranker = ranking.get("ranker") or "auto"
+        step = self._new_step(job, {"type": "tool_calls", "tool_calls": []})
+        yield _Event("thread.run.step.created", step)
+        yield _Event("thread.run.step.in_progress", step)
+        call = {"id": _id("call"), "type": "file_search", "file_search": {
+            "ranking_options": {"ranker": ASSISTANT_RANKER if ranker == "auto" else ranker,
+                                "score_threshold": threshold},
+            "results": []}}
+        step["step_details"]["tool_calls"].append(call)
+        yield _Event("thread.run.step.delta", _step_delta(step, {
+            "index": 0, "id": call["id"], "type": "file_search", "file_search": {}}))
+        hits = self._search(stores, question, options.get("max_num_results") or ASSISTANT_MAX_RESULTS, threshold)
+        call["file_search"]["results"] = [
+            {"file_id": hit.passage.file_id, "file_name": hit.passage.filename, "score": hit.score,
+             "content": [{"type": "text", "text": hit.passage.text}]} for hit in hits]
+        step.update(status="completed", completed_at=_now(),
+                    usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+        yield _Event("thread.run.step.completed", _step_view(step, job.include))
+        if not hits:
+            return NOTHING_FOUND, []
+        best = hits[0].passage
+        mark = CITATION_MARK.format(filename=best.filename)
+        text = f"According to {best.filename}, {retrieval.cited_sentence(best.text, question)}. {mark}"
+        return text, [{"type": "file_citation", "text": mark, "start_index": len(text) - len(mark),
+                       "end_index": len(text), "file_citation": {"file_id": best.file_id}}]
 
     def _tool_call_events(self, job: _Job, calls: list[dict[str, str]]) -> Iterator[_Event]:
         """Make a tool_calls step, each call's id and name then its arguments in pieces, and pause the run
@@ -1805,7 +1915,66 @@ class FakeOpenAI(LoopbackFake):
             fields["tools"] = _assistant_tools(body["tools"])
         if "metadata" in body:
             fields["metadata"] = _metadata(body["metadata"])
+        if "tool_resources" in body:
+            resources, inline = self._tool_resources(body["tool_resources"], "tool_resources")
+            fields["tool_resources"] = self._make_inline_stores(resources, inline)
         return fields
+
+    def _tool_resources(self, raw: Any, param: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Validate tool resources, whose files and vector stores must exist, and return them with the
+        vector stores they ask to be made (`file_search.vector_stores`), for _make_inline_stores()."""
+        if raw is None:
+            return {}, []
+        if not isinstance(raw, dict):
+            raise _invalid_type(param, "an object")
+        resources: dict[str, Any] = {}
+        interpreter = raw.get("code_interpreter")
+        if interpreter is not None:
+            if not isinstance(interpreter, dict):
+                raise _invalid_type(f"{param}.code_interpreter", "an object")
+            file_ids = _string_list(interpreter.get("file_ids") or [], f"{param}.code_interpreter.file_ids", 20)
+            for file_id in file_ids:
+                self._known_file(file_id, f"{param}.code_interpreter.file_ids")
+            resources["code_interpreter"] = {"file_ids": file_ids}
+        search = raw.get("file_search")
+        inline: list[dict[str, Any]] = []
+        if search is not None:
+            where = f"{param}.file_search"
+            if not isinstance(search, dict):
+                raise _invalid_type(where, "an object")
+            if search.get("vector_store_ids") is not None and search.get("vector_stores") is not None:
+                raise _bad(f"Invalid '{where}': give 'vector_store_ids' or 'vector_stores', not both.", where,
+                           "invalid_value")
+            # OpenAI's limit: one vector store per assistant, and one per thread.
+            store_ids = _string_list(search.get("vector_store_ids") or [], f"{where}.vector_store_ids", 1)
+            for store_id in store_ids:
+                self._known_store(store_id, f"{where}.vector_store_ids")
+            specs = search.get("vector_stores") or []
+            if not isinstance(specs, list):
+                raise _invalid_type(f"{where}.vector_stores", "an array")
+            if len(specs) > 1:
+                raise _bad(f"Invalid '{where}.vector_stores': array too long. Expected an array with maximum "
+                           f"length 1, but got an array with length {len(specs)} instead.",
+                           f"{where}.vector_stores", "array_above_max_length")
+            for i, spec in enumerate(specs):
+                at = f"{where}.vector_stores[{i}]"
+                if not isinstance(spec, dict):
+                    raise _invalid_type(at, "an object")
+                file_ids = _string_list(spec.get("file_ids") or [], f"{at}.file_ids", 10000)
+                for file_id in file_ids:
+                    self._known_file(file_id, f"{at}.file_ids")
+                inline.append({"file_ids": file_ids, "chunking": _chunking(spec.get("chunking_strategy"),
+                                                                           f"{at}.chunking_strategy"),
+                               "metadata": _metadata(spec.get("metadata"), f"{at}.metadata")})
+            resources["file_search"] = {"vector_store_ids": store_ids}
+        return resources, inline
+
+    def _make_inline_stores(self, resources: dict[str, Any], inline: list[dict[str, Any]]) -> dict[str, Any]:
+        """Make the vector stores tool resources asked for and name them in the resources."""
+        for spec in inline:
+            store = self._new_store(file_ids=spec["file_ids"], chunking=spec["chunking"], metadata=spec["metadata"])
+            resources["file_search"]["vector_store_ids"].append(store.obj["id"])
+        return resources
 
     def _assistant_create(self, req: _Request) -> _Response:
         """Create an assistant."""
@@ -1858,16 +2027,47 @@ class FakeOpenAI(LoopbackFake):
         raw_messages = raw.get("messages")
         if raw_messages is not None and not isinstance(raw_messages, list):
             raise _invalid_type(f"{prefix}messages", "an array")
-        messages = [_thread_message(m, f"{prefix}messages[{i}]", thread_id) for i, m in enumerate(raw_messages or [])]
-        obj = {"id": thread_id, "object": "thread", "created_at": _now(),
-               "metadata": _metadata(raw.get("metadata"), f"{prefix}metadata"),
-               "tool_resources": copy.deepcopy(raw.get("tool_resources") or {})}
-        return _Thread(obj, messages)
+        messages = [self._new_message(m, f"{prefix}messages[{i}]", thread_id) for i, m in enumerate(raw_messages or [])]
+        metadata = _metadata(raw.get("metadata"), f"{prefix}metadata")
+        resources, inline = self._tool_resources(raw.get("tool_resources"), f"{prefix}tool_resources")
+        obj = {"id": thread_id, "object": "thread", "created_at": _now(), "metadata": metadata,
+               "tool_resources": resources}
+        return _Thread(obj, messages, inline_stores=inline)
+
+    def _store_thread(self, thread: _Thread) -> None:
+        """Store a new thread, making the vector stores its tool resources and attachments ask for."""
+        self._threads[thread.obj["id"]] = thread
+        self._make_inline_stores(thread.obj["tool_resources"], thread.inline_stores)
+        thread.inline_stores = []
+        self._attach_files(thread, thread.messages)
+
+    def _new_message(self, raw: Any, param: str, thread_id: str) -> dict[str, Any]:
+        """Validate a message to add to a thread, whose attachments must name known files."""
+        message = _thread_message(raw, param, thread_id)
+        prefix = f"{param}." if param else ""
+        for i, attachment in enumerate(message["attachments"]):
+            self._known_file(attachment["file_id"], f"{prefix}attachments[{i}].file_id")
+        return message
+
+    def _attach_files(self, thread: _Thread, messages: list[dict[str, Any]]) -> None:
+        """Put the files that messages attach for file_search into the thread's vector store, made
+        (and named in the thread's tool resources) if it has none, as OpenAI does."""
+        for message in messages:
+            for attachment in message["attachments"]:
+                if not any(tool.get("type") == "file_search" for tool in attachment.get("tools") or []):
+                    continue
+                store = next((self._vector_stores[store_id] for store_id in _store_ids(thread.obj["tool_resources"])
+                              if store_id in self._vector_stores), None)
+                if store is None:
+                    store = self._new_store(expires_after={"anchor": "last_active_at", "days": 7})
+                    thread.obj["tool_resources"]["file_search"] = {"vector_store_ids": [store.obj["id"]]}
+                if attachment["file_id"] not in store.files:
+                    self._add_store_file(store, attachment["file_id"])
 
     def _thread_create(self, req: _Request) -> _Response:
-        """Create a thread with optional messages and metadata."""
+        """Create a thread with optional messages, metadata and tool resources."""
         thread = self._new_thread(req.body)
-        self._threads[thread.obj["id"]] = thread
+        self._store_thread(thread)
         return _Response(200, copy.deepcopy(thread.obj))
 
     def _thread_get(self, req: _Request, thread_id: str) -> _Response:
@@ -1880,7 +2080,8 @@ class FakeOpenAI(LoopbackFake):
         if "metadata" in req.body:
             thread.obj["metadata"] = _metadata(req.body["metadata"])
         if "tool_resources" in req.body:
-            thread.obj["tool_resources"] = copy.deepcopy(req.body["tool_resources"] or {})
+            resources, inline = self._tool_resources(req.body["tool_resources"], "tool_resources")
+            thread.obj["tool_resources"] = self._make_inline_stores(resources, inline)
         return _Response(200, copy.deepcopy(thread.obj))
 
     def _thread_delete(self, req: _Request, thread_id: str) -> _Response:
@@ -1892,11 +2093,12 @@ class FakeOpenAI(LoopbackFake):
     def _message_create(self, req: _Request, thread_id: str) -> _Response:
         """Add a message to a thread without an active run."""
         thread = self._thread(thread_id)
-        message = _thread_message(req.body, "", thread_id)
+        message = self._new_message(req.body, "", thread_id)
         active = self._active_run(thread)
         if active:
             raise _bad(f"Can't add messages to {thread_id} while a run {active} is active.")
         thread.messages.append(message)
+        self._attach_files(thread, [message])
         return _Response(200, copy.deepcopy(message))
 
     def _message_list(self, req: _Request, thread_id: str) -> _Response:
@@ -1948,8 +2150,9 @@ class FakeOpenAI(LoopbackFake):
         """Start a run of an assistant on a thread."""
         thread = self._thread(thread_id)
         stream = _stream_flag(req.body)
+        include = req.includes((STEP_CONTENT,))
         obj, messages = self._new_run(req.body, thread_id, thread)
-        return self._start_run(thread, obj, messages, stream)
+        return self._start_run(thread, obj, messages, stream, include=include, tool_choice=req.body.get("tool_choice"))
 
     def _thread_create_and_run(self, req: _Request) -> _Response | Stream:
         """Create a thread and start a run on it; a stream of it opens with `thread.created`."""
@@ -1959,8 +2162,13 @@ class FakeOpenAI(LoopbackFake):
         stream = _stream_flag(req.body)
         thread = self._new_thread(raw_thread or {}, "thread")
         obj, messages = self._new_run(req.body, thread.obj["id"])
-        self._threads[thread.obj["id"]] = thread
-        return self._start_run(thread, obj, messages, stream, opening=[("thread.created", thread.obj)])
+        # The run's own resources, for the assistant's tools in its place.
+        resources, inline = self._tool_resources(req.body.get("tool_resources"), "tool_resources")
+        self._store_thread(thread)
+        return self._start_run(thread, obj, messages, stream, opening=[("thread.created", thread.obj)],
+                               tool_choice=req.body.get("tool_choice"),
+                               tool_resources=self._make_inline_stores(resources, inline)
+                               if req.body.get("tool_resources") is not None else None)
 
     def _new_run(self, body: dict[str, Any], thread_id: str,
                  thread: _Thread | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -1983,7 +2191,7 @@ class FakeOpenAI(LoopbackFake):
         raw_messages = body.get("additional_messages")
         if raw_messages is not None and not isinstance(raw_messages, list):
             raise _invalid_type("additional_messages", "an array")
-        messages = [_thread_message(m, f"additional_messages[{i}]", thread_id)
+        messages = [self._new_message(m, f"additional_messages[{i}]", thread_id)
                     for i, m in enumerate(raw_messages or [])]
         now = _now()
         obj = {
@@ -2001,10 +2209,13 @@ class FakeOpenAI(LoopbackFake):
         return obj, messages
 
     def _start_run(self, thread: _Thread, obj: dict[str, Any], messages: list[dict[str, Any]], stream: bool,
-                   opening: list[tuple[str, dict[str, Any]]] = ()) -> _Response | Stream:
+                   opening: list[tuple[str, dict[str, Any]]] = (), *, include: frozenset[str] = frozenset(),
+                   tool_choice: Any = None, tool_resources: dict[str, Any] | None = None) -> _Response | Stream:
         """Store a new run and its messages, set it going, and answer with it or with its stream."""
-        job = _Job(obj, time.monotonic(), self._releases, self._epoch, thread=thread.obj["id"])
+        job = _Job(obj, time.monotonic(), self._releases, self._epoch, thread=thread.obj["id"], include=include,
+                   tool_choice=tool_choice, tool_resources=tool_resources)
         thread.messages.extend(messages)
+        self._attach_files(thread, messages)
         thread.runs[obj["id"]] = job
         thread.active = obj["id"]
         if stream:
@@ -2087,15 +2298,18 @@ class FakeOpenAI(LoopbackFake):
         return self._follow(job) if stream else self._run_answer(obj)
 
     def _step_list(self, req: _Request, thread_id: str, run_id: str) -> _Response:
-        """List a run's steps (limit, order, after, before)."""
-        return _Response(200, _page(self._run(thread_id, run_id).steps, req.query))
+        """List a run's steps (limit, order, after, before, include)."""
+        include = req.includes((STEP_CONTENT,))
+        steps = [_step_view(step, include) for step in self._run(thread_id, run_id).steps]
+        return _Response(200, _page(steps, req.query))
 
     def _step_get(self, req: _Request, thread_id: str, run_id: str, step_id: str) -> _Response:
-        """Retrieve a run step."""
+        """Retrieve a run step (include)."""
+        include = req.includes((STEP_CONTENT,))
         step = next((step for step in self._run(thread_id, run_id).steps if step["id"] == step_id), None)
         if step is None:
             raise _not_found("run step", step_id)
-        return _Response(200, copy.deepcopy(step))
+        return _Response(200, _step_view(step, include))
 
     # ---- files ---------------------------------------------------------------------------------
 

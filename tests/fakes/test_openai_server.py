@@ -20,6 +20,7 @@ WEATHER_TOOL = {"type": "function", "name": "get_weather", "strict": False,
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
 POLICY = b"Our offices close at noon on Fridays. Refunds take 30 days to arrive.\nGift cards never expire."
 MENU = b"The canteen serves soup on Mondays and fish on Fridays."
+STEP_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 
 
 @pytest.fixture
@@ -746,6 +747,93 @@ def test_file_search_tools_name_known_vector_stores(client: openai.OpenAI) -> No
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model=MODEL, input="x", include=["everything"])  # type: ignore[list-item]
     assert caught.value.param == "include[0]"
+
+
+def test_run_searches_the_files_a_message_attaches(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    policy = upload(client, "policy.txt", POLICY)
+    assistant = client.beta.assistants.create(model=MODEL, tools=[{"type": "file_search"}])
+    thread = client.beta.threads.create(messages=[{
+        "role": "user", "content": "When do the offices close on Fridays?",
+        "attachments": [{"file_id": policy.id, "tools": [{"type": "file_search"}]}]}])
+    # As OpenAI does, the attachment went into a vector store made for the thread.
+    [store_id] = thread.tool_resources.file_search.vector_store_ids
+    assert list(fake.vector_store_files(store_id)) == [policy.id]
+    assert fake.vector_stores[store_id]["expires_after"] == {"anchor": "last_active_at", "days": 7}
+    [question] = client.beta.threads.messages.list(thread.id).data
+    assert [(a.file_id, [t.type for t in a.tools]) for a in question.attachments] == [(policy.id, ["file_search"])]
+
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed"
+    searched, replied = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc")
+    assert (searched.type, searched.status, replied.type) == ("tool_calls", "completed", "message_creation")
+    [call] = searched.step_details.tool_calls
+    assert call.type == "file_search" and call.id.startswith("call_")
+    assert call.file_search.ranking_options.to_dict() == {"ranker": "default_2024_08_21", "score_threshold": 0.0}
+    [result] = call.file_search.results
+    assert (result.file_id, result.file_name, result.content) == (policy.id, "policy.txt", None)
+    assert 0 < result.score <= 1
+    retrieved = client.beta.threads.runs.steps.retrieve(searched.id, thread_id=thread.id, run_id=run.id,
+                                                        include=[STEP_CONTENT])
+    assert [(part.type, part.text) for part in retrieved.step_details.tool_calls[0].file_search.results[0].content] \
+        == [("text", POLICY.decode())]
+    listed = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc", include=[STEP_CONTENT])
+    assert listed.data[0].step_details.tool_calls[0].file_search.results[0].content[0].text == POLICY.decode()
+
+    reply = client.beta.threads.messages.retrieve(replied.step_details.message_creation.message_id,
+                                                  thread_id=thread.id)
+    mark = "【4:0†policy.txt】"
+    text = reply.content[0].text
+    assert text.value == f"According to policy.txt, Our offices close at noon on Fridays. {mark}"
+    [citation] = text.annotations
+    assert (citation.type, citation.text, citation.file_citation.file_id) == ("file_citation", mark, policy.id)
+    assert (citation.start_index, citation.end_index) == (len(text.value) - len(mark), len(text.value))
+
+
+def test_tool_resources_and_attachments_name_known_files_and_stores(fake: FakeOpenAI,
+                                                                    client: openai.OpenAI) -> None:
+    unknown_store = {"file_search": {"vector_store_ids": ["vs_nope"]}}
+    for call, param in (
+            (lambda: client.beta.assistants.create(model=MODEL, tool_resources=unknown_store),
+             "tool_resources.file_search.vector_store_ids"),
+            (lambda: client.beta.threads.create(tool_resources=unknown_store),
+             "tool_resources.file_search.vector_store_ids"),
+            (lambda: client.beta.assistants.create(model=MODEL, tool_resources={
+                "code_interpreter": {"file_ids": ["file-nope"]}}), "tool_resources.code_interpreter.file_ids"),
+            (lambda: client.beta.threads.create(messages=[{"role": "user", "content": "x", "attachments": [
+                {"file_id": "file-nope", "tools": [{"type": "file_search"}]}]}]), "messages[0].attachments[0].file_id"),
+    ):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        assert caught.value.param == param and "nope" in caught.value.message
+    assert fake.vector_stores == {} and client.beta.assistants.list().data == []
+    two = [client.vector_stores.create().id for _ in range(2)]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.beta.assistants.create(model=MODEL, tool_resources={"file_search": {"vector_store_ids": two}})
+    assert caught.value.code == "array_above_max_length"
+
+    # An assistant's store, made of its files, is searched by its runs.
+    policy = upload(client, "policy.txt", POLICY)
+    assistant = client.beta.assistants.create(model=MODEL, tools=[{"type": "file_search"}], tool_resources={
+        "file_search": {"vector_stores": [{"file_ids": [policy.id]}]}})
+    [store_id] = assistant.tool_resources.file_search.vector_store_ids
+    assert store_id not in two and list(fake.vector_store_files(store_id)) == [policy.id]
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Do gift cards expire?"}])
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.messages.create(thread.id, role="user", content="x", attachments=[
+            {"file_id": "file-nope", "tools": [{"type": "code_interpreter"}]}])
+    client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert client.beta.threads.messages.list(thread.id).data[0].content[0].text.value == \
+        "According to policy.txt, Gift cards never expire. 【4:0†policy.txt】"
+
+    # Without file_search among its tools, told to use none, or scripted, a run does not search.
+    for options, scripted in (({"tools": []}, None), ({"tool_choice": "none"}, None), ({}, "scripted")):
+        if scripted:
+            fake.enqueue(scripted)
+        run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, **options)
+        assert [step.type for step in client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)] == [
+            "message_creation"]
+        assert client.beta.threads.messages.list(thread.id).data[0].content[0].text.value == (
+            scripted or "echo: Do gift cards expire?")
 
 
 # ---- chat completions ---------------------------------------------------------------------------
