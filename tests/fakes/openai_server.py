@@ -1,8 +1,10 @@
-"""A stateful fake of OpenAI (Conversations, Responses, Assistants v2, Chat Completions) for the real SDK."""
+"""A stateful fake of OpenAI (Conversations, Responses, Assistants v2, Chat Completions, Files, Vector
+Stores and `file_search`) for the real SDK."""
 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import random
 import re
@@ -12,12 +14,15 @@ import time
 import uuid
 import weakref
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
+from werkzeug.formparser import parse_form_data
+
+from . import retrieval
 from .chat_server import (MODELS, LoopbackFake, _chat_frames, _chunks, _completion, _error, _Handler,
                           _HTTPServer, _include_usage, _Response, _validate)
 from .sse import EventLog, Stream, follow, pieces
@@ -32,6 +37,21 @@ ASSISTANT_TOOLS = ("code_interpreter", "file_search", "function")
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 ASSISTANT_FIELDS = ("name", "description", "instructions", "temperature", "top_p", "response_format",
                     "tool_resources")
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+RESPONSE_INCLUDABLE = ("file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
+                       "message.input_image.image_url", "computer_call_output.output.image_url",
+                       "code_interpreter_call.outputs", "reasoning.encrypted_content",
+                       "message.output_text.logprobs")
+STEP_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
+SEARCH_RESULTS = "file_search_call.results"
+# How many results a search returns unless told: OpenAI's defaults for a store search and Responses,
+# and for Assistants on its gpt-4 models.
+DEFAULT_MAX_RESULTS = 10
+ASSISTANT_MAX_RESULTS = 20
+ASSISTANT_RANKER = "default_2024_08_21"
+NOTHING_FOUND = "The files say nothing about that."
+# Where an Assistants reply cites its best result, as OpenAI marks citations: 【message:result†file】.
+CITATION_MARK = "【4:0†{filename}】"
 _INVALID_JSON = object()
 
 # (method, route template, handler method name); the route template is also the key of calls().
@@ -73,6 +93,27 @@ ROUTES = (
     ("POST", "/v1/threads/{id}/runs/{run_id}/submit_tool_outputs", "_run_submit_tool_outputs"),
     ("GET", "/v1/threads/{id}/runs/{run_id}/steps", "_step_list"),
     ("GET", "/v1/threads/{id}/runs/{run_id}/steps/{step_id}", "_step_get"),
+    ("POST", "/v1/files", "_file_create"),
+    ("GET", "/v1/files", "_file_list"),
+    ("GET", "/v1/files/{id}", "_file_get"),
+    ("DELETE", "/v1/files/{id}", "_file_delete"),
+    ("GET", "/v1/files/{id}/content", "_file_content"),
+    ("POST", "/v1/vector_stores", "_store_create"),
+    ("GET", "/v1/vector_stores", "_store_list"),
+    ("GET", "/v1/vector_stores/{id}", "_store_get"),
+    ("POST", "/v1/vector_stores/{id}", "_store_update"),
+    ("DELETE", "/v1/vector_stores/{id}", "_store_delete"),
+    ("POST", "/v1/vector_stores/{id}/search", "_store_search"),
+    ("POST", "/v1/vector_stores/{id}/files", "_store_file_create"),
+    ("GET", "/v1/vector_stores/{id}/files", "_store_file_list"),
+    ("GET", "/v1/vector_stores/{id}/files/{file_id}", "_store_file_get"),
+    ("POST", "/v1/vector_stores/{id}/files/{file_id}", "_store_file_update"),
+    ("DELETE", "/v1/vector_stores/{id}/files/{file_id}", "_store_file_delete"),
+    ("GET", "/v1/vector_stores/{id}/files/{file_id}/content", "_store_file_content"),
+    ("POST", "/v1/vector_stores/{id}/file_batches", "_batch_create"),
+    ("GET", "/v1/vector_stores/{id}/file_batches/{batch_id}", "_batch_get"),
+    ("POST", "/v1/vector_stores/{id}/file_batches/{batch_id}/cancel", "_batch_cancel"),
+    ("GET", "/v1/vector_stores/{id}/file_batches/{batch_id}/files", "_batch_files"),
 )
 ROUTE_KEYS = frozenset(f"{method} {template}" for method, template, _ in ROUTES)
 _PATTERNS = [
@@ -95,6 +136,33 @@ class _Request:
 
     body: dict[str, Any]
     query: dict[str, str]
+    # Every value of each query parameter, for the repeated ones (`include[]`).
+    lists: dict[str, list[str]] = field(default_factory=dict)
+
+    def includes(self, allowed: tuple[str, ...]) -> frozenset[str]:
+        """The query's `include[]` values, each one of `allowed`."""
+        values = self.lists.get("include[]", []) + self.lists.get("include", [])
+        for value in values:
+            if value not in allowed:
+                raise _bad(f"Invalid value for 'include[]': {value!r}. Supported values are: "
+                           f"{', '.join(allowed)}.", "include", "invalid_value")
+        return frozenset(values)
+
+
+@dataclass
+class _Upload:
+    """The file part of a multipart/form-data body."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass
+class _Bytes:
+    """An HTTP answer whose body is raw bytes: a file's content."""
+
+    data: bytes
+    content_type: str = "application/octet-stream"
 
 
 @dataclass
@@ -140,6 +208,13 @@ class _Job:
     steps: list[dict[str, Any]] = field(default_factory=list)
     # Tool outputs submitted to a run, by call id, until its tool_calls step records them.
     tool_outputs: dict[str, str] = field(default_factory=dict)
+    # What the request asked to include: Responses' `include`, a run's `include[]`.
+    include: frozenset[str] = frozenset()
+    # A response's `file_search` tool, when its model is to search.
+    search: dict[str, Any] | None = None
+    # A run's `tool_choice` as asked for, and the tool resources it was started with (create-and-run).
+    tool_choice: Any = None
+    tool_resources: dict[str, Any] | None = None
 
 
 class _Event(NamedTuple):
@@ -167,6 +242,37 @@ class _Thread:
     messages: list[dict[str, Any]] = field(default_factory=list)
     runs: dict[str, _Job] = field(default_factory=dict)
     active: str | None = None
+    # Vector stores its tool resources ask to be made of files, made once the thread is stored.
+    inline_stores: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _File:
+    """An uploaded file and its bytes."""
+
+    obj: dict[str, Any]
+    data: bytes
+
+
+@dataclass
+class _Batch:
+    """A vector store's file batch and the files it added."""
+
+    obj: dict[str, Any]
+    file_ids: list[str]
+
+
+@dataclass
+class _VectorStore:
+    """A vector store: its files' vector_store.file objects and their chunks, and its file batches.
+
+    A file's chunks are cut when it is added (ingestion is instant), from the text it had then.
+    """
+
+    obj: dict[str, Any]
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    chunks: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # file id -> (filename, chunks)
+    batches: dict[str, _Batch] = field(default_factory=dict)
 
 
 def _id(prefix: str) -> str:
@@ -225,15 +331,16 @@ def _metadata(value: Any, param: str = "metadata") -> dict[str, str]:
     return dict(value)
 
 
-def _number(body: dict[str, Any], name: str, high: float) -> float | None:
+def _number(body: dict[str, Any], name: str, high: float, param: str | None = None) -> float | None:
     """Validate an optional number parameter in [0, high]."""
+    param = param or name
     value = body.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _invalid_type(name, "a number")
+        raise _invalid_type(param, "a number")
     if not 0 <= value <= high:
-        raise _bad(f"Invalid '{name}': {value} is not between 0 and {high}.", name, "invalid_value")
+        raise _bad(f"Invalid '{param}': {value} is not between 0 and {high}.", param, "invalid_value")
     return value
 
 
@@ -296,6 +403,14 @@ def _response_tools(value: Any) -> list[dict[str, Any]]:
             if problem:
                 raise _bad(f"Invalid schema for function '{name}': {problem}", f"tools[{i}].parameters",
                            "invalid_function_parameters")
+        elif tool["type"] == "file_search":
+            param = f"tools[{i}]"
+            if tool.get("vector_store_ids") is None:
+                raise _missing(f"{param}.vector_store_ids")
+            _string_list(tool["vector_store_ids"], f"{param}.vector_store_ids")
+            _integer(tool, "max_num_results", 1, 50, f"{param}.max_num_results")
+            _ranking_options(tool.get("ranking_options"), f"{param}.ranking_options", ("auto", "default-2024-11-15"))
+            _file_filter(tool.get("filters"), f"{param}.filters")
     return copy.deepcopy(value)
 
 
@@ -348,7 +463,175 @@ def _assistant_tools(value: Any) -> list[dict[str, Any]]:
                 raise _missing(f"tools[{i}].function.name")
             if not isinstance(function["name"], str) or not FUNCTION_NAME.match(function["name"]):
                 raise _bad(f"Invalid 'tools[{i}].function.name'.", f"tools[{i}].function.name", "invalid_value")
+        if tool["type"] == "file_search" and tool.get("file_search") is not None:
+            options, param = tool["file_search"], f"tools[{i}].file_search"
+            if not isinstance(options, dict):
+                raise _invalid_type(param, "an object")
+            _integer(options, "max_num_results", 1, 50, f"{param}.max_num_results")
+            ranking = options.get("ranking_options")
+            _ranking_options(ranking, f"{param}.ranking_options", ("auto", ASSISTANT_RANKER))
+            if ranking is not None and "score_threshold" not in ranking:
+                raise _missing(f"{param}.ranking_options.score_threshold")
     return copy.deepcopy(value)
+
+
+# ---- files, vector stores and searches: validation -----------------------------------------------
+
+def _integer(body: dict[str, Any], name: str, low: int, high: int, param: str | None = None) -> int | None:
+    """Validate an optional integer parameter in [low, high]."""
+    param = param or name
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid_type(param, "an integer")
+    if not low <= value <= high:
+        raise _bad(f"Invalid '{param}': integer {value} is not between {low} and {high}.", param, "invalid_value")
+    return value
+
+
+def _string_list(value: Any, param: str, max_items: int | None = None) -> list[str]:
+    """Validate an array of strings, at most `max_items` long."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _invalid_type(param, "an array of strings")
+    if max_items is not None and len(value) > max_items:
+        raise _bad(f"Invalid '{param}': array too long. Expected an array with maximum length {max_items}, "
+                   f"but got an array with length {len(value)} instead.", param, "array_above_max_length")
+    return list(value)
+
+
+def _ranking_options(value: Any, param: str, rankers: tuple[str, ...]) -> dict[str, Any]:
+    """Validate a search's ranking options ({} when unset)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid_type(param, "an object")
+    ranker = value.get("ranker")
+    if ranker is not None and ranker not in rankers:
+        raise _bad(f"Invalid value for '{param}.ranker': {ranker!r}. Supported values are: {', '.join(rankers)}.",
+                   f"{param}.ranker", "invalid_value")
+    _number(value, "score_threshold", 1, f"{param}.score_threshold")
+    return dict(value)
+
+
+def _file_filter(value: Any, param: str) -> dict[str, Any] | None:
+    """Validate an attribute filter: a comparison {type, key, value} or a compound {type, filters}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid_type(param, "an object")
+    kind = value.get("type")
+    if kind in ("and", "or"):
+        filters = value.get("filters")
+        if not isinstance(filters, list):
+            raise _invalid_type(f"{param}.filters", "an array")
+        for i, sub in enumerate(filters):
+            _file_filter(sub, f"{param}.filters[{i}]")
+        return value
+    if kind not in ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"):
+        raise _bad(f"Invalid value for '{param}.type': {kind!r}. Supported values are: eq, ne, gt, gte, lt, lte, "
+                   "in, nin, and, or.", f"{param}.type", "invalid_value")
+    _required_str(value, param, "key")
+    if "value" not in value:
+        raise _missing(f"{param}.value")
+    if kind in ("in", "nin") and not isinstance(value["value"], list):
+        raise _invalid_type(f"{param}.value", "an array")
+    return value
+
+
+def _attributes(value: Any, param: str = "attributes") -> dict[str, Any]:
+    """Validate a vector store file's attributes: at most 16, with string, number or boolean values."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid_type(param, "an object")
+    if len(value) > 16:
+        raise _bad(f"Invalid '{param}': too many properties. Expected an object with at most 16 properties, "
+                   f"but got an object with {len(value)} properties instead.", param, "object_above_max_properties")
+    for key, item in value.items():
+        if len(key) > 64:
+            raise _bad(f"Invalid '{param}': key {key!r} is too long; keys have at most 64 characters.",
+                       param, "string_above_max_length")
+        if not isinstance(item, (str, int, float, bool)):
+            raise _invalid_type(f"{param}.{key}", "a string, number or boolean")
+        if isinstance(item, str) and len(item) > 512:
+            raise _bad(f"Invalid '{param}.{key}': string too long. Expected a string with maximum length 512, "
+                       f"but got a string with length {len(item)} instead.", param, "string_above_max_length")
+    return dict(value)
+
+
+class _Chunking(NamedTuple):
+    """A validated chunking strategy: as a vector store file reports it, and its sizes in tokens."""
+
+    strategy: dict[str, Any]
+    max_tokens: int
+    overlap: int
+
+
+def _chunking(value: Any, param: str = "chunking_strategy") -> _Chunking:
+    """Validate a chunking strategy; `auto` (or none) is OpenAI's static 800 tokens overlapping by 400."""
+    if value is None or (isinstance(value, dict) and value.get("type") == "auto"):
+        max_tokens, overlap = retrieval.AUTO_CHUNK_TOKENS, retrieval.AUTO_OVERLAP_TOKENS
+    elif isinstance(value, dict) and value.get("type") == "static":
+        static = value.get("static")
+        if not isinstance(static, dict):
+            raise _missing(f"{param}.static")
+        for name in ("max_chunk_size_tokens", "chunk_overlap_tokens"):
+            if static.get(name) is None:
+                raise _missing(f"{param}.static.{name}")
+        max_tokens = _integer(static, "max_chunk_size_tokens", 100, 4096, f"{param}.static.max_chunk_size_tokens")
+        overlap = _integer(static, "chunk_overlap_tokens", 0, 4096, f"{param}.static.chunk_overlap_tokens")
+        assert max_tokens is not None and overlap is not None
+        if overlap > max_tokens // 2:
+            raise _bad(f"Invalid '{param}.static.chunk_overlap_tokens': {overlap} is more than half of "
+                       f"max_chunk_size_tokens ({max_tokens}).", f"{param}.static.chunk_overlap_tokens",
+                       "invalid_value")
+    else:
+        kind = value.get("type") if isinstance(value, dict) else value
+        raise _bad(f"Invalid value for '{param}.type': {kind!r}. Supported values are: auto, static.",
+                   f"{param}.type", "invalid_value")
+    strategy = {"type": "static", "static": {"max_chunk_size_tokens": max_tokens, "chunk_overlap_tokens": overlap}}
+    return _Chunking(strategy, max_tokens, overlap)
+
+
+def _store_expiry(value: Any, param: str = "expires_after") -> dict[str, Any] | None:
+    """Validate a vector store's expiration policy {anchor: last_active_at, days}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid_type(param, "an object")
+    if value.get("anchor") != "last_active_at":
+        raise _bad(f"Invalid value for '{param}.anchor': {value.get('anchor')!r}. Supported values are: "
+                   "last_active_at.", f"{param}.anchor", "invalid_value")
+    if value.get("days") is None:
+        raise _missing(f"{param}.days")
+    return {"anchor": "last_active_at", "days": _integer(value, "days", 1, 365, f"{param}.days")}
+
+
+def _store_ids(tool_resources: dict[str, Any] | None) -> list[str]:
+    """The vector store ids that tool resources name for file_search."""
+    return list(((tool_resources or {}).get("file_search") or {}).get("vector_store_ids") or [])
+
+
+def _may_search(tool_choice: Any) -> bool:
+    """Whether a tool choice lets the model use file_search."""
+    if isinstance(tool_choice, dict):
+        return tool_choice.get("type") == "file_search"
+    return tool_choice in (None, "auto", "required")
+
+
+def _form(raw: bytes, content_type: str) -> dict[str, Any]:
+    """The fields of a multipart/form-data body: strings, and an _Upload for each file part."""
+    environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(raw)),
+               "wsgi.input": io.BytesIO(raw)}
+    _, form, files = parse_form_data(environ)
+    fields: dict[str, Any] = {name: form[name] for name in form}
+    for name, part in files.items():
+        try:
+            fields[name] = _Upload(part.filename or "", part.read())
+        finally:
+            part.close()  # werkzeug spools each part to a temporary file
+    return fields
 
 
 def _required_str(raw: dict[str, Any], param: str, name: str) -> str:
@@ -396,8 +679,20 @@ def _item(raw: Any, param: str) -> dict[str, Any]:
             raise _missing(f"{param}.output")
         return {"id": _id("fco"), "type": "function_call_output", "call_id": _required_str(raw, param, "call_id"),
                 "output": output, "status": "completed"}
-    raise _bad(f"Invalid value for '{param}.type': {kind!r}. Supported values are: 'message', 'function_call' "
-               "and 'function_call_output'.", f"{param}.type", "invalid_value")
+    if kind == "file_search_call":
+        queries = raw.get("queries")
+        if queries is None:
+            raise _missing(f"{param}.queries")
+        status = raw.get("status", "completed")
+        if status not in ("in_progress", "searching", "completed", "incomplete", "failed"):
+            raise _bad(f"Invalid value for '{param}.status': {status!r}.", f"{param}.status", "invalid_value")
+        results = raw.get("results")
+        if results is not None and not (isinstance(results, list) and all(isinstance(r, dict) for r in results)):
+            raise _invalid_type(f"{param}.results", "an array of objects")
+        return {"id": _required_str(raw, param, "id"), "type": "file_search_call", "status": status,
+                "queries": _string_list(queries, f"{param}.queries"), "results": copy.deepcopy(results)}
+    raise _bad(f"Invalid value for '{param}.type': {kind!r}. Supported values are: 'message', 'function_call', "
+               "'function_call_output' and 'file_search_call'.", f"{param}.type", "invalid_value")
 
 
 def _items(value: Any, param: str) -> list[dict[str, Any]]:
@@ -471,6 +766,18 @@ def _thread_message(raw: Any, param: str, thread_id: str) -> dict[str, Any]:
     attachments = raw.get("attachments")
     if attachments is not None and not isinstance(attachments, list):
         raise _invalid_type(f"{prefix}attachments", "an array")
+    for i, attachment in enumerate(attachments or []):
+        where = f"{prefix}attachments[{i}]"
+        if not isinstance(attachment, dict):
+            raise _invalid_type(where, "an object")
+        _required_str(attachment, where, "file_id")
+        tools = attachment.get("tools") or []
+        if not isinstance(tools, list):
+            raise _invalid_type(f"{where}.tools", "an array")
+        for j, tool in enumerate(tools):
+            if not isinstance(tool, dict) or tool.get("type") not in ("code_interpreter", "file_search"):
+                raise _bad(f"Invalid value for '{where}.tools[{j}].type'. Supported values are: code_interpreter, "
+                           "file_search.", f"{where}.tools[{j}].type", "invalid_value")
     now = _now()
     return {
         "id": _id("msg"), "object": "thread.message", "created_at": now, "thread_id": thread_id, "role": role,
@@ -492,14 +799,25 @@ def _step_delta(step: dict[str, Any], tool_call: dict[str, Any]) -> dict[str, An
             "delta": {"step_details": {"type": "tool_calls", "tool_calls": [tool_call]}}}
 
 
-def _page(objects: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
+def _step_view(step: dict[str, Any], include: frozenset[str]) -> dict[str, Any]:
+    """A copy of a run step as a read shows it: its file_search results' content only when included."""
+    view = copy.deepcopy(step)
+    if STEP_CONTENT not in include:
+        for call in view["step_details"].get("tool_calls") or []:
+            for result in (call.get("file_search") or {}).get("results") or []:
+                result.pop("content", None)
+    return view
+
+
+def _page(objects: list[dict[str, Any]], query: dict[str, str], max_limit: int = 100,
+          default_limit: int = 20) -> dict[str, Any]:
     """Paginate objects (in creation order) by limit/order/after/before into a list envelope."""
     try:
-        limit = int(query.get("limit", "20"))
+        limit = int(query.get("limit", str(default_limit)))
     except ValueError:
         raise _invalid_type("limit", "an integer") from None
-    if not 1 <= limit <= 100:
-        raise _bad(f"Invalid 'limit': integer {limit} is not between 1 and 100.", "limit", "invalid_value")
+    if not 1 <= limit <= max_limit:
+        raise _bad(f"Invalid 'limit': integer {limit} is not between 1 and {max_limit}.", "limit", "invalid_value")
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise _bad(f"Invalid value for 'order': {order!r}. Supported values are: 'asc' and 'desc'.", "order",
@@ -614,6 +932,11 @@ class FakeOpenAI(LoopbackFake):
         self._responses: dict[str, _Job] = {}
         self._assistants: dict[str, dict[str, Any]] = {}
         self._threads: dict[str, _Thread] = {}
+        self._files: dict[str, _File] = {}
+        self._vector_stores: dict[str, _VectorStore] = {}
+        # Every file_search_call's results by item id: responses and conversation items show them
+        # only when asked to include them.
+        self._search_results: dict[str, list[dict[str, Any]]] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -636,9 +959,35 @@ class FakeOpenAI(LoopbackFake):
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """A snapshot of all requests received (method, path, route, query, headers, json), in order."""
+        """A snapshot of all requests received (method, path, route, query, headers, json, form), in order.
+
+        `form` holds a multipart upload's fields, its file as {"filename", "bytes"} (None for other
+        requests, whose JSON body is `json`).
+        """
         with self._cond:
             return copy.deepcopy(self._requests)
+
+    @property
+    def files(self) -> dict[str, dict[str, Any]]:
+        """A snapshot of the uploaded files' objects by id, in upload order (file_content() has their bytes)."""
+        with self._cond:
+            return {file_id: copy.deepcopy(stored.obj) for file_id, stored in self._files.items()}
+
+    def file_content(self, file_id: str) -> bytes:
+        """The bytes of an uploaded file (KeyError for an unknown id)."""
+        with self._cond:
+            return self._files[file_id].data
+
+    @property
+    def vector_stores(self) -> dict[str, dict[str, Any]]:
+        """A snapshot of the vector stores' objects by id, in creation order."""
+        with self._cond:
+            return {store_id: copy.deepcopy(store.obj) for store_id, store in self._vector_stores.items()}
+
+    def vector_store_files(self, store_id: str) -> dict[str, dict[str, Any]]:
+        """A snapshot of one vector store's vector_store.file objects by file id (KeyError for an unknown store)."""
+        with self._cond:
+            return copy.deepcopy(self._vector_stores[store_id].files)
 
     def calls(self, route: str | None = None) -> Any:
         """Return how many requests hit a route such as "GET /v1/responses/{id}", or all counts as a dict."""
@@ -824,7 +1173,7 @@ class FakeOpenAI(LoopbackFake):
     # ---- dispatch ------------------------------------------------------------------------------
 
     def _handle(self, method: str, path: str, query_string: str, headers: dict[str, str],
-                raw: bytes) -> _Response | Stream | None:
+                raw: bytes) -> _Response | _Bytes | Stream | None:
         """Record a request, apply faults and checks, and route it; None means drop the connection."""
         path = path.rstrip("/") or "/"
         route, handler, params, path_known = f"{method} {path}", None, (), False
@@ -835,14 +1184,23 @@ class FakeOpenAI(LoopbackFake):
                 if route_method == method:
                     route, handler, params = f"{method} {template}", getattr(self, name), match.groups()
                     break
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = _INVALID_JSON
-        query = {name: values[-1] for name, values in parse_qs(query_string).items()}
+        content_type = headers.get("content-type", "")
+        form = None
+        if content_type.startswith("multipart/form-data"):
+            body = _form(raw, content_type)
+            form = {name: {"filename": value.filename, "bytes": len(value.data)} if isinstance(value, _Upload)
+                    else value for name, value in body.items()}
+        else:
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = _INVALID_JSON
+        lists = parse_qs(query_string)
+        query = {name: values[-1] for name, values in lists.items()}
         with self._cond:
+            recorded = None if body is _INVALID_JSON or form is not None else body
             self._requests.append({"method": method, "path": path, "route": route, "query": query,
-                                   "headers": headers, "json": None if body is _INVALID_JSON else body})
+                                   "headers": headers, "json": recorded, "form": form})
             self._calls[route] += 1
             if self.max_recorded is not None and len(self._requests) > 2 * self.max_recorded:
                 del self._requests[:-self.max_recorded]
@@ -885,7 +1243,7 @@ class FakeOpenAI(LoopbackFake):
             if body is _INVALID_JSON or (body is not None and not isinstance(body, dict)):
                 return _error(400, "We could not parse the JSON body of your request: expected a JSON object.")
             try:
-                answer = handler(_Request(body or {}, query), *params)
+                answer = handler(_Request(body or {}, query, lists), *params)
             except _Reject as rejection:
                 return rejection.response
             if isinstance(answer, Stream):
@@ -978,6 +1336,8 @@ class FakeOpenAI(LoopbackFake):
         obj = job.obj
         conversation = self._conversations.get(job.conversation or "")
         context = conversation.items if conversation else job.context
+        # Unscripted, a model offered file_search searches for the user's words and answers from them.
+        searching = job.search is not None and not self._replies
         reply = self._next_reply()
         if reply.get("status") == "failed":
             obj.update(status="failed", output=[], error=dict(reply.get("error") or {
@@ -989,6 +1349,8 @@ class FakeOpenAI(LoopbackFake):
             for call in reply["function_calls"]:
                 yield from self._function_call_events(obj, call["name"], call["arguments"])
             produced = " ".join(call["arguments"] for call in reply["function_calls"])
+        elif searching:
+            produced = yield from self._file_search_events(job, _last_user_text(context))
         else:
             produced = reply.get("content", "echo: " + _last_user_text(context))
             yield from self._message_events(obj, produced, "incomplete" if incomplete else "completed")
@@ -1003,11 +1365,65 @@ class FakeOpenAI(LoopbackFake):
         if incomplete:
             obj.update(status="incomplete", completed_at=None, incomplete_details={"reason": "max_output_tokens"})
         if conversation is not None:
-            conversation.items.extend(copy.deepcopy(obj["output"]))
+            conversation.items.extend(self._keep_results(copy.deepcopy(obj["output"])))
         yield _Event("response.incomplete" if incomplete else "response.completed", {"response": obj})
 
-    def _message_events(self, obj: dict[str, Any], text: str, status: str) -> Iterator[_Event]:
-        """Add an assistant message to a response's output: its item, its text part, the text in pieces."""
+    def _file_search_events(self, job: _Job, question: str) -> Generator[_Event, None, str]:
+        """Add a file_search_call searching the response's stores for the question, then a message
+        quoting the best passage and citing its file; return the message's text.
+
+        The call's results show in the response only when the request included them; they are kept
+        for later reads that ask for them.
+        """
+        obj, tool = job.obj, job.search
+        assert tool is not None
+        item = {"id": _id("fs"), "type": "file_search_call", "status": "in_progress", "queries": [], "results": None}
+        index = len(obj["output"])
+        obj["output"].append(item)
+        where = {"item_id": item["id"], "output_index": index}
+        yield _Event("response.output_item.added", {"output_index": index, "item": item})
+        yield _Event("response.file_search_call.in_progress", where)
+        item.update(status="searching", queries=[question])
+        yield _Event("response.file_search_call.searching", where)
+        ranking = tool.get("ranking_options") or {}
+        hits = self._search(tool["vector_store_ids"], question, tool.get("max_num_results") or DEFAULT_MAX_RESULTS,
+                            ranking.get("score_threshold") or 0.0, tool.get("filters"))
+        results = [{"file_id": hit.passage.file_id, "filename": hit.passage.filename, "score": hit.score,
+                    "text": hit.passage.text, "attributes": copy.deepcopy(hit.passage.attributes)} for hit in hits]
+        self._search_results[item["id"]] = results
+        item.update(status="completed", results=copy.deepcopy(results) if SEARCH_RESULTS in job.include else None)
+        yield _Event("response.file_search_call.completed", where)
+        yield _Event("response.output_item.done", {"output_index": index, "item": item})
+        if not hits:
+            yield from self._message_events(obj, NOTHING_FOUND, "completed")
+            return NOTHING_FOUND
+        best = hits[0].passage
+        text = f"According to {best.filename}, {retrieval.cited_sentence(best.text, question)}."
+        citation = {"type": "file_citation", "file_id": best.file_id, "filename": best.filename, "index": len(text)}
+        yield from self._message_events(obj, text, "completed", (citation,))
+        return text
+
+    def _keep_results(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Items to store: file_search_calls' results go to the fake's record of them, so that a read
+        shows them only when it asks to include them."""
+        for item in items:
+            if item["type"] == "file_search_call":
+                if item["results"] is not None:
+                    self._search_results[item["id"]] = item["results"]
+                item["results"] = None
+        return items
+
+    def _with_results(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Items (copies) as read with `include: ["file_search_call.results"]`."""
+        for item in items:
+            if item["type"] == "file_search_call" and item["id"] in self._search_results:
+                item["results"] = copy.deepcopy(self._search_results[item["id"]])
+        return items
+
+    def _message_events(self, obj: dict[str, Any], text: str, status: str,
+                        annotations: tuple[dict[str, Any], ...] = ()) -> Iterator[_Event]:
+        """Add an assistant message to a response's output: its item, its text part, the text in pieces,
+        then the text's annotations."""
         item = {"id": _id("msg"), "type": "message", "status": "in_progress", "role": "assistant", "content": []}
         index = len(obj["output"])
         obj["output"].append(item)
@@ -1019,6 +1435,10 @@ class FakeOpenAI(LoopbackFake):
         for piece in pieces(text, self.stream_chunks):
             part["text"] += piece
             yield _Event("response.output_text.delta", {**where, "delta": piece, "logprobs": []}, piece=True)
+        for number, annotation in enumerate(annotations):
+            part["annotations"].append(copy.deepcopy(annotation))
+            yield _Event("response.output_text.annotation.added", {**where, "annotation_index": number,
+                                                                   "annotation": annotation})
         yield _Event("response.output_text.done", {**where, "text": text, "logprobs": []})
         yield _Event("response.content_part.done", {**where, "part": part})
         item["status"] = status
@@ -1088,6 +1508,8 @@ class FakeOpenAI(LoopbackFake):
                        last_error={"code": "server_error", "message": "The thread was deleted."})
             yield _Event("thread.run.failed", run)
             return
+        # Unscripted, a run offered file_search with stores to search searches for the user's words.
+        stores = None if self._replies else self._run_stores(job, thread)
         reply = self._next_reply()
         if reply.get("status") == "failed":
             run.update(status="failed", failed_at=_now(), last_error=dict(reply.get("error") or {
@@ -1099,7 +1521,12 @@ class FakeOpenAI(LoopbackFake):
             return
         incomplete = reply.get("status") == "incomplete"
         last_user = next((m for m in reversed(thread.messages) if m["role"] == "user"), None)
-        text = reply.get("content", "echo: " + (_message_text(last_user) if last_user else ""))
+        question = _message_text(last_user) if last_user else ""
+        annotations: list[dict[str, Any]] = []
+        if stores:
+            text, annotations = yield from self._file_search_step_events(job, stores, question)
+        else:
+            text = reply.get("content", "echo: " + question)
         prompt = _words(run["instructions"]) + sum(_words(_message_text(m)) for m in thread.messages)
         message = {
             "id": _id("msg"), "object": "thread.message", "created_at": _now(), "thread_id": thread.obj["id"],
@@ -1115,10 +1542,16 @@ class FakeOpenAI(LoopbackFake):
         yield _Event("thread.message.in_progress", message)
         block = {"type": "text", "text": {"value": "", "annotations": []}}
         message["content"].append(block)
-        for piece in pieces(text, self.stream_chunks):
+        parts = pieces(text, self.stream_chunks)
+        for number, piece in enumerate(parts):
             block["text"]["value"] += piece
+            delta = {"value": piece, "annotations": []}
+            if number == len(parts) - 1 and annotations:
+                # The citations come with the last piece, which ends with their markers.
+                block["text"]["annotations"] = copy.deepcopy(annotations)
+                delta["annotations"] = [{"index": i, **annotation} for i, annotation in enumerate(annotations)]
             yield _Event("thread.message.delta", {"id": message["id"], "object": "thread.message.delta", "delta": {
-                "content": [{"index": 0, "type": "text", "text": {"value": piece, "annotations": []}}]}}, piece=True)
+                "content": [{"index": 0, "type": "text", "text": delta}]}}, piece=True)
         now = _now()
         if incomplete:
             message.update(status="incomplete", incomplete_at=now, incomplete_details={"reason": "max_tokens"})
@@ -1135,6 +1568,56 @@ class FakeOpenAI(LoopbackFake):
         if incomplete:
             run.update(status="incomplete", completed_at=None, incomplete_details={"reason": "max_completion_tokens"})
         yield _Event("thread.run.incomplete" if incomplete else "thread.run.completed", run)
+
+    def _run_stores(self, job: _Job, thread: _Thread) -> list[str] | None:
+        """The vector stores a run's file_search searches (its thread's, then its assistant's or those the
+        run was started with), or None when it offers no file_search or may not use it."""
+        run = job.obj
+        if not any(tool["type"] == "file_search" for tool in run["tools"]) or not _may_search(job.tool_choice):
+            return None
+        own = job.tool_resources
+        if own is None:
+            own = (self._assistants.get(run["assistant_id"]) or {}).get("tool_resources")
+        wanted = dict.fromkeys(_store_ids(thread.obj["tool_resources"]) + _store_ids(own))
+        return [store_id for store_id in wanted if store_id in self._vector_stores] or None
+
+    def _file_search_step_events(self, job: _Job, stores: list[str],
+                                 question: str) -> Generator[_Event, None, tuple[str, list[dict[str, Any]]]]:
+        """Make a tool_calls step whose file_search searches the stores for the question; return the text
+        of the reply quoting the best passage with its citation marker, and the marker's annotation.
+
+        Read back, the step's results carry their content only when the read (or the run's creation,
+        for its stream) includes it.
+        """
+        tool = next(tool for tool in job.obj["tools"] if tool["type"] == "file_search")
+        options = tool.get("file_search") or {}
+        ranking = options.get("ranking_options") or {}
+        threshold = float(ranking.get("score_threshold") or 0.0)
+        ranker = ranking.get("ranker") or "auto"
+        step = self._new_step(job, {"type": "tool_calls", "tool_calls": []})
+        yield _Event("thread.run.step.created", step)
+        yield _Event("thread.run.step.in_progress", step)
+        call = {"id": _id("call"), "type": "file_search", "file_search": {
+            "ranking_options": {"ranker": ASSISTANT_RANKER if ranker == "auto" else ranker,
+                                "score_threshold": threshold},
+            "results": []}}
+        step["step_details"]["tool_calls"].append(call)
+        yield _Event("thread.run.step.delta", _step_delta(step, {
+            "index": 0, "id": call["id"], "type": "file_search", "file_search": {}}))
+        hits = self._search(stores, question, options.get("max_num_results") or ASSISTANT_MAX_RESULTS, threshold)
+        call["file_search"]["results"] = [
+            {"file_id": hit.passage.file_id, "file_name": hit.passage.filename, "score": hit.score,
+             "content": [{"type": "text", "text": hit.passage.text}]} for hit in hits]
+        step.update(status="completed", completed_at=_now(),
+                    usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+        yield _Event("thread.run.step.completed", _step_view(step, job.include))
+        if not hits:
+            return NOTHING_FOUND, []
+        best = hits[0].passage
+        mark = CITATION_MARK.format(filename=best.filename)
+        text = f"According to {best.filename}, {retrieval.cited_sentence(best.text, question)}. {mark}"
+        return text, [{"type": "file_citation", "text": mark, "start_index": len(text) - len(mark),
+                       "end_index": len(text), "file_citation": {"file_id": best.file_id}}]
 
     def _tool_call_events(self, job: _Job, calls: list[dict[str, str]]) -> Iterator[_Event]:
         """Make a tool_calls step, each call's id and name then its arguments in pieces, and pause the run
@@ -1211,7 +1694,7 @@ class FakeOpenAI(LoopbackFake):
             raise _bad(f"Invalid 'items': array too long. Expected at most 20 items, got {len(items)}.",
                        "items", "array_above_max_length")
         obj = {"id": _id("conv"), "object": "conversation", "created_at": _now(), "metadata": metadata}
-        self._conversations[obj["id"]] = _Conversation(obj, items)
+        self._conversations[obj["id"]] = _Conversation(obj, self._keep_results(items))
         return _Response(200, copy.deepcopy(obj))
 
     def _conversation_get(self, req: _Request, conversation_id: str) -> _Response:
@@ -1240,14 +1723,17 @@ class FakeOpenAI(LoopbackFake):
         items = _items(req.body["items"], "items")
         if not 1 <= len(items) <= 20:
             raise _bad("Invalid 'items': expected between 1 and 20 items.", "items", "invalid_value")
-        conversation.items.extend(items)
+        conversation.items.extend(self._keep_results(items))
         data = copy.deepcopy(items)
         return _Response(200, {"object": "list", "data": data, "first_id": data[0]["id"],
                                "last_id": data[-1]["id"], "has_more": False})
 
     def _items_list(self, req: _Request, conversation_id: str) -> _Response:
-        """List a conversation's items (limit, order, after)."""
-        return _Response(200, _page(self._conversation(conversation_id).items, req.query))
+        """List a conversation's items (limit, order, after, include)."""
+        page = _page(self._conversation(conversation_id).items, req.query)
+        if SEARCH_RESULTS in req.includes(RESPONSE_INCLUDABLE):
+            self._with_results(page["data"])
+        return _Response(200, page)
 
     def _conversation_item(self, conversation_id: str, item_id: str) -> tuple[_Conversation, dict[str, Any]]:
         """Return a conversation and one of its items, or reject with 404."""
@@ -1258,8 +1744,11 @@ class FakeOpenAI(LoopbackFake):
         return conversation, item
 
     def _item_get(self, req: _Request, conversation_id: str, item_id: str) -> _Response:
-        """Retrieve one conversation item."""
-        return _Response(200, copy.deepcopy(self._conversation_item(conversation_id, item_id)[1]))
+        """Retrieve one conversation item (include)."""
+        item = copy.deepcopy(self._conversation_item(conversation_id, item_id)[1])
+        if SEARCH_RESULTS in req.includes(RESPONSE_INCLUDABLE):
+            self._with_results([item])
+        return _Response(200, item)
 
     def _item_delete(self, req: _Request, conversation_id: str, item_id: str) -> _Response:
         """Delete one conversation item and return the conversation."""
@@ -1314,6 +1803,16 @@ class FakeOpenAI(LoopbackFake):
             items = _items(raw_input, "input")
         instructions = _string(body, "instructions")
         tools = _response_tools(body.get("tools"))
+        for i, tool in enumerate(tools):
+            for store_id in tool.get("vector_store_ids", []) if tool["type"] == "file_search" else []:
+                self._known_store(store_id, f"tools[{i}].vector_store_ids")
+        search = next((tool for tool in tools if tool["type"] == "file_search"), None)
+        include = body.get("include")
+        if include is not None:
+            for i, value in enumerate(_string_list(include, "include")):
+                if value not in RESPONSE_INCLUDABLE:
+                    raise _bad(f"Invalid value: {value!r}. Supported values are: {', '.join(RESPONSE_INCLUDABLE)}.",
+                               f"include[{i}]", "invalid_value")
         temperature = _number(body, "temperature", 2)
         top_p = _number(body, "top_p", 1)
         metadata = _metadata(body.get("metadata"))
@@ -1331,10 +1830,11 @@ class FakeOpenAI(LoopbackFake):
             "error": None, "incomplete_details": None, "completed_at": None, "previous_response_id": None,
         }
         job = _Job(obj, time.monotonic(), self._releases, self._epoch, conversation=reference, stored=store,
-                   context=items)
+                   context=items, include=frozenset(include or ()),
+                   search=search if _may_search(body.get("tool_choice")) else None)
         self._responses[obj["id"]] = job
         if conversation is not None:
-            conversation.items.extend(copy.deepcopy(items))
+            conversation.items.extend(self._keep_results(copy.deepcopy(items)))
             conversation.active = obj["id"]
         if stream:
             # A streamed response is made by a worker, so that it goes on when its client goes away.
@@ -1356,7 +1856,10 @@ class FakeOpenAI(LoopbackFake):
         again, those after sequence number `starting_after` (all of them without it), then the new ones."""
         job = self._response_job(response_id)
         if req.query.get("stream") != "true":
-            return _Response(200, copy.deepcopy(job.obj))
+            answer = copy.deepcopy(job.obj)
+            if SEARCH_RESULTS in req.includes(RESPONSE_INCLUDABLE):
+                self._with_results(answer["output"])
+            return _Response(200, answer)
         if job.log is None or not job.obj["background"]:
             raise _bad("Only responses created with background=true and stream=true can be streamed again.",
                        "stream", "invalid_value")
@@ -1412,7 +1915,66 @@ class FakeOpenAI(LoopbackFake):
             fields["tools"] = _assistant_tools(body["tools"])
         if "metadata" in body:
             fields["metadata"] = _metadata(body["metadata"])
+        if "tool_resources" in body:
+            resources, inline = self._tool_resources(body["tool_resources"], "tool_resources")
+            fields["tool_resources"] = self._make_inline_stores(resources, inline)
         return fields
+
+    def _tool_resources(self, raw: Any, param: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Validate tool resources, whose files and vector stores must exist, and return them with the
+        vector stores they ask to be made (`file_search.vector_stores`), for _make_inline_stores()."""
+        if raw is None:
+            return {}, []
+        if not isinstance(raw, dict):
+            raise _invalid_type(param, "an object")
+        resources: dict[str, Any] = {}
+        interpreter = raw.get("code_interpreter")
+        if interpreter is not None:
+            if not isinstance(interpreter, dict):
+                raise _invalid_type(f"{param}.code_interpreter", "an object")
+            file_ids = _string_list(interpreter.get("file_ids") or [], f"{param}.code_interpreter.file_ids", 20)
+            for file_id in file_ids:
+                self._known_file(file_id, f"{param}.code_interpreter.file_ids")
+            resources["code_interpreter"] = {"file_ids": file_ids}
+        search = raw.get("file_search")
+        inline: list[dict[str, Any]] = []
+        if search is not None:
+            where = f"{param}.file_search"
+            if not isinstance(search, dict):
+                raise _invalid_type(where, "an object")
+            if search.get("vector_store_ids") is not None and search.get("vector_stores") is not None:
+                raise _bad(f"Invalid '{where}': give 'vector_store_ids' or 'vector_stores', not both.", where,
+                           "invalid_value")
+            # OpenAI's limit: one vector store per assistant, and one per thread.
+            store_ids = _string_list(search.get("vector_store_ids") or [], f"{where}.vector_store_ids", 1)
+            for store_id in store_ids:
+                self._known_store(store_id, f"{where}.vector_store_ids")
+            specs = search.get("vector_stores") or []
+            if not isinstance(specs, list):
+                raise _invalid_type(f"{where}.vector_stores", "an array")
+            if len(specs) > 1:
+                raise _bad(f"Invalid '{where}.vector_stores': array too long. Expected an array with maximum "
+                           f"length 1, but got an array with length {len(specs)} instead.",
+                           f"{where}.vector_stores", "array_above_max_length")
+            for i, spec in enumerate(specs):
+                at = f"{where}.vector_stores[{i}]"
+                if not isinstance(spec, dict):
+                    raise _invalid_type(at, "an object")
+                file_ids = _string_list(spec.get("file_ids") or [], f"{at}.file_ids", 10000)
+                for file_id in file_ids:
+                    self._known_file(file_id, f"{at}.file_ids")
+                inline.append({"file_ids": file_ids, "chunking": _chunking(spec.get("chunking_strategy"),
+                                                                           f"{at}.chunking_strategy"),
+                               "metadata": _metadata(spec.get("metadata"), f"{at}.metadata")})
+            resources["file_search"] = {"vector_store_ids": store_ids}
+        return resources, inline
+
+    def _make_inline_stores(self, resources: dict[str, Any], inline: list[dict[str, Any]]) -> dict[str, Any]:
+        """Make the vector stores tool resources asked for and name them in the resources."""
+        for spec in inline:
+            store = self._new_store(file_ids=spec["file_ids"], chunking=spec["chunking"], metadata=spec["metadata"])
+            resources["file_search"]["vector_store_ids"].append(store.obj["id"])
+        return resources
 
     def _assistant_create(self, req: _Request) -> _Response:
         """Create an assistant."""
@@ -1465,16 +2027,47 @@ class FakeOpenAI(LoopbackFake):
         raw_messages = raw.get("messages")
         if raw_messages is not None and not isinstance(raw_messages, list):
             raise _invalid_type(f"{prefix}messages", "an array")
-        messages = [_thread_message(m, f"{prefix}messages[{i}]", thread_id) for i, m in enumerate(raw_messages or [])]
-        obj = {"id": thread_id, "object": "thread", "created_at": _now(),
-               "metadata": _metadata(raw.get("metadata"), f"{prefix}metadata"),
-               "tool_resources": copy.deepcopy(raw.get("tool_resources") or {})}
-        return _Thread(obj, messages)
+        messages = [self._new_message(m, f"{prefix}messages[{i}]", thread_id) for i, m in enumerate(raw_messages or [])]
+        metadata = _metadata(raw.get("metadata"), f"{prefix}metadata")
+        resources, inline = self._tool_resources(raw.get("tool_resources"), f"{prefix}tool_resources")
+        obj = {"id": thread_id, "object": "thread", "created_at": _now(), "metadata": metadata,
+               "tool_resources": resources}
+        return _Thread(obj, messages, inline_stores=inline)
+
+    def _store_thread(self, thread: _Thread) -> None:
+        """Store a new thread, making the vector stores its tool resources and attachments ask for."""
+        self._threads[thread.obj["id"]] = thread
+        self._make_inline_stores(thread.obj["tool_resources"], thread.inline_stores)
+        thread.inline_stores = []
+        self._attach_files(thread, thread.messages)
+
+    def _new_message(self, raw: Any, param: str, thread_id: str) -> dict[str, Any]:
+        """Validate a message to add to a thread, whose attachments must name known files."""
+        message = _thread_message(raw, param, thread_id)
+        prefix = f"{param}." if param else ""
+        for i, attachment in enumerate(message["attachments"]):
+            self._known_file(attachment["file_id"], f"{prefix}attachments[{i}].file_id")
+        return message
+
+    def _attach_files(self, thread: _Thread, messages: list[dict[str, Any]]) -> None:
+        """Put the files that messages attach for file_search into the thread's vector store, made
+        (and named in the thread's tool resources) if it has none, as OpenAI does."""
+        for message in messages:
+            for attachment in message["attachments"]:
+                if not any(tool.get("type") == "file_search" for tool in attachment.get("tools") or []):
+                    continue
+                store = next((self._vector_stores[store_id] for store_id in _store_ids(thread.obj["tool_resources"])
+                              if store_id in self._vector_stores), None)
+                if store is None:
+                    store = self._new_store(expires_after={"anchor": "last_active_at", "days": 7})
+                    thread.obj["tool_resources"]["file_search"] = {"vector_store_ids": [store.obj["id"]]}
+                if attachment["file_id"] not in store.files:
+                    self._add_store_file(store, attachment["file_id"])
 
     def _thread_create(self, req: _Request) -> _Response:
-        """Create a thread with optional messages and metadata."""
+        """Create a thread with optional messages, metadata and tool resources."""
         thread = self._new_thread(req.body)
-        self._threads[thread.obj["id"]] = thread
+        self._store_thread(thread)
         return _Response(200, copy.deepcopy(thread.obj))
 
     def _thread_get(self, req: _Request, thread_id: str) -> _Response:
@@ -1487,7 +2080,8 @@ class FakeOpenAI(LoopbackFake):
         if "metadata" in req.body:
             thread.obj["metadata"] = _metadata(req.body["metadata"])
         if "tool_resources" in req.body:
-            thread.obj["tool_resources"] = copy.deepcopy(req.body["tool_resources"] or {})
+            resources, inline = self._tool_resources(req.body["tool_resources"], "tool_resources")
+            thread.obj["tool_resources"] = self._make_inline_stores(resources, inline)
         return _Response(200, copy.deepcopy(thread.obj))
 
     def _thread_delete(self, req: _Request, thread_id: str) -> _Response:
@@ -1499,11 +2093,12 @@ class FakeOpenAI(LoopbackFake):
     def _message_create(self, req: _Request, thread_id: str) -> _Response:
         """Add a message to a thread without an active run."""
         thread = self._thread(thread_id)
-        message = _thread_message(req.body, "", thread_id)
+        message = self._new_message(req.body, "", thread_id)
         active = self._active_run(thread)
         if active:
             raise _bad(f"Can't add messages to {thread_id} while a run {active} is active.")
         thread.messages.append(message)
+        self._attach_files(thread, [message])
         return _Response(200, copy.deepcopy(message))
 
     def _message_list(self, req: _Request, thread_id: str) -> _Response:
@@ -1555,8 +2150,9 @@ class FakeOpenAI(LoopbackFake):
         """Start a run of an assistant on a thread."""
         thread = self._thread(thread_id)
         stream = _stream_flag(req.body)
+        include = req.includes((STEP_CONTENT,))
         obj, messages = self._new_run(req.body, thread_id, thread)
-        return self._start_run(thread, obj, messages, stream)
+        return self._start_run(thread, obj, messages, stream, include=include, tool_choice=req.body.get("tool_choice"))
 
     def _thread_create_and_run(self, req: _Request) -> _Response | Stream:
         """Create a thread and start a run on it; a stream of it opens with `thread.created`."""
@@ -1566,8 +2162,13 @@ class FakeOpenAI(LoopbackFake):
         stream = _stream_flag(req.body)
         thread = self._new_thread(raw_thread or {}, "thread")
         obj, messages = self._new_run(req.body, thread.obj["id"])
-        self._threads[thread.obj["id"]] = thread
-        return self._start_run(thread, obj, messages, stream, opening=[("thread.created", thread.obj)])
+        # The run's own resources, for the assistant's tools in its place.
+        resources, inline = self._tool_resources(req.body.get("tool_resources"), "tool_resources")
+        self._store_thread(thread)
+        return self._start_run(thread, obj, messages, stream, opening=[("thread.created", thread.obj)],
+                               tool_choice=req.body.get("tool_choice"),
+                               tool_resources=self._make_inline_stores(resources, inline)
+                               if req.body.get("tool_resources") is not None else None)
 
     def _new_run(self, body: dict[str, Any], thread_id: str,
                  thread: _Thread | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -1590,7 +2191,7 @@ class FakeOpenAI(LoopbackFake):
         raw_messages = body.get("additional_messages")
         if raw_messages is not None and not isinstance(raw_messages, list):
             raise _invalid_type("additional_messages", "an array")
-        messages = [_thread_message(m, f"additional_messages[{i}]", thread_id)
+        messages = [self._new_message(m, f"additional_messages[{i}]", thread_id)
                     for i, m in enumerate(raw_messages or [])]
         now = _now()
         obj = {
@@ -1608,10 +2209,13 @@ class FakeOpenAI(LoopbackFake):
         return obj, messages
 
     def _start_run(self, thread: _Thread, obj: dict[str, Any], messages: list[dict[str, Any]], stream: bool,
-                   opening: list[tuple[str, dict[str, Any]]] = ()) -> _Response | Stream:
+                   opening: list[tuple[str, dict[str, Any]]] = (), *, include: frozenset[str] = frozenset(),
+                   tool_choice: Any = None, tool_resources: dict[str, Any] | None = None) -> _Response | Stream:
         """Store a new run and its messages, set it going, and answer with it or with its stream."""
-        job = _Job(obj, time.monotonic(), self._releases, self._epoch, thread=thread.obj["id"])
+        job = _Job(obj, time.monotonic(), self._releases, self._epoch, thread=thread.obj["id"], include=include,
+                   tool_choice=tool_choice, tool_resources=tool_resources)
         thread.messages.extend(messages)
+        self._attach_files(thread, messages)
         thread.runs[obj["id"]] = job
         thread.active = obj["id"]
         if stream:
@@ -1694,15 +2298,336 @@ class FakeOpenAI(LoopbackFake):
         return self._follow(job) if stream else self._run_answer(obj)
 
     def _step_list(self, req: _Request, thread_id: str, run_id: str) -> _Response:
-        """List a run's steps (limit, order, after, before)."""
-        return _Response(200, _page(self._run(thread_id, run_id).steps, req.query))
+        """List a run's steps (limit, order, after, before, include)."""
+        include = req.includes((STEP_CONTENT,))
+        steps = [_step_view(step, include) for step in self._run(thread_id, run_id).steps]
+        return _Response(200, _page(steps, req.query))
 
     def _step_get(self, req: _Request, thread_id: str, run_id: str, step_id: str) -> _Response:
-        """Retrieve a run step."""
+        """Retrieve a run step (include)."""
+        include = req.includes((STEP_CONTENT,))
         step = next((step for step in self._run(thread_id, run_id).steps if step["id"] == step_id), None)
         if step is None:
             raise _not_found("run step", step_id)
-        return _Response(200, copy.deepcopy(step))
+        return _Response(200, _step_view(step, include))
+
+    # ---- files ---------------------------------------------------------------------------------
+
+    def _file(self, file_id: str) -> _File:
+        """Return an uploaded file or reject with OpenAI's 404 for the Files routes."""
+        stored = self._files.get(file_id)
+        if stored is None:
+            raise _Reject(_error(404, f"No such File object: {file_id}", "id"))
+        return stored
+
+    def _known_file(self, file_id: str, param: str) -> _File:
+        """Return the file a parameter names or reject with 404."""
+        stored = self._files.get(file_id)
+        if stored is None:
+            raise _not_found("file", file_id, param)
+        return stored
+
+    def _file_create(self, req: _Request) -> _Response:
+        """Upload a file (multipart/form-data: `file` with its filename, `purpose`, optional `expires_after`)."""
+        upload = req.body.get("file")
+        if not isinstance(upload, _Upload):
+            raise _missing("file")
+        purpose = req.body.get("purpose")
+        if purpose is None:
+            raise _missing("purpose")
+        if purpose not in FILE_PURPOSES:
+            raise _bad(f"Invalid value for 'purpose': {purpose!r}. Supported values are: {', '.join(FILE_PURPOSES)}.",
+                       "purpose", "invalid_value")
+        now = _now()
+        expires_at = None
+        anchor, seconds = req.body.get("expires_after[anchor]"), req.body.get("expires_after[seconds]")
+        if anchor is not None or seconds is not None:
+            if anchor != "created_at":
+                raise _bad(f"Invalid value for 'expires_after.anchor': {anchor!r}. Supported values are: created_at.",
+                           "expires_after.anchor", "invalid_value")
+            if not (isinstance(seconds, str) and seconds.isdigit() and 3600 <= int(seconds) <= 2592000):
+                raise _bad(f"Invalid 'expires_after.seconds': {seconds!r} is not an integer between 3600 and "
+                           "2592000.", "expires_after.seconds", "invalid_value")
+            expires_at = now + int(seconds)
+        obj = {"id": f"file-{uuid.uuid4().hex}", "object": "file", "bytes": len(upload.data), "created_at": now,
+               "filename": upload.filename, "purpose": purpose, "status": "processed", "expires_at": expires_at,
+               "status_details": None}
+        self._files[obj["id"]] = _File(obj, upload.data)
+        return _Response(200, copy.deepcopy(obj))
+
+    def _file_list(self, req: _Request) -> _Response:
+        """List files (purpose, limit up to 10,000, order, after)."""
+        purpose = req.query.get("purpose")
+        objects = [stored.obj for stored in self._files.values() if purpose is None or stored.obj["purpose"] == purpose]
+        return _Response(200, _page(objects, req.query, max_limit=10000, default_limit=10000))
+
+    def _file_get(self, req: _Request, file_id: str) -> _Response:
+        """Retrieve a file's object."""
+        return _Response(200, copy.deepcopy(self._file(file_id).obj))
+
+    def _file_content(self, req: _Request, file_id: str) -> _Bytes:
+        """Download a file's bytes."""
+        return _Bytes(self._file(file_id).data)
+
+    def _file_delete(self, req: _Request, file_id: str) -> _Response:
+        """Delete a file; vector stores keep what they made of it, as OpenAI's do until told."""
+        self._file(file_id)
+        del self._files[file_id]
+        return _Response(200, {"id": file_id, "object": "file", "deleted": True})
+
+    # ---- vector stores -------------------------------------------------------------------------
+
+    def _vector_store(self, store_id: str) -> _VectorStore:
+        """Return a vector store or reject with 404."""
+        store = self._vector_stores.get(store_id)
+        if store is None:
+            raise _not_found("vector store", store_id)
+        return store
+
+    def _known_store(self, store_id: str, param: str) -> _VectorStore:
+        """Return the vector store a tool or tool resource names, or reject with 404 as OpenAI does."""
+        store = self._vector_stores.get(store_id)
+        if store is None:
+            raise _Reject(_error(404, f"Vector store with id '{store_id}' not found.", param))
+        return store
+
+    def _new_store(self, name: str | None = None, file_ids: list[str] = (), chunking: _Chunking | None = None,
+                   metadata: dict[str, str] | None = None,
+                   expires_after: dict[str, Any] | None = None) -> _VectorStore:
+        """Make and store a vector store of (known) files, ingested at once."""
+        now = _now()
+        obj = {"id": _id("vs"), "object": "vector_store", "created_at": now, "name": name or "", "usage_bytes": 0,
+               "file_counts": {"in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0, "total": 0},
+               "status": "completed", "expires_after": expires_after, "expires_at": None, "last_active_at": now,
+               "metadata": metadata or {}}
+        store = _VectorStore(obj)
+        self._vector_stores[obj["id"]] = store
+        for file_id in file_ids:
+            self._add_store_file(store, file_id, chunking=chunking)
+        self._refresh_store(store)
+        return store
+
+    def _refresh_store(self, store: _VectorStore) -> None:
+        """Bring a store's file counts, usage and expiry up to date with its files."""
+        obj = store.obj
+        statuses = Counter(vs_file["status"] for vs_file in store.files.values())
+        obj["file_counts"] = {**{status: statuses[status] for status in ("in_progress", "completed", "failed",
+                                                                          "cancelled")},
+                              "total": len(store.files)}
+        obj["usage_bytes"] = sum(vs_file["usage_bytes"] for vs_file in store.files.values())
+        expiry = obj["expires_after"]
+        obj["expires_at"] = obj["last_active_at"] + expiry["days"] * 86400 if expiry else None
+
+    def _add_store_file(self, store: _VectorStore, file_id: str, attributes: dict[str, Any] | None = None,
+                        chunking: _Chunking | None = None) -> dict[str, Any]:
+        """Add a known file to a store, its text chunked at once, and return its vector_store.file object."""
+        stored = self._files[file_id]
+        chunking = chunking or _chunking(None)
+        vs_file = {"id": file_id, "object": "vector_store.file", "usage_bytes": len(stored.data),
+                   "created_at": _now(), "vector_store_id": store.obj["id"], "status": "completed",
+                   "last_error": None, "chunking_strategy": chunking.strategy, "attributes": attributes or {}}
+        store.files[file_id] = vs_file
+        store.chunks[file_id] = (stored.obj["filename"], retrieval.chunk(
+            retrieval.text_of(stored.data), chunking.max_tokens, chunking.overlap))
+        self._refresh_store(store)
+        return vs_file
+
+    def _search(self, store_ids: list[str], query: str, limit: int, threshold: float = 0.0,
+                condition: dict[str, Any] | None = None) -> list[retrieval.Hit]:
+        """Search the chunks of the stores' files (stores since deleted are skipped); each store searched
+        becomes active now."""
+        passages = []
+        for store_id in dict.fromkeys(store_ids):
+            store = self._vector_stores.get(store_id)
+            if store is None:
+                continue
+            store.obj["last_active_at"] = _now()
+            self._refresh_store(store)
+            for file_id, (filename, chunks) in store.chunks.items():
+                attributes = store.files[file_id]["attributes"]
+                passages += [retrieval.Passage(file_id, filename, text, attributes) for text in chunks]
+        return retrieval.search(passages, query, limit, threshold, condition)
+
+    def _store_create(self, req: _Request) -> _Response:
+        """Create a vector store, optionally of files (which must exist), ingested at once."""
+        body = req.body
+        name = _string(body, "name")
+        _string(body, "description")
+        file_ids = _string_list(body.get("file_ids") or [], "file_ids", 500)
+        for file_id in file_ids:
+            self._known_file(file_id, "file_ids")
+        chunking = _chunking(body.get("chunking_strategy"))
+        metadata = _metadata(body.get("metadata"))
+        expires_after = _store_expiry(body.get("expires_after"))
+        store = self._new_store(name, file_ids, chunking, metadata, expires_after)
+        return _Response(200, copy.deepcopy(store.obj))
+
+    def _store_list(self, req: _Request) -> _Response:
+        """List vector stores."""
+        return _Response(200, _page([store.obj for store in self._vector_stores.values()], req.query))
+
+    def _store_get(self, req: _Request, store_id: str) -> _Response:
+        """Retrieve a vector store."""
+        return _Response(200, copy.deepcopy(self._vector_store(store_id).obj))
+
+    def _store_update(self, req: _Request, store_id: str) -> _Response:
+        """Change a vector store's name, metadata or expiration policy (null clears it)."""
+        store = self._vector_store(store_id)
+        body = req.body
+        changes: dict[str, Any] = {}
+        if body.get("name") is not None:
+            changes["name"] = _string(body, "name")
+        if "metadata" in body:
+            changes["metadata"] = _metadata(body["metadata"])
+        if "expires_after" in body:
+            changes["expires_after"] = _store_expiry(body["expires_after"])
+        store.obj.update(changes)
+        self._refresh_store(store)
+        return _Response(200, copy.deepcopy(store.obj))
+
+    def _store_delete(self, req: _Request, store_id: str) -> _Response:
+        """Delete a vector store; the files stay."""
+        self._vector_store(store_id)
+        del self._vector_stores[store_id]
+        return _Response(200, {"id": store_id, "object": "vector_store.deleted", "deleted": True})
+
+    def _store_search(self, req: _Request, store_id: str) -> _Response:
+        """Search a vector store for a query (or several, searched as one): its best chunks, best first."""
+        store = self._vector_store(store_id)
+        body = req.body
+        query = body.get("query")
+        if query is None:
+            raise _missing("query")
+        queries = [query] if isinstance(query, str) else _string_list(query, "query")
+        limit = _integer(body, "max_num_results", 1, 50) or DEFAULT_MAX_RESULTS
+        ranking = _ranking_options(body.get("ranking_options"), "ranking_options",
+                                   ("none", "auto", "default-2024-11-15"))
+        condition = _file_filter(body.get("filters"), "filters")
+        _flag(body, "rewrite_query", False)
+        hits = self._search([store.obj["id"]], " ".join(queries), limit, ranking.get("score_threshold") or 0.0,
+                            condition)
+        data = [{"file_id": hit.passage.file_id, "filename": hit.passage.filename, "score": hit.score,
+                 "attributes": copy.deepcopy(hit.passage.attributes),
+                 "content": [{"type": "text", "text": hit.passage.text}]} for hit in hits]
+        return _Response(200, {"object": "vector_store.search_results.page", "search_query": queries, "data": data,
+                               "has_more": False, "next_page": None})
+
+    # ---- vector store files and file batches ---------------------------------------------------
+
+    def _store_file(self, store: _VectorStore, file_id: str) -> dict[str, Any]:
+        """Return a vector store's file or reject with 404."""
+        vs_file = store.files.get(file_id)
+        if vs_file is None:
+            raise _Reject(_error(404, f"No file found with id '{file_id}' in vector store '{store.obj['id']}'."))
+        return vs_file
+
+    def _store_file_create(self, req: _Request, store_id: str) -> _Response:
+        """Add a file (which must exist) to a vector store, with attributes and a chunking strategy."""
+        store = self._vector_store(store_id)
+        file_id = _string(req.body, "file_id", required=True)
+        self._known_file(file_id, "file_id")
+        attributes = _attributes(req.body.get("attributes"))
+        chunking = _chunking(req.body.get("chunking_strategy"))
+        return _Response(200, copy.deepcopy(self._add_store_file(store, file_id, attributes, chunking)))
+
+    def _store_files_page(self, files: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
+        """A page of vector store files, filtered by `filter` (a status)."""
+        status = query.get("filter")
+        statuses = ("in_progress", "completed", "failed", "cancelled")
+        if status is not None and status not in statuses:
+            raise _bad(f"Invalid value for 'filter': {status!r}. Supported values are: {', '.join(statuses)}.",
+                       "filter", "invalid_value")
+        return _page([vs_file for vs_file in files if status in (None, vs_file["status"])], query)
+
+    def _store_file_list(self, req: _Request, store_id: str) -> _Response:
+        """List a vector store's files (filter, limit, order, after, before)."""
+        return _Response(200, self._store_files_page(list(self._vector_store(store_id).files.values()), req.query))
+
+    def _store_file_get(self, req: _Request, store_id: str, file_id: str) -> _Response:
+        """Retrieve a vector store's file."""
+        return _Response(200, copy.deepcopy(self._store_file(self._vector_store(store_id), file_id)))
+
+    def _store_file_update(self, req: _Request, store_id: str, file_id: str) -> _Response:
+        """Replace a vector store file's attributes."""
+        vs_file = self._store_file(self._vector_store(store_id), file_id)
+        if "attributes" not in req.body:
+            raise _missing("attributes")
+        vs_file["attributes"] = _attributes(req.body["attributes"])
+        return _Response(200, copy.deepcopy(vs_file))
+
+    def _store_file_delete(self, req: _Request, store_id: str, file_id: str) -> _Response:
+        """Take a file out of a vector store; the file itself stays."""
+        store = self._vector_store(store_id)
+        self._store_file(store, file_id)
+        del store.files[file_id], store.chunks[file_id]
+        self._refresh_store(store)
+        return _Response(200, {"id": file_id, "object": "vector_store.file.deleted", "deleted": True})
+
+    def _store_file_content(self, req: _Request, store_id: str, file_id: str) -> _Response:
+        """The text a vector store made of one of its files, as a page of text parts."""
+        store = self._vector_store(store_id)
+        self._store_file(store, file_id)
+        data = [{"type": "text", "text": text} for text in store.chunks[file_id][1]]
+        return _Response(200, {"object": "vector_store.file_content.page", "data": data, "has_more": False,
+                               "next_page": None})
+
+    def _batch_create(self, req: _Request, store_id: str) -> _Response:
+        """Add files to a vector store in one batch (`file_ids` with shared attributes and chunking, or
+        `files` each with its own), ingested at once."""
+        store = self._vector_store(store_id)
+        body = req.body
+        if body.get("file_ids") is not None and body.get("files") is not None:
+            raise _bad("Give 'file_ids' or 'files', not both.", "files", "invalid_value")
+        attributes = _attributes(body.get("attributes"))
+        chunking = _chunking(body.get("chunking_strategy"))
+        wanted: list[tuple[str, dict[str, Any], _Chunking]] = []
+        if body.get("files") is not None:
+            if not isinstance(body["files"], list):
+                raise _invalid_type("files", "an array")
+            for i, spec in enumerate(body["files"]):
+                if not isinstance(spec, dict):
+                    raise _invalid_type(f"files[{i}]", "an object")
+                wanted.append((_required_str(spec, f"files[{i}]", "file_id"),
+                               _attributes(spec.get("attributes"), f"files[{i}].attributes") or attributes,
+                               _chunking(spec["chunking_strategy"], f"files[{i}].chunking_strategy")
+                               if spec.get("chunking_strategy") is not None else chunking))
+        elif body.get("file_ids") is not None:
+            wanted = [(file_id, attributes, chunking) for file_id in _string_list(body["file_ids"], "file_ids", 2000)]
+        else:
+            raise _missing("file_ids")
+        for i, (file_id, _, _) in enumerate(wanted):
+            self._known_file(file_id, f"files[{i}].file_id" if body.get("files") is not None else "file_ids")
+        for file_id, file_attributes, file_chunking in wanted:
+            self._add_store_file(store, file_id, file_attributes, file_chunking)
+        count = len(dict.fromkeys(file_id for file_id, _, _ in wanted))
+        obj = {"id": _id("vsfb"), "object": "vector_store.files_batch", "created_at": _now(),
+               "vector_store_id": store_id, "status": "completed",
+               "file_counts": {"in_progress": 0, "completed": count, "failed": 0, "cancelled": 0, "total": count}}
+        store.batches[obj["id"]] = _Batch(obj, [file_id for file_id, _, _ in wanted])
+        return _Response(200, copy.deepcopy(obj))
+
+    def _batch(self, store_id: str, batch_id: str) -> _Batch:
+        """Return a vector store's file batch or reject with 404."""
+        batch = self._vector_store(store_id).batches.get(batch_id)
+        if batch is None:
+            raise _not_found("file batch", batch_id)
+        return batch
+
+    def _batch_get(self, req: _Request, store_id: str, batch_id: str) -> _Response:
+        """Retrieve a file batch."""
+        return _Response(200, copy.deepcopy(self._batch(store_id, batch_id).obj))
+
+    def _batch_cancel(self, req: _Request, store_id: str, batch_id: str) -> _Response:
+        """Refuse to cancel a batch: ingestion is instant, so every batch has completed."""
+        batch = self._batch(store_id, batch_id)
+        raise _bad(f"Cannot cancel a batch with status '{batch.obj['status']}'.")
+
+    def _batch_files(self, req: _Request, store_id: str, batch_id: str) -> _Response:
+        """List the files a batch added that are still in the store (filter, limit, order, after, before)."""
+        store = self._vector_store(store_id)
+        batch = self._batch(store_id, batch_id)
+        files = [store.files[file_id] for file_id in dict.fromkeys(batch.file_ids) if file_id in store.files]
+        return _Response(200, self._store_files_page(files, req.query))
 
 
 class _Server(_HTTPServer):
@@ -1731,3 +2656,15 @@ class _OpenAIHandler(_Handler):
         url = urlsplit(self.path)
         headers = {name.lower(): value for name, value in self.headers.items()}
         self._send(self.server.fake._handle(self.command, url.path, url.query, headers, raw))
+
+    def _send(self, response: _Response | _Bytes | Stream | None) -> None:
+        """Write an answer; a file's bytes go out as they are."""
+        if not isinstance(response, _Bytes):
+            super()._send(response)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.data)))
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
+        self.end_headers()
+        self.wfile.write(response.data)

@@ -18,6 +18,9 @@ from .openai_server import FakeOpenAI
 MODEL = "fake-model"
 WEATHER_TOOL = {"type": "function", "name": "get_weather", "strict": False,
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+POLICY = b"Our offices close at noon on Fridays. Refunds take 30 days to arrive.\nGift cards never expire."
+MENU = b"The canteen serves soup on Mondays and fish on Fridays."
+STEP_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 
 
 @pytest.fixture
@@ -521,6 +524,316 @@ def test_run_steps_record_tool_rounds_and_replies(fake: FakeOpenAI, client: open
     assert message.step_details.message_creation.message_id == \
         client.beta.threads.messages.list(thread.id).data[0].id
     assert message.usage.total_tokens == done.usage.total_tokens
+
+
+# ---- files, vector stores, file_search ----------------------------------------------------------
+
+def upload(client: openai.OpenAI, filename: str, data: bytes) -> Any:
+    """Upload a file for the assistants' tools."""
+    return client.files.create(file=(filename, data), purpose="assistants")
+
+
+def test_files_upload_list_retrieve_download_delete(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    data = b"line one\r\nline two\x00\xff"
+    uploaded = client.files.create(file=("notes.bin", data), purpose="user_data")
+    assert uploaded.id.startswith("file-")
+    assert (uploaded.object, uploaded.bytes, uploaded.filename, uploaded.purpose, uploaded.status) == (
+        "file", len(data), "notes.bin", "user_data", "processed")
+    assert (uploaded.expires_at, uploaded.status_details) == (None, None)
+    expiring = client.files.create(file=("policy.txt", POLICY), purpose="assistants",
+                                   expires_after={"anchor": "created_at", "seconds": 3600})
+    assert expiring.expires_at == expiring.created_at + 3600
+
+    assert client.files.retrieve(uploaded.id) == uploaded
+    assert client.files.content(uploaded.id).content == data
+    assert [f.id for f in client.files.list()] == [expiring.id, uploaded.id]
+    assert [f.id for f in client.files.list(purpose="assistants")] == [expiring.id]
+    assert [f.id for f in client.files.list(order="asc", limit=1)] == [uploaded.id, expiring.id]
+    assert fake.files[uploaded.id]["filename"] == "notes.bin" and fake.file_content(uploaded.id) == data
+    first_upload = next(r for r in fake.requests if r["route"] == "POST /v1/files")
+    assert (first_upload["form"], first_upload["json"]) == (
+        {"purpose": "user_data", "file": {"filename": "notes.bin", "bytes": len(data)}}, None)
+
+    deleted = client.files.delete(uploaded.id)
+    assert (deleted.id, deleted.object, deleted.deleted) == (uploaded.id, "file", True)
+    for call in (lambda: client.files.retrieve(uploaded.id), lambda: client.files.content(uploaded.id),
+                 lambda: client.files.delete(uploaded.id)):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        assert uploaded.id in caught.value.message
+    assert list(fake.files) == [expiring.id]
+    assert (fake.calls("POST /v1/files"), fake.calls("GET /v1/files/{id}/content")) == (2, 2)
+
+
+def test_file_uploads_are_validated(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(file=("a.txt", b"x"), purpose="nonsense")  # type: ignore[arg-type]
+    assert caught.value.param == "purpose"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.post("/files", body={"purpose": "assistants"}, cast_to=object)
+    assert (caught.value.param, caught.value.code) == ("file", "missing_required_parameter")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(file=("a.txt", b"x"), purpose="assistants",
+                            expires_after={"anchor": "created_at", "seconds": 60})
+    assert caught.value.param == "expires_after.seconds"
+
+
+def test_vector_store_of_files_is_ready_at_once_and_searchable(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    policy, menu = upload(client, "policy.txt", POLICY), upload(client, "menu.txt", MENU)
+    store = client.vector_stores.create(name="docs", file_ids=[policy.id], metadata={"team": "hr"},
+                                        expires_after={"anchor": "last_active_at", "days": 2})
+    assert store.id.startswith("vs_")
+    assert (store.object, store.name, store.status, store.metadata) == ("vector_store", "docs", "completed",
+                                                                        {"team": "hr"})
+    assert (store.file_counts.completed, store.file_counts.in_progress, store.file_counts.total) == (1, 0, 1)
+    assert store.usage_bytes == len(POLICY)
+    assert store.expires_at == store.last_active_at + 2 * 86400
+
+    added = client.vector_stores.files.create(store.id, file_id=menu.id, attributes={"kind": "menu", "year": 2024})
+    assert (added.id, added.object, added.status, added.vector_store_id, added.last_error) == (
+        menu.id, "vector_store.file", "completed", store.id, None)
+    assert added.chunking_strategy.to_dict() == {
+        "type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}}
+    assert client.vector_stores.retrieve(store.id).file_counts.total == 2
+    assert [f.id for f in client.vector_stores.files.list(store.id, order="asc")] == [policy.id, menu.id]
+    assert client.vector_stores.files.retrieve(menu.id, vector_store_id=store.id).attributes == {
+        "kind": "menu", "year": 2024}
+
+    results = client.vector_stores.search(store.id, query="When does the office close on Fridays?").data
+    assert [(r.file_id, r.filename) for r in results] == [(policy.id, "policy.txt"), (menu.id, "menu.txt")]
+    assert 1 >= results[0].score > results[1].score > 0
+    assert [(part.type, part.text) for part in results[0].content] == [("text", POLICY.decode())]
+    assert (results[0].attributes, results[1].attributes) == ({}, {"kind": "menu", "year": 2024})
+    menus = client.vector_stores.search(store.id, query="Fridays", filters={"type": "eq", "key": "kind",
+                                                                            "value": "menu"})
+    assert [r.file_id for r in menus] == [menu.id]
+    assert [r.file_id for r in client.vector_stores.search(store.id, query="Fridays", max_num_results=1)] == [
+        policy.id]
+    strict = client.vector_stores.search(store.id, query="close Fridays", ranking_options={"score_threshold": 0.6})
+    assert [r.file_id for r in strict] == [policy.id]
+    assert client.vector_stores.search(store.id, query="penguins").data == []
+
+    renamed = client.vector_stores.update(store.id, name="handbook", expires_after=None)
+    assert (renamed.name, renamed.expires_after, renamed.expires_at) == ("handbook", None, None)
+    assert fake.vector_stores[store.id]["name"] == "handbook"
+    assert list(fake.vector_store_files(store.id)) == [policy.id, menu.id]
+    assert [part.text for part in client.vector_stores.files.content(policy.id, vector_store_id=store.id)] == [
+        POLICY.decode()]
+    removed = client.vector_stores.files.delete(menu.id, vector_store_id=store.id)
+    assert (removed.id, removed.object, removed.deleted) == (menu.id, "vector_store.file.deleted", True)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.vector_stores.files.retrieve(menu.id, vector_store_id=store.id)
+    assert store.id in caught.value.message
+    assert client.files.retrieve(menu.id).id == menu.id  # the file itself stays
+    assert client.vector_stores.retrieve(store.id).usage_bytes == len(POLICY)
+    assert [s.id for s in client.vector_stores.list()] == [store.id]
+    deleted = client.vector_stores.delete(store.id)
+    assert (deleted.id, deleted.object, deleted.deleted) == (store.id, "vector_store.deleted", True)
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.retrieve(store.id)
+    assert fake.calls("POST /v1/vector_stores/{id}/search") == 5
+
+
+def test_vector_stores_refuse_unknown_files_and_stores(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.vector_stores.create(file_ids=["file-nope"])
+    assert caught.value.param == "file_ids" and "file-nope" in caught.value.message
+    assert client.vector_stores.list().data == []
+    store = client.vector_stores.create()
+    assert (store.name, store.file_counts.total, store.usage_bytes) == ("", 0, 0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.vector_stores.files.create(store.id, file_id="file-nope")
+    assert caught.value.param == "file_id"
+    for call in (lambda: client.vector_stores.retrieve("vs_nope"),
+                 lambda: client.vector_stores.search("vs_nope", query="x"),
+                 lambda: client.vector_stores.files.list("vs_nope")):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        assert "vs_nope" in caught.value.message
+    policy = upload(client, "policy.txt", POLICY)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.vector_stores.files.create(store.id, file_id=policy.id, chunking_strategy={
+            "type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 60}})
+    assert caught.value.param == "chunking_strategy.static.chunk_overlap_tokens"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.vector_stores.search(store.id, query="x", max_num_results=51)
+    assert caught.value.param == "max_num_results"
+
+
+def test_static_chunks_and_file_batches(client: openai.OpenAI) -> None:
+    long_text = " ".join(f"word{i}" for i in range(250)) + " zebra"
+    document, policy = upload(client, "long.txt", long_text.encode()), upload(client, "policy.txt", POLICY)
+    store = client.vector_stores.create()
+    small = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 50}}
+    batch = client.vector_stores.file_batches.create_and_poll(store.id, files=[
+        {"file_id": document.id, "chunking_strategy": small}, {"file_id": policy.id, "attributes": {"kind": "policy"}}])
+    assert batch.id.startswith("vsfb_")
+    assert (batch.object, batch.status, batch.vector_store_id, batch.file_counts.completed) == (
+        "vector_store.files_batch", "completed", store.id, 2)
+    listed = client.vector_stores.file_batches.list_files(batch.id, vector_store_id=store.id)
+    assert {(f.id, f.attributes.get("kind")) for f in listed} == {(document.id, None), (policy.id, "policy")}
+
+    # 251 words in chunks of 100, each 50 words after the one before.
+    chunks = [part.text for part in client.vector_stores.files.content(document.id, vector_store_id=store.id)]
+    assert [len(text.split()) for text in chunks] == [100, 100, 100, 100, 51]
+    assert chunks[0].startswith("word0 word1 ") and chunks[1].startswith("word50 ") and chunks[-1].endswith("zebra")
+    [hit] = client.vector_stores.search(store.id, query="zebra").data
+    assert hit.content[0].text == chunks[-1]
+    with pytest.raises(openai.BadRequestError):
+        client.vector_stores.file_batches.cancel(batch.id, vector_store_id=store.id)
+
+
+def test_background_response_searches_the_stores_and_cites_a_file(client: openai.OpenAI) -> None:
+    policy = upload(client, "policy.txt", POLICY)
+    tool = {"type": "file_search", "vector_store_ids": [client.vector_stores.create(file_ids=[policy.id]).id]}
+    conversation = client.conversations.create()
+    created = client.responses.create(model=MODEL, conversation=conversation.id, input="How long do refunds take?",
+                                      tools=[tool], background=True)
+    done = finished(client, created.id)
+
+    search, message = done.output
+    assert search.id.startswith("fs_")
+    assert (search.type, search.status, search.queries, search.results) == (
+        "file_search_call", "completed", ["How long do refunds take?"], None)
+    text = "According to policy.txt, Refunds take 30 days to arrive."
+    assert (message.type, done.output_text) == ("message", text)
+    [citation] = message.content[0].annotations
+    assert citation.to_dict() == {"type": "file_citation", "file_id": policy.id, "filename": "policy.txt",
+                                  "index": len(text)}
+    # The results show when a read asks for them ...
+    [result] = client.responses.retrieve(created.id, include=["file_search_call.results"]).output[0].results
+    assert (result.file_id, result.filename, result.text, result.attributes) == (
+        policy.id, "policy.txt", POLICY.decode(), {})
+    assert 0 < result.score <= 1
+    # ... and the conversation keeps the call as one of its items.
+    items = client.conversations.items.list(conversation.id, order="asc").data
+    assert [item.type for item in items] == ["message", "file_search_call", "message"]
+    assert items[1].results is None
+    included = client.conversations.items.list(conversation.id, order="asc", include=["file_search_call.results"])
+    assert included.data[1].results[0].file_id == policy.id
+    assert client.conversations.items.retrieve(search.id, conversation_id=conversation.id,
+                                               include=["file_search_call.results"]).results[0].text == POLICY.decode()
+
+    asked = client.responses.create(model=MODEL, input="Do gift cards expire?", tools=[tool], background=True,
+                                    include=["file_search_call.results"])
+    asked = finished(client, asked.id)
+    assert asked.output[0].results[0].text == POLICY.decode()
+    assert asked.output_text == "According to policy.txt, Gift cards never expire."
+
+
+def test_file_search_without_a_hit_and_when_it_is_not_used(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    tool = {"type": "file_search", "vector_store_ids": [
+        client.vector_stores.create(file_ids=[upload(client, "menu.txt", MENU).id]).id]}
+    missed = client.responses.create(model=MODEL, input="Where are the penguins?", tools=[tool])
+    assert [item.type for item in missed.output] == ["file_search_call", "message"]
+    assert missed.output_text == "The files say nothing about that."
+    assert missed.output[1].content[0].annotations == []
+
+    fake.enqueue("scripted")
+    scripted = client.responses.create(model=MODEL, input="Fish on Fridays?", tools=[tool])
+    assert ([item.type for item in scripted.output], scripted.output_text) == (["message"], "scripted")
+    unused = client.responses.create(model=MODEL, input="Fish on Fridays?", tools=[tool], tool_choice="none")
+    assert unused.output_text == "echo: Fish on Fridays?"
+
+
+def test_file_search_tools_name_known_vector_stores(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model=MODEL, input="x", tools=[
+            WEATHER_TOOL, {"type": "file_search", "vector_store_ids": ["vs_nope"]}])  # type: ignore[list-item]
+    assert caught.value.param == "tools[1].vector_store_ids" and "vs_nope" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="x", tools=[{"type": "file_search"}])  # type: ignore[list-item]
+    assert (caught.value.param, caught.value.code) == ("tools[0].vector_store_ids", "missing_required_parameter")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="x", include=["everything"])  # type: ignore[list-item]
+    assert caught.value.param == "include[0]"
+
+
+def test_run_searches_the_files_a_message_attaches(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    policy = upload(client, "policy.txt", POLICY)
+    assistant = client.beta.assistants.create(model=MODEL, tools=[{"type": "file_search"}])
+    thread = client.beta.threads.create(messages=[{
+        "role": "user", "content": "When do the offices close on Fridays?",
+        "attachments": [{"file_id": policy.id, "tools": [{"type": "file_search"}]}]}])
+    # As OpenAI does, the attachment went into a vector store made for the thread.
+    [store_id] = thread.tool_resources.file_search.vector_store_ids
+    assert list(fake.vector_store_files(store_id)) == [policy.id]
+    assert fake.vector_stores[store_id]["expires_after"] == {"anchor": "last_active_at", "days": 7}
+    [question] = client.beta.threads.messages.list(thread.id).data
+    assert [(a.file_id, [t.type for t in a.tools]) for a in question.attachments] == [(policy.id, ["file_search"])]
+
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed"
+    searched, replied = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc")
+    assert (searched.type, searched.status, replied.type) == ("tool_calls", "completed", "message_creation")
+    [call] = searched.step_details.tool_calls
+    assert call.type == "file_search" and call.id.startswith("call_")
+    assert call.file_search.ranking_options.to_dict() == {"ranker": "default_2024_08_21", "score_threshold": 0.0}
+    [result] = call.file_search.results
+    assert (result.file_id, result.file_name, result.content) == (policy.id, "policy.txt", None)
+    assert 0 < result.score <= 1
+    retrieved = client.beta.threads.runs.steps.retrieve(searched.id, thread_id=thread.id, run_id=run.id,
+                                                        include=[STEP_CONTENT])
+    assert [(part.type, part.text) for part in retrieved.step_details.tool_calls[0].file_search.results[0].content] \
+        == [("text", POLICY.decode())]
+    listed = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc", include=[STEP_CONTENT])
+    assert listed.data[0].step_details.tool_calls[0].file_search.results[0].content[0].text == POLICY.decode()
+
+    reply = client.beta.threads.messages.retrieve(replied.step_details.message_creation.message_id,
+                                                  thread_id=thread.id)
+    mark = "【4:0†policy.txt】"
+    text = reply.content[0].text
+    assert text.value == f"According to policy.txt, Our offices close at noon on Fridays. {mark}"
+    [citation] = text.annotations
+    assert (citation.type, citation.text, citation.file_citation.file_id) == ("file_citation", mark, policy.id)
+    assert (citation.start_index, citation.end_index) == (len(text.value) - len(mark), len(text.value))
+
+
+def test_tool_resources_and_attachments_name_known_files_and_stores(fake: FakeOpenAI,
+                                                                    client: openai.OpenAI) -> None:
+    unknown_store = {"file_search": {"vector_store_ids": ["vs_nope"]}}
+    for call, param in (
+            (lambda: client.beta.assistants.create(model=MODEL, tool_resources=unknown_store),
+             "tool_resources.file_search.vector_store_ids"),
+            (lambda: client.beta.threads.create(tool_resources=unknown_store),
+             "tool_resources.file_search.vector_store_ids"),
+            (lambda: client.beta.assistants.create(model=MODEL, tool_resources={
+                "code_interpreter": {"file_ids": ["file-nope"]}}), "tool_resources.code_interpreter.file_ids"),
+            (lambda: client.beta.threads.create(messages=[{"role": "user", "content": "x", "attachments": [
+                {"file_id": "file-nope", "tools": [{"type": "file_search"}]}]}]), "messages[0].attachments[0].file_id"),
+    ):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        assert caught.value.param == param and "nope" in caught.value.message
+    assert fake.vector_stores == {} and client.beta.assistants.list().data == []
+    two = [client.vector_stores.create().id for _ in range(2)]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.beta.assistants.create(model=MODEL, tool_resources={"file_search": {"vector_store_ids": two}})
+    assert caught.value.code == "array_above_max_length"
+
+    # An assistant's store, made of its files, is searched by its runs.
+    policy = upload(client, "policy.txt", POLICY)
+    assistant = client.beta.assistants.create(model=MODEL, tools=[{"type": "file_search"}], tool_resources={
+        "file_search": {"vector_stores": [{"file_ids": [policy.id]}]}})
+    [store_id] = assistant.tool_resources.file_search.vector_store_ids
+    assert store_id not in two and list(fake.vector_store_files(store_id)) == [policy.id]
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Do gift cards expire?"}])
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.messages.create(thread.id, role="user", content="x", attachments=[
+            {"file_id": "file-nope", "tools": [{"type": "code_interpreter"}]}])
+    client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert client.beta.threads.messages.list(thread.id).data[0].content[0].text.value == \
+        "According to policy.txt, Gift cards never expire. 【4:0†policy.txt】"
+
+    # Without file_search among its tools, told to use none, or scripted, a run does not search.
+    for options, scripted in (({"tools": []}, None), ({"tool_choice": "none"}, None), ({}, "scripted")):
+        if scripted:
+            fake.enqueue(scripted)
+        run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, **options)
+        assert [step.type for step in client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)] == [
+            "message_creation"]
+        assert client.beta.threads.messages.list(thread.id).data[0].content[0].text.value == (
+            scripted or "echo: Do gift cards expire?")
 
 
 # ---- chat completions ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 
 from .openai_server import FakeOpenAI
-from .test_openai_server import WEATHER_TOOL, finished, poll
+from .test_openai_server import POLICY, STEP_CONTENT, WEATHER_TOOL, finished, poll, upload
 
 MODEL = "fake-model"
 TEXT_EVENTS = ["response.output_item.added", "response.content_part.added"] + \
@@ -32,6 +32,12 @@ MESSAGE_EVENTS = ["thread.run.step.created", "thread.run.step.in_progress", "thr
                   "thread.message.in_progress"] + ["thread.message.delta"] * 4 + \
     ["thread.message.completed", "thread.run.step.completed"]
 RUN_START = ["thread.run.created", "thread.run.queued", "thread.run.in_progress"]
+FILE_SEARCH_EVENTS = ["response.output_item.added", "response.file_search_call.in_progress",
+                      "response.file_search_call.searching", "response.file_search_call.completed",
+                      "response.output_item.done"]
+CITED_TEXT_EVENTS = [*TEXT_EVENTS[:-3], "response.output_text.annotation.added", *TEXT_EVENTS[-3:]]
+SEARCH_STEP_EVENTS = ["thread.run.step.created", "thread.run.step.in_progress", "thread.run.step.delta",
+                      "thread.run.step.completed"]
 
 
 def _types_by(union: Any, key: str) -> dict[str, type]:
@@ -303,6 +309,44 @@ def test_cancel_ends_the_stream_with_the_cancelled_response(fake: FakeOpenAI, cl
         "user", "user", "assistant"]
 
 
+def test_streamed_file_search_sends_the_call_then_the_cited_message(client: openai.OpenAI) -> None:
+    policy = upload(client, "policy.txt", POLICY)
+    tools = [{"type": "file_search", "vector_store_ids": [client.vector_stores.create(file_ids=[policy.id]).id]}]
+    conversation = client.conversations.create()
+    events = read(client.responses.create(model=MODEL, input="How long do refunds take?", tools=tools,
+                                          conversation=conversation.id, include=["file_search_call.results"],
+                                          stream=True))
+
+    assert [e.type for e in events] == ["response.created", "response.in_progress", *FILE_SEARCH_EVENTS,
+                                        *CITED_TEXT_EVENTS, "response.completed"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    added, in_progress, searching, searched, call_done = events[2:7]
+    assert (added.output_index, added.item.type, added.item.status, added.item.queries, added.item.results) == (
+        0, "file_search_call", "in_progress", [], None)
+    assert {(e.item_id, e.output_index) for e in (in_progress, searching, searched)} == {(added.item.id, 0)}
+    assert (call_done.item.status, call_done.item.queries) == ("completed", ["How long do refunds take?"])
+    assert [(r.file_id, r.filename, r.text) for r in call_done.item.results] == [
+        (policy.id, "policy.txt", POLICY.decode())]
+    text = "According to policy.txt, Refunds take 30 days to arrive."
+    [annotated] = [e for e in events if e.type == "response.output_text.annotation.added"]
+    message_id = events[7].item.id
+    assert (annotated.item_id, annotated.output_index, annotated.content_index, annotated.annotation_index) == (
+        message_id, 1, 0, 0)
+    assert annotated.annotation.to_dict() == {"type": "file_citation", "file_id": policy.id,
+                                              "filename": "policy.txt", "index": len(text)}
+    assert events[-2].item.content[0].annotations[0].file_id == policy.id
+    final = events[-1].response
+    assert [item.type for item in final.output] == ["file_search_call", "message"]
+    assert final.output_text == text and final.output[0].results[0].file_id == policy.id
+    assert [item.type for item in client.conversations.items.list(conversation.id, order="asc")] == [
+        "message", "file_search_call", "message"]
+
+    with client.responses.stream(model=MODEL, input="Do gift cards expire?", tools=tools) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "According to policy.txt, Gift cards never expire."
+    assert final.output[0].results is None
+
+
 def test_hold_keeps_a_stream_in_progress_while_other_requests_go_on(fake: FakeOpenAI,
                                                                     client: openai.OpenAI) -> None:
     fake.hold()
@@ -417,13 +461,15 @@ class Recorder(AssistantEventHandler):
         self.calls.append(("step_done", run_step.type, run_step.status))
 
     def on_tool_call_created(self, tool_call: Any) -> None:
-        self.calls.append(("tool_call_created", tool_call.function.name))
+        self.calls.append(("tool_call_created", tool_call.function.name if tool_call.type == "function"
+                           else tool_call.type))
 
     def on_tool_call_delta(self, delta: Any, snapshot: Any) -> None:
         self.calls.append(("tool_call_delta", delta.function.arguments, snapshot.function.arguments))
 
     def on_tool_call_done(self, tool_call: Any) -> None:
-        self.calls.append(("tool_call_done", tool_call.function.arguments))
+        self.calls.append(("tool_call_done", tool_call.function.arguments if tool_call.type == "function"
+                           else tool_call.type))
 
 
 @pytest.fixture
@@ -500,6 +546,59 @@ def test_tool_calls_stream_then_submit_tool_outputs_stream(fake: FakeOpenAI, cli
     steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread_id, order="asc").data
     assert [(s.type, s.status) for s in steps] == [("tool_calls", "completed"), ("message_creation", "completed")]
     assert (steps[0].step_details.tool_calls[0].function.output, steps[0].completed_at is not None) == ("42", True)
+
+
+@pytest.mark.parametrize("include", [[], [STEP_CONTENT]])
+def test_run_stream_with_file_search_sends_the_search_step_then_the_cited_message(
+        client: openai.OpenAI, include: list[str]) -> None:
+    policy = upload(client, "policy.txt", POLICY)
+    assistant = client.beta.assistants.create(model=MODEL, tools=[{"type": "file_search"}])
+    thread = client.beta.threads.create(messages=[{
+        "role": "user", "content": "When do the offices close on Fridays?",
+        "attachments": [{"file_id": policy.id, "tools": [{"type": "file_search"}]}]}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id, include=include,
+                                         event_handler=Recorder()) as handler:
+        run = handler.get_final_run()
+        [message] = handler.get_final_messages()
+        searched = next(step for step in handler.get_final_run_steps() if step.type == "tool_calls")
+
+    assert handler.events == [*RUN_START, *SEARCH_STEP_EVENTS, *MESSAGE_EVENTS, "thread.run.completed"]
+    assert handler.calls[:5] == [("step_created", "tool_calls"), ("tool_call_created", "file_search"),
+                                 ("tool_call_done", "file_search"), ("step_done", "tool_calls", "completed"),
+                                 ("step_created", "message_creation")]
+    assert run.status == "completed"
+    mark = "【4:0†policy.txt】"
+    text = message.content[0].text
+    assert text.value == f"According to policy.txt, Our offices close at noon on Fridays. {mark}"
+    [citation] = text.annotations
+    assert (citation.type, citation.text, citation.start_index, citation.end_index,
+            citation.file_citation.file_id) == ("file_citation", mark, len(text.value) - len(mark),
+                                                len(text.value), policy.id)
+    # The handler keeps each step as it was created; the completed one has the search's results.
+    [step] = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, limit=1, order="asc").data
+    assert step.id == searched.id
+    [result] = step.step_details.tool_calls[0].file_search.results
+    assert (result.file_id, result.file_name, result.content) == (policy.id, "policy.txt", None)
+
+
+def test_run_stream_events_carry_search_content_only_when_included(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    policy = upload(client, "policy.txt", POLICY)
+    store = client.vector_stores.create(file_ids=[policy.id])
+    assistant = client.beta.assistants.create(model=MODEL, tools=[{"type": "file_search"}],
+                                              tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Do gift cards expire?"}])
+    for query, content in (("", None), ("?include[]=" + STEP_CONTENT, [{"type": "text", "text": POLICY.decode()}])):
+        _, frames = raw_stream(fake, "POST", f"/v1/threads/{thread.id}/runs{query}",
+                               {"assistant_id": assistant.id, "stream": True})
+        events = [frame.split("\n") for frame in frames]
+        [completed] = [json.loads(data.removeprefix("data: ")) for kind, data in events
+                       if kind == "event: thread.run.step.completed" and '"tool_calls"' in data]
+        [result] = completed["step_details"]["tool_calls"][0]["file_search"]["results"]
+        assert result.get("content") == content
+        deltas = [json.loads(data.removeprefix("data: ")) for kind, data in events
+                  if kind == "event: thread.message.delta"]
+        assert [d["delta"]["content"][0]["text"]["annotations"] != [] for d in deltas] == [False] * 3 + [True]
+        assert deltas[-1]["delta"]["content"][0]["text"]["annotations"][0]["file_citation"] == {"file_id": policy.id}
 
 
 def test_create_and_run_stream_opens_with_the_thread(client: openai.OpenAI, assistant_id: str) -> None:
