@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import openai
 import pytest
@@ -69,7 +70,7 @@ def search_steps(client, thread_id: str, run_id: str, **options):
 
 
 # Engines whose runs the bridge answers, searching in its own registry.
-SEARCHING_ENGINES = ("offline", "chat")
+SEARCHING_ENGINES = ("offline", "chat", "responses", "assistants")
 
 
 @pytest.fixture(params=SEARCHING_ENGINES)
@@ -91,7 +92,7 @@ def test_run_quotes_and_cites_the_thread_store(searching, alice):
     reply = reply_of(alice, thread_id, run.id)
     assert "knight jumps in an L shape" in reply.content[0].text.value
     assert cited_files(reply) == [ids["chess.txt"]]
-    assert "【0:0†chess.txt】" in reply.content[0].text.value
+    assert re.search(r"【\d+:\d+†chess\.txt】", reply.content[0].text.value)
     if searching.engine == "chat":
         offered = searching.fake.requests[0]["json"]["tools"]
         assert [tool["function"]["name"] for tool in offered] == ["file_search"]
@@ -391,3 +392,61 @@ def test_both_store_forms_at_once_are_refused(offline_bridge):
             "vector_store_ids": [store_id],
             "vector_stores": [{"file_ids": [ids["bread.txt"]]}]}})
     assert caught.value.body["param"] == "tool_resources.file_search"
+
+
+# ---- responses and assistants: the provider's copies -------------------------------------------
+
+@pytest.fixture(params=("responses", "assistants"))
+def upstream(request, start_bridge):
+    return start_bridge(request.param)
+
+
+def _registry_copies(bridge) -> dict[str, str | None]:
+    from bridge.extensions import db
+    from bridge.models import File
+
+    with bridge.app.app_context():
+        copies = dict(db.session.execute(db.select(File.id, File.upstream_id)).all())
+        db.session.remove()
+    return copies
+
+
+def test_provider_copies_follow_the_registry(upstream):
+    alice, fake = upstream.sdk("alice"), upstream.fake
+    store_id, ids = ingested_store(alice, names=("bread.txt", "chess.txt"))
+    assistant = upstream.assistant(tools=[{"type": "file_search"}])
+    thread_id, run = ask(alice, assistant, "How does the knight move in chess?", store_id)
+    assert cited_files(reply_of(alice, thread_id, run.id)) == [ids["chess.txt"]]
+
+    # One upload per file, one store at the provider holding them; our ids never go there
+    # and theirs never come back.
+    copies = _registry_copies(upstream)
+    assert set(copies) == set(ids.values()) and all(copies.values())
+    assert {f["filename"] for f in fake.files.values()} == {"bread.txt", "chess.txt"}
+    [copy_id] = fake.vector_stores
+    assert set(fake.vector_store_files(copy_id)) == set(copies.values())
+    if upstream.engine == "responses":
+        sent = [r["json"] for r in fake.requests if r["path"] == "/v1/responses"][0]
+        [tool] = [t for t in sent["tools"] if t["type"] == "file_search"]
+        assert tool["vector_store_ids"] == [copy_id]
+        assert sent["include"] == ["file_search_call.results"]
+    steps = search_steps(alice, thread_id, run.id, include=[SEARCH_CONTENTS])
+    results = steps[0].step_details.tool_calls[0].file_search.results
+    assert {result.file_id for result in results} <= set(ids.values())
+    assert "knight" in results[0].content[0].text
+
+    # A file attached later is in the copy before the next run; a detached one leaves it.
+    volcano = upload(alice, "volcanoes.md", DOCUMENTS["volcanoes.md"])
+    alice.vector_stores.files.create_and_poll(vector_store_id=store_id, file_id=volcano,
+                                              poll_interval_ms=20)
+    alice.vector_stores.files.delete(ids["bread.txt"], vector_store_id=store_id)
+    thread_id, run = ask(alice, assistant, "Why does a volcano erupt?", store_id)
+    assert cited_files(reply_of(alice, thread_id, run.id)) == [volcano]
+    copies = _registry_copies(upstream)
+    assert set(fake.vector_store_files(copy_id)) == {copies[volcano], copies[ids["chess.txt"]]}
+
+    # Deleting here deletes there.
+    alice.files.delete(volcano)
+    assert copies[volcano] not in fake.files
+    alice.vector_stores.delete(store_id)
+    assert copy_id not in fake.vector_stores

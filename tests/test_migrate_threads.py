@@ -568,3 +568,33 @@ def test_moving_back_to_the_registry_makes_no_upstream_calls(start_bridge):
     alice.beta.threads.messages.create(thread.id, role="user", content="Back home")
     assert _run(alice, thread.id, assistant_id).status == "completed"
     assert _messages(alice, thread.id)[-1][2].startswith('You said: "Back home"')
+
+
+@pytest.mark.parametrize("target_engine", UPSTREAM_ENGINES)
+def test_a_moved_thread_takes_its_vector_store_and_files(start_bridge, tmp_path, target_engine):
+    shared = {"FILE_STORAGE_DIR": str(tmp_path / "files")}  # one deployment, one file store
+    source = start_bridge("offline", **shared)
+    alice = source.sdk("alice")
+    notes = alice.files.create(file=("tides.md", b"# Tides\n\nThe moon pulls the seas."),
+                               purpose="assistants")
+    store = alice.vector_stores.create(file_ids=[notes.id])
+    wait_for(lambda: alice.vector_stores.retrieve(store.id).status == "completed")
+    thread = alice.beta.threads.create(
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
+        messages=[{"role": "user", "content": "What pulls the seas?"}])
+
+    target = start_bridge(target_engine, DATABASE_URL=_database(source), **shared)
+    result = _migrate(target.app, "--to", target_engine)
+
+    assert result.exit_code == 0, result.output
+    assert _lines(result)[thread.id] == (f"moved {thread.id} local -> {target_engine} "
+                                         "(1 message copied, 1 vector store with its files)")
+    [copy] = target.fake.vector_stores.values()
+    assert [f["filename"] for f in target.fake.files.values()] == ["tides.md"]
+    assert len(target.fake.vector_store_files(copy["id"])) == 1
+    alice = target.sdk("alice")
+    run = alice.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=target.assistant(tools=[{"type": "file_search"}]),
+        poll_interval_ms=20)
+    reply = alice.beta.threads.messages.list(thread.id, run_id=run.id).data[0].content[0].text
+    assert [a.file_citation.file_id for a in reply.annotations] == [notes.id]
