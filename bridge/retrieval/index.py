@@ -3,7 +3,9 @@
 SQLite ranks with FTS5's bm25 over `vector_store_chunks_fts` (porter stemming); PostgreSQL with
 `ts_rank` over `to_tsvector('english', text)`, which its GIN index serves. Both structures are
 made by migration 9c1d5e7a3b20. A query's words are OR-ed, so a question finds the chunks that
-share any of its words and ranks those sharing the rarest ones first. Scores are squashed into
+share any of its words and ranks those sharing the rarest ones first. Stop words ("how", "do",
+"the") are left out of the query on both databases: a chunk that merely shares them says nothing
+about the question, yet on SQLite a rare one ("should") weighed like a topic word. Scores are squashed into
 0..1 (`r / (1 + r)`), keeping the order.
 """
 
@@ -18,6 +20,17 @@ from ..extensions import db
 
 _WORD = re.compile(r"\w+")
 MAX_QUERY_WORDS = 64
+# PostgreSQL's english.stop (the Snowball list), which its `english` configuration drops from
+# documents and queries alike; dropped on SQLite too, whose FTS5 index keeps every word.
+STOP_WORDS = frozenset("""
+    i me my myself we our ours ourselves you your yours yourself yourselves he him his himself
+    she her hers herself it its itself they them their theirs themselves what which who whom
+    this that these those am is are was were be been being have has had having do does did
+    doing a an the and but if or because as until while of at by for with about against between
+    into through during before after above below to from up down in out on off over under again
+    further then once here there when where why how all any both each few more most other some
+    such no nor not only own same so than too very s t can will just don should now
+""".split())
 
 _SQLITE = text(
     "SELECT c.pk, -bm25(vector_store_chunks_fts) AS rank FROM vector_store_chunks_fts "
@@ -38,11 +51,12 @@ class Hit:
 
 
 def query_words(queries: list[str]) -> list[str]:
-    """The distinct words of the queries, in order, at most MAX_QUERY_WORDS."""
+    """The distinct words of the queries that are not stop words, in order, at most
+    MAX_QUERY_WORDS."""
     words: list[str] = []
     for query in queries:
         for word in _WORD.findall(query.lower()):
-            if word not in words:
+            if word not in words and word not in STOP_WORDS:
                 words.append(word)
     return words[:MAX_QUERY_WORDS]
 
