@@ -2,12 +2,16 @@
 
 SQLite ranks with FTS5's bm25 over `vector_store_chunks_fts` (porter stemming); PostgreSQL with
 the same BM25 computed in SQL over `to_tsvector('english', text)`, whose GIN index finds the
-chunks (see _POSTGRES). Both structures are
-made by migration 9c1d5e7a3b20. A query's words are OR-ed, so a question finds the chunks that
-share any of its words and ranks those sharing the rarest ones first. Stop words ("how", "do",
-"the") are left out of the query on both databases: a chunk that merely shares them says nothing
-about the question, yet on SQLite a rare one ("should") weighed like a topic word. Scores are squashed into
-0..1 (`r / (1 + r)`), keeping the order.
+chunks (see _POSTGRES). Both structures are made by migration 9c1d5e7a3b20.
+
+A query's words (runs of letters and digits: both databases split at underscores too) are
+OR-ed, so a question finds the chunks that share any of its words and ranks those sharing the
+rarest ones first. Stop words ("how", "do", "the") are left out on both databases: a chunk that
+merely shares them says nothing about the question, yet on SQLite a rare one ("should") weighed
+like a topic word. Words that neighbour each other in the query count once more in a chunk
+where they stand within NEAR_TOKENS tokens of each other, so the chunk saying "ring of fire"
+ranks above one holding a ring here and a fire there. Scores are squashed into 0..1
+(`r / (1 + r)`), keeping the order.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from sqlalchemy import text
 
 from ..extensions import db
 
-_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"[^\W_]+")
 MAX_QUERY_WORDS = 64
 # PostgreSQL's english.stop (the Snowball list), which its `english` configuration drops from
 # documents and queries alike; dropped on SQLite too, whose FTS5 index keeps every word.
@@ -33,6 +37,9 @@ STOP_WORDS = frozenset("""
     such no nor not only own same so than too very s t can will just don should now
 """.split())
 
+# At most this many tokens between two neighbouring query words for them to count as near.
+NEAR_TOKENS = 2
+
 _SQLITE = text(
     "SELECT c.pk, -bm25(vector_store_chunks_fts) AS rank FROM vector_store_chunks_fts "
     "JOIN vector_store_chunks c ON c.pk = vector_store_chunks_fts.rowid "
@@ -44,16 +51,24 @@ _SQLITE = text(
 # gives a word's count (its positions) and the chunk's length (its distinct lexemes, compared
 # with the average over the chunks found, since the store's would mean reading all of them).
 # The IDF is Lucene's log(1 + ...), never negative, since small stores are the usual ones.
+# Neighbouring query words count once more where they stand near each other, as FTS5 counts
+# the NEAR groups of the SQLite query: each occurrence of one with the other close by (stop
+# words keep their positions in a tsvector, so "ring of fire" is ring:1 fire:3).
 _POSTGRES = text("""
 WITH terms AS (
     SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', :words))
+), pairs AS (
+    SELECT DISTINCT a.lexeme AS first, b.lexeme AS second
+    FROM unnest(CAST(:firsts AS text[]), CAST(:seconds AS text[])) AS p(first, second),
+         unnest(to_tsvector('english', p.first)) a, unnest(to_tsvector('english', p.second)) b
+    WHERE a.lexeme <> b.lexeme
 ), found AS (
     SELECT c.pk, to_tsvector('english', c.text) AS tsv
     FROM vector_store_chunks c
     WHERE c.vector_store_pk = :store
       AND to_tsvector('english', c.text) @@ to_tsquery('english', :query)
 ), counts AS (
-    SELECT f.pk, t.lexeme, cardinality(t.positions) AS tf,
+    SELECT f.pk, t.lexeme, t.positions, cardinality(t.positions) AS tf,
            length(f.tsv) / CAST(avg(length(f.tsv)) OVER () AS float8) AS relative_length
     FROM found f, unnest(f.tsv) t
     WHERE t.lexeme IN (SELECT lexeme FROM terms)
@@ -62,11 +77,22 @@ WITH terms AS (
     FROM counts, (SELECT CAST(count(*) AS float8) AS chunks FROM vector_store_chunks
                   WHERE vector_store_pk = :store) n
     GROUP BY lexeme, n.chunks
+), near AS (
+    SELECT x.pk, x.lexeme, x.relative_length,
+           (SELECT count(*) FROM unnest(x.positions) px WHERE EXISTS (
+                SELECT 1 FROM unnest(y.positions) py WHERE abs(py - px) <= :reach)) AS tf
+    FROM (SELECT first, second FROM pairs UNION ALL SELECT second, first FROM pairs) p
+    JOIN counts x ON x.lexeme = p.first
+    JOIN counts y ON y.pk = x.pk AND y.lexeme = p.second
+), features AS (
+    SELECT pk, lexeme, tf, relative_length FROM counts
+    UNION ALL
+    SELECT pk, lexeme, tf, relative_length FROM near WHERE tf > 0
 )
-SELECT c.pk, sum(i.idf * c.tf * 2.2 / (c.tf + 1.2 * (0.25 + 0.75 * c.relative_length))) AS rank
-FROM counts c JOIN idf i USING (lexeme)
-GROUP BY c.pk
-ORDER BY rank DESC, c.pk
+SELECT f.pk, sum(i.idf * f.tf * 2.2 / (f.tf + 1.2 * (0.25 + 0.75 * f.relative_length))) AS rank
+FROM features f JOIN idf i USING (lexeme)
+GROUP BY f.pk
+ORDER BY rank DESC, f.pk
 LIMIT :limit""")
 
 
@@ -76,28 +102,47 @@ class Hit:
     score: float
 
 
-def query_words(queries: list[str]) -> list[str]:
+def query_terms(queries: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """The distinct words of the queries that are not stop words, in order, at most
-    MAX_QUERY_WORDS."""
+    MAX_QUERY_WORDS; and the distinct pairs of them that neighbour each other in a query
+    (with only stop words between: "ring of fire" is the pair ring, fire)."""
     words: list[str] = []
+    pairs: list[tuple[str, str]] = []
     for query in queries:
+        previous = None
         for word in _WORD.findall(query.lower()):
-            if word not in words and word not in STOP_WORDS:
+            if word in STOP_WORDS:
+                continue
+            if word not in words:
+                if len(words) == MAX_QUERY_WORDS:
+                    break
                 words.append(word)
-    return words[:MAX_QUERY_WORDS]
+            if previous is not None and previous != word and (previous, word) not in pairs:
+                pairs.append((previous, word))
+            previous = word
+    return words, pairs
+
+
+def _fts5_query(words: list[str], pairs: list[tuple[str, str]]) -> str:
+    # Words are letters and digits only, so a quoted one is a plain FTS5 string.
+    quoted = ['"' + word + '"' for word in words]
+    near = [f'NEAR("{first}" "{second}", {NEAR_TOKENS})' for first, second in pairs]
+    return " OR ".join(quoted + near)
 
 
 def search_chunks(store_pk: int, queries: list[str], limit: int) -> list[Hit]:
     """The store's best chunks for the queries, best first."""
-    words = query_words(queries)
+    words, pairs = query_terms(queries)
     if not words:
         return []
     if db.session.get_bind().dialect.name == "postgresql":
-        # Words are \w+ only, so none carries tsquery syntax.
+        # Words are letters and digits only, so none carries tsquery syntax.
         statement = _POSTGRES
-        params = {"query": " | ".join(words), "words": " ".join(words)}
+        params = {"query": " | ".join(words), "words": " ".join(words),
+                  "firsts": [first for first, _ in pairs],
+                  "seconds": [second for _, second in pairs], "reach": NEAR_TOKENS + 1}
     else:
         statement = _SQLITE
-        params = {"query": " OR ".join('"' + word + '"' for word in words)}
+        params = {"query": _fts5_query(words, pairs)}
     rows = db.session.execute(statement, {**params, "store": store_pk, "limit": limit})
     return [Hit(pk, max(rank, 0.0) / (1.0 + max(rank, 0.0))) for pk, rank in rows]
