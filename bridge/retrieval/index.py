@@ -1,8 +1,9 @@
 """Lexical search over vector store chunks, in the registry's own database.
 
 SQLite ranks with FTS5's bm25 over `vector_store_chunks_fts` (porter stemming); PostgreSQL with
-the same BM25 computed in SQL over `to_tsvector('english', text)`, whose GIN index finds the
-chunks (see _POSTGRES). Both structures are made by migration 9c1d5e7a3b20.
+the same BM25 computed in SQL over each chunk's stored `to_tsvector('english', text)`, whose GIN
+index finds the chunks (see _POSTGRES). The structures are made by migrations 9c1d5e7a3b20 and
+c283bb5cb070.
 
 A query's words (runs of letters and digits: both databases split at underscores too) are
 OR-ed, so a question finds the chunks that share any of its words and ranks those sharing the
@@ -47,31 +48,32 @@ _SQLITE = text(
     "ORDER BY rank DESC, c.pk LIMIT :limit")
 # BM25 as FTS5 computes it (k1 1.2, b 0.75), over the store's own chunks: `ts_rank` has no
 # inverse document frequency, so a word every chunk holds counted as much as the one word that
-# names the topic. The GIN index finds the chunks holding any query word; each one's tsvector
-# gives a word's count (its positions) and the chunk's length (its distinct lexemes, compared
-# with the average over the chunks found, since the store's would mean reading all of them).
-# The IDF is Lucene's log(1 + ...), never negative, since small stores are the usual ones.
-# Neighbouring query words count once more where they stand near each other, as FTS5 counts
-# the NEAR groups of the SQLite query: each occurrence of one with the other close by (stop
-# words keep their positions in a tsvector, so "ring of fire" is ring:1 fire:3).
+# names the topic. The GIN index over the stored `tsv` column (migration c283bb5cb070) finds the
+# chunks holding any query word; of each one's tsvector, setweight and ts_filter keep the query
+# words with their positions, whose count is a word's frequency, and its number of lexemes is
+# the chunk's length, compared with the average over the chunks found (the store's would mean
+# reading all of them). The IDF is Lucene's log(1 + ...), never negative, since small stores
+# are the usual ones. Neighbouring query words count once more where they stand near each
+# other, as FTS5 counts the NEAR groups of the SQLite query: each occurrence of one with the
+# other close by (stop words keep their positions in a tsvector: "ring of fire" is ring:1
+# fire:3).
 _POSTGRES = text("""
 WITH terms AS (
-    SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', :words))
+    SELECT array_agg(DISTINCT lexeme) AS lexemes FROM unnest(to_tsvector('english', :words))
 ), pairs AS (
     SELECT DISTINCT a.lexeme AS first, b.lexeme AS second
     FROM unnest(CAST(:firsts AS text[]), CAST(:seconds AS text[])) AS p(first, second),
          unnest(to_tsvector('english', p.first)) a, unnest(to_tsvector('english', p.second)) b
     WHERE a.lexeme <> b.lexeme
-), found AS (
-    SELECT c.pk, to_tsvector('english', c.text) AS tsv
-    FROM vector_store_chunks c
-    WHERE c.vector_store_pk = :store
-      AND to_tsvector('english', c.text) @@ to_tsquery('english', :query)
+), found AS MATERIALIZED (
+    SELECT c.pk, length(c.tsv) AS lexemes,
+           ts_filter(setweight(c.tsv, 'A', terms.lexemes), '{a}') AS matched
+    FROM vector_store_chunks c, terms
+    WHERE c.vector_store_pk = :store AND c.tsv @@ to_tsquery('english', :query)
 ), counts AS (
     SELECT f.pk, t.lexeme, t.positions, cardinality(t.positions) AS tf,
-           length(f.tsv) / CAST(avg(length(f.tsv)) OVER () AS float8) AS relative_length
-    FROM found f, unnest(f.tsv) t
-    WHERE t.lexeme IN (SELECT lexeme FROM terms)
+           f.lexemes / CAST(avg(f.lexemes) OVER () AS float8) AS relative_length
+    FROM found f, unnest(f.matched) t
 ), idf AS (
     SELECT lexeme, ln(1 + (n.chunks - count(*) + 0.5) / (count(*) + 0.5)) AS idf
     FROM counts, (SELECT CAST(count(*) AS float8) AS chunks FROM vector_store_chunks
