@@ -343,7 +343,8 @@ class VectorStoreFile(db.Model):
 
 class VectorStoreChunk(db.Model):
     """One chunk of a vector store file's text. The full-text index over `text` is the
-    database's own (migration 9c1d5e7a3b20): FTS5 on SQLite, a GIN index on PostgreSQL."""
+    database's own (migrations 9c1d5e7a3b20, c283bb5cb070): FTS5 on SQLite; on PostgreSQL a
+    stored generated `tsv` column, which no model names, under a GIN index."""
 
     __tablename__ = "vector_store_chunks"
 

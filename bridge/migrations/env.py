@@ -8,12 +8,15 @@ target_metadata = current_app.extensions["migrate"].db.metadata
 
 
 def include_object(obj, name, type_, reflected, compare_to):
-    # SQLite's FTS5 index over the chunks (and its shadow tables) and PostgreSQL's expression
-    # index are made by hand in migration 9c1d5e7a3b20, not by a model: autogenerate must not
-    # offer to drop them.
+    # SQLite's FTS5 index over the chunks (and its shadow tables), and PostgreSQL's tsvector
+    # column of the chunks with its GIN index, are made by hand in migrations 9c1d5e7a3b20 and
+    # c283bb5cb070, not by a model: autogenerate must not offer to drop them.
     if type_ == "table" and reflected and name.startswith("vector_store_chunks_fts"):
         return False
-    return not (type_ == "index" and reflected and name == "ix_vector_store_chunks_tsv")
+    if type_ == "index" and reflected and name == "ix_vector_store_chunks_tsv":
+        return False
+    return not (type_ == "column" and reflected and name == "tsv"
+                and obj.table.name == "vector_store_chunks")
 
 
 def run_migrations_offline() -> None:

@@ -2,7 +2,7 @@
 there), and file contents kept in the database for FILE_STORAGE=database
 
 Revision ID: b4d2e8f1a6c3
-Revises: 9c1d5e7a3b20
+Revises: c283bb5cb070
 Create Date: 2026-12-10 09:00:00.000000
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = 'b4d2e8f1a6c3'
-down_revision = '9c1d5e7a3b20'
+down_revision = 'c283bb5cb070'
 branch_labels = None
 depends_on = None
 
