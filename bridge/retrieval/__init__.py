@@ -71,11 +71,15 @@ def ingestion() -> Ingestion:
 
 def _finish(row_pk: int, status: str, *, error: dict[str, str] | None = None,
             usage: int = 0) -> None:
-    # Conditional: a file detached meanwhile has no row left to update.
-    db.session.execute(update(VectorStoreFile).where(
+    # Conditional: a file detached meanwhile has no row left to update, and one that another
+    # ingestion ended first keeps that ending; the chunks of this one then go with the rollback.
+    ended = db.session.execute(update(VectorStoreFile).where(
         VectorStoreFile.pk == row_pk, VectorStoreFile.status == "in_progress").values(
-        status=status, last_error=error, usage_bytes=usage))
-    db.session.commit()
+        status=status, last_error=error, usage_bytes=usage)).rowcount
+    if ended:
+        db.session.commit()
+    else:
+        db.session.rollback()
 
 
 def ingest(row_pk: int) -> None:
@@ -154,24 +158,24 @@ def vector_store_file_object(row: VectorStoreFile, store_id: str) -> VectorStore
 
 
 def _attach(store: VectorStore, file: File, strategy: dict[str, Any],
-            attributes: dict[str, Any] | None) -> VectorStoreFile:
+            attributes: dict[str, Any] | None) -> tuple[VectorStoreFile, bool]:
+    """The file's attachment to the store, and whether it is new."""
     existing = db.session.scalar(select(VectorStoreFile).where(
         VectorStoreFile.vector_store_pk == store.pk, VectorStoreFile.file_pk == file.pk))
     if existing is not None:
-        return existing  # attaching a file twice is the one attachment
+        return existing, False  # attaching a file twice is the one attachment
     row = VectorStoreFile(id=file.id, vector_store_pk=store.pk, file_pk=file.pk,
                           chunking_strategy=strategy, attributes=attributes, status="in_progress",
                           usage_bytes=0)
     db.session.add(row)
-    return row
+    return row, True
 
 
 def _ingest_after_commit(rows: list[VectorStoreFile]) -> None:
-    # After the commit, so the ingestion thread finds the rows; a file attached before (and
-    # already ingested or failed) is not ingested again.
+    # After the commit, so the ingestion thread finds the rows. Only new attachments: one made
+    # before is ingested already, or is being ingested by whoever queued it.
     for row in rows:
-        if row.status == "in_progress":
-            ingestion().submit(row.pk)
+        ingestion().submit(row.pk)
 
 
 def create_vector_store(user_id: str, body: VectorStoreCreate) -> VectorStore:
@@ -188,7 +192,7 @@ def create_vector_store(user_id: str, body: VectorStoreCreate) -> VectorStore:
     db.session.add(store)
     db.session.flush()
     strategy = _strategy(body.chunking_strategy)
-    rows = [_attach(store, file, strategy, None) for file in files]
+    rows = [_attach(store, file, strategy, None)[0] for file in files]
     db.session.commit()
     _ingest_after_commit(rows)
     return store
@@ -216,9 +220,9 @@ def delete_vector_store(store: VectorStore) -> None:
 def attach_file(store: VectorStore, user_id: str, body: VectorStoreFileCreate) -> VectorStoreFile:
     """Attach one of the caller's files to the store and queue its ingestion."""
     file = file_for_user(body.file_id, user_id)
-    row = _attach(store, file, _strategy(body.chunking_strategy), body.attributes)
+    row, new = _attach(store, file, _strategy(body.chunking_strategy), body.attributes)
     db.session.commit()
-    _ingest_after_commit([row])
+    _ingest_after_commit([row] if new else [])
     return row
 
 
