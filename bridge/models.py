@@ -322,6 +322,33 @@ class VectorStoreFile(db.Model):
     file: Mapped[File] = relationship()
 
 
+class VectorStoreFileBatch(db.Model):
+    """Files attached to a store in one request. Its status is its files': `in_progress` while
+    any of them is, `completed` after, unless it was cancelled first."""
+
+    __tablename__ = "vector_store_file_batches"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    vector_store_pk: Mapped[int] = mapped_column(
+        ForeignKey("vector_stores.pk", ondelete="CASCADE"), index=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    cancelled_at: Mapped[int | None] = mapped_column(Integer)
+
+
+class VectorStoreFileBatchFile(db.Model):
+    """One file of a batch. A file attached before the batch is the same attachment, so it
+    counts in every batch that named it, as OpenAI counts it."""
+
+    __tablename__ = "vector_store_file_batch_files"
+
+    batch_pk: Mapped[int] = mapped_column(
+        ForeignKey("vector_store_file_batches.pk", ondelete="CASCADE"), primary_key=True)
+    # Detaching the file takes it out of its batches.
+    vector_store_file_pk: Mapped[int] = mapped_column(
+        ForeignKey("vector_store_files.pk", ondelete="CASCADE"), primary_key=True, index=True)
+
+
 class VectorStoreChunk(db.Model):
     """One chunk of a vector store file's text. The full-text index over `text` is the
     database's own (migration 9c1d5e7a3b20): FTS5 on SQLite, a GIN index on PostgreSQL."""

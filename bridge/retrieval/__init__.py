@@ -2,10 +2,13 @@
 
 The pieces are separate: `extract` (bytes to text), `chunking` (text to chunks), `index` (the
 database's full-text search over chunks); this module owns the objects and the ingestion that
-runs them in order. Ingestion never runs in a request: attaching a file commits it
-`in_progress` and hands its row to a small thread pool of this process (INGEST_WORKERS), which
-ends it `completed` or `failed` with `last_error`, whatever the file holds. A file whose process
-died mid-ingestion stays `in_progress` (there is no sweeper for them yet).
+runs them in order. Files are attached one at a time or in file batches; a batch only names
+attachments, and its status and counts are those of its files.
+
+Ingestion never runs in a request: attaching a file commits it `in_progress` and hands its row
+to a small thread pool of this process (INGEST_WORKERS), which ends it `completed` or `failed`
+with `last_error`, whatever the file holds, unless a batch cancel ended it `cancelled` first. A
+file whose process died mid-ingestion stays `in_progress` (there is no sweeper for them yet).
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from sqlalchemy import select, update
 from ..errors import InvalidRequest
 from ..extensions import db
 from ..files import open_content
-from ..models import File, VectorStore, VectorStoreChunk, VectorStoreFile, now
-from ..registry import file_for_user, new_id, vector_store_file_counts
+from ..models import (File, VectorStore, VectorStoreChunk, VectorStoreFile, VectorStoreFileBatch,
+                      VectorStoreFileBatchFile, now)
+from ..registry import (cancel_files_of_file_batch, file_batch_file_counts, file_for_user,
+                        files_for_user, new_id, vector_store_file_counts)
 from ..schemas import (FileCounts, SearchContent, SearchResult, SearchResultsPage,
-                       VectorStoreCreate, VectorStoreFileCreate, VectorStoreFileObject,
-                       VectorStoreModify, VectorStoreObject, VectorStoreSearch)
+                       VectorStoreCreate, VectorStoreFileBatchCreate, VectorStoreFileBatchObject,
+                       VectorStoreFileCreate, VectorStoreFileObject, VectorStoreModify,
+                       VectorStoreObject, VectorStoreSearch)
 from . import chunking, extract, index
 
 log = logging.getLogger(__name__)
@@ -134,6 +140,12 @@ def expires_at(store: VectorStore) -> int | None:
     return store.last_active_at + store.expires_after["days"] * DAY
 
 
+def _file_counts_object(counts: dict[str, int]) -> FileCounts:
+    return FileCounts(**{key: counts.get(key, 0) for key in
+                         ("in_progress", "completed", "failed", "cancelled")},
+                      total=sum(counts.values()))
+
+
 def vector_store_object(store: VectorStore) -> VectorStoreObject:
     counts, usage = vector_store_file_counts(store)
     deadline = expires_at(store)
@@ -141,13 +153,24 @@ def vector_store_object(store: VectorStore) -> VectorStoreObject:
         status = "expired"
     else:
         status = "in_progress" if counts.get("in_progress") else "completed"
-    file_counts = {key: counts.get(key, 0) for key in
-                   ("in_progress", "completed", "failed", "cancelled")}
     return VectorStoreObject(
         id=store.id, created_at=store.created_at, name=store.name, usage_bytes=usage,
-        file_counts=FileCounts(**file_counts, total=sum(counts.values())), status=status,
+        file_counts=_file_counts_object(counts), status=status,
         expires_after=store.expires_after, expires_at=deadline,
         last_active_at=store.last_active_at, metadata=store.meta or {})
+
+
+def _file_batch_status(batch: VectorStoreFileBatch, counts: dict[str, int]) -> str:
+    if batch.cancelled_at is not None:
+        return "cancelled"
+    return "in_progress" if counts.get("in_progress") else "completed"
+
+
+def file_batch_object(batch: VectorStoreFileBatch, store_id: str) -> VectorStoreFileBatchObject:
+    counts = file_batch_file_counts(batch)
+    return VectorStoreFileBatchObject(
+        id=batch.id, created_at=batch.created_at, vector_store_id=store_id,
+        status=_file_batch_status(batch, counts), file_counts=_file_counts_object(counts))
 
 
 def vector_store_file_object(row: VectorStoreFile, store_id: str) -> VectorStoreFileObject:
@@ -157,18 +180,24 @@ def vector_store_file_object(row: VectorStoreFile, store_id: str) -> VectorStore
         chunking_strategy=row.chunking_strategy, attributes=row.attributes)
 
 
-def _attach(store: VectorStore, file: File, strategy: dict[str, Any],
-            attributes: dict[str, Any] | None) -> tuple[VectorStoreFile, bool]:
-    """The file's attachment to the store, and whether it is new."""
-    existing = db.session.scalar(select(VectorStoreFile).where(
-        VectorStoreFile.vector_store_pk == store.pk, VectorStoreFile.file_pk == file.pk))
-    if existing is not None:
-        return existing, False  # attaching a file twice is the one attachment
-    row = VectorStoreFile(id=file.id, vector_store_pk=store.pk, file_pk=file.pk,
-                          chunking_strategy=strategy, attributes=attributes, status="in_progress",
-                          usage_bytes=0)
-    db.session.add(row)
-    return row, True
+def _attach(store: VectorStore, files: list[tuple[File, dict[str, Any], dict[str, Any] | None]]
+            ) -> list[tuple[VectorStoreFile, bool]]:
+    """Each (file, chunking strategy, attributes)'s attachment to the store, and whether it is
+    new; the files are distinct. One query finds those attached already."""
+    existing = {row.file_pk: row for row in db.session.scalars(select(VectorStoreFile).where(
+        VectorStoreFile.vector_store_pk == store.pk,
+        VectorStoreFile.file_pk.in_([file.pk for file, _, _ in files])))} if files else {}
+    attached = []
+    for file, strategy, attributes in files:
+        if file.pk in existing:
+            attached.append((existing[file.pk], False))  # attaching twice is the one attachment
+            continue
+        row = VectorStoreFile(id=file.id, vector_store_pk=store.pk, file_pk=file.pk,
+                              chunking_strategy=strategy, attributes=attributes,
+                              status="in_progress", usage_bytes=0)
+        db.session.add(row)
+        attached.append((row, True))
+    return attached
 
 
 def _ingest_after_commit(rows: list[VectorStoreFile]) -> None:
@@ -184,7 +213,7 @@ def create_vector_store(user_id: str, body: VectorStoreCreate) -> VectorStore:
         raise InvalidRequest("'chunking_strategy' is only applicable if 'file_ids' is non-empty.",
                              param="chunking_strategy")
     # Every file is the caller's, or the whole request is the 404 a missing file gets.
-    files = [file_for_user(file_id, user_id) for file_id in dict.fromkeys(body.file_ids or [])]
+    files = files_for_user(list(dict.fromkeys(body.file_ids or [])), user_id)
     store = VectorStore(id=new_id("vs"), user_id=user_id, name=body.name or "",
                         meta=body.metadata or {},
                         expires_after=body.expires_after.model_dump() if body.expires_after
@@ -192,9 +221,9 @@ def create_vector_store(user_id: str, body: VectorStoreCreate) -> VectorStore:
     db.session.add(store)
     db.session.flush()
     strategy = _strategy(body.chunking_strategy)
-    rows = [_attach(store, file, strategy, None)[0] for file in files]
+    attached = _attach(store, [(file, strategy, None) for file in files])
     db.session.commit()
-    _ingest_after_commit(rows)
+    _ingest_after_commit([row for row, _ in attached])
     return store
 
 
@@ -220,10 +249,57 @@ def delete_vector_store(store: VectorStore) -> None:
 def attach_file(store: VectorStore, user_id: str, body: VectorStoreFileCreate) -> VectorStoreFile:
     """Attach one of the caller's files to the store and queue its ingestion."""
     file = file_for_user(body.file_id, user_id)
-    row, new = _attach(store, file, _strategy(body.chunking_strategy), body.attributes)
+    [(row, new)] = _attach(store, [(file, _strategy(body.chunking_strategy), body.attributes)])
     db.session.commit()
     _ingest_after_commit([row] if new else [])
     return row
+
+
+def create_file_batch(store: VectorStore, user_id: str,
+                      body: VectorStoreFileBatchCreate) -> VectorStoreFileBatch:
+    """Attach several of the caller's files to the store as one batch and queue their ingestion.
+
+    Every file is the caller's, or the whole request is the 404 a missing file gets and nothing
+    is attached. A file attached before is the batch's too, as it is (its attributes and
+    chunking stay); a file named twice is attached once, as first named.
+    """
+    if body.file_ids is not None and body.files is not None:
+        raise InvalidRequest("'file_ids' and 'files' are mutually exclusive: send one of them.",
+                             param="files")
+    if body.files is not None:
+        wanted: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        for entry in body.files:
+            wanted.setdefault(entry.file_id, (_strategy(entry.chunking_strategy),
+                                              entry.attributes))
+    elif body.file_ids is not None:
+        shared = (_strategy(body.chunking_strategy), body.attributes)
+        wanted = {file_id: shared for file_id in body.file_ids}
+    else:
+        raise InvalidRequest("Missing required parameter: 'file_ids' (or 'files').",
+                             param="file_ids")
+    files = files_for_user(list(wanted), user_id)
+    batch = VectorStoreFileBatch(id=new_id("vsfb"), vector_store_pk=store.pk)
+    db.session.add(batch)
+    attached = _attach(store, [(file, *wanted[file.id]) for file in files])
+    db.session.flush()
+    db.session.add_all(VectorStoreFileBatchFile(batch_pk=batch.pk, vector_store_file_pk=row.pk)
+                       for row, _ in attached)
+    db.session.commit()
+    _ingest_after_commit([row for row, new in attached if new])
+    return batch
+
+
+def cancel_file_batch(batch: VectorStoreFileBatch) -> VectorStoreFileBatch:
+    """Stop a batch: its files still in_progress end `cancelled` (an ingestion under way finds
+    them so and keeps nothing), the others keep how they ended."""
+    status = _file_batch_status(batch, file_batch_file_counts(batch))
+    if status != "in_progress":
+        raise InvalidRequest(f"Cannot cancel vector store file batch with status '{status}'.",
+                             param="batch_id")
+    cancel_files_of_file_batch(batch)
+    batch.cancelled_at = now()
+    db.session.commit()
+    return batch
 
 
 def detach_file(row: VectorStoreFile) -> None:
