@@ -168,7 +168,8 @@ def test_cancel_stops_the_files_still_in_progress(start_bridge, held_extraction)
     assert (counts.completed, counts.cancelled, counts.in_progress) == (1, 2, 0)
     # The ingestion under way and the one queued end without changing the cancelled files.
     held_extraction.release()
-    bridge.app.extensions["bridge.ingestion"].shutdown()
+    # Without cancelling what is queued: held-b.txt's ingestion runs, and finds it cancelled.
+    bridge.app.extensions["bridge.ingestion"].pool.shutdown(wait=True)
     assert held_extraction.started == ["held-a.txt"]
     listed = alice.vector_stores.file_batches.list_files(batch.id, vector_store_id=store.id,
                                                          filter="cancelled", order="asc")

@@ -170,7 +170,8 @@ def test_attaching_a_file_again_while_it_is_ingested_ingests_it_once(offline_bri
     assert again.id == file_id and again.status == "in_progress"
 
     held_extraction.release()
-    offline_bridge.app.extensions["bridge.ingestion"].shutdown()  # every queued ingestion ends
+    # Every ingestion queued runs to its end, none cancelled.
+    offline_bridge.app.extensions["bridge.ingestion"].pool.shutdown(wait=True)
     assert held_extraction.started == ["held.txt"]
     assert alice.vector_stores.files.retrieve(file_id, vector_store_id=store.id).status == \
         "completed"
