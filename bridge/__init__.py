@@ -90,7 +90,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
     storage.init_app(app, settings.FILE_STORAGE_DIR)
-    retrieval.init_app(app, settings.INGEST_WORKERS)
+    retrieval.init_app(app, settings)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_pragmas)

@@ -317,6 +317,14 @@ class VectorStoreFile(db.Model):
     attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The bytes of text extracted and indexed.
     usage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Ingestions started for this file: 1 on attaching, one more when a sweep takes over a file
+    # whose process stopped holding it. An ingestion ends the file only while this is still its
+    # own number, so one that was taken over writes nothing.
+    ingest_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # While `in_progress`: when the process that queued or runs its ingestion last said so (on
+    # attaching, then at each of that process's sweeps). INGEST_STALE_SECONDS older means
+    # nobody holds it any more.
+    held_at: Mapped[int] = mapped_column(Integer, default=now, server_default="0")
 
     vector_store: Mapped[VectorStore] = relationship()
     file: Mapped[File] = relationship()

@@ -256,6 +256,45 @@ def cancel_files_of_file_batch(batch: VectorStoreFileBatch) -> None:
         status="cancelled").execution_options(synchronize_session=False))
 
 
+def renew_ingestion_holds(row_pks: list[int], stamp: int) -> None:
+    """Say that this process still holds these files' ingestion, in the session's transaction."""
+    for start in range(0, len(row_pks), 500):  # a bounded IN list per statement
+        db.session.execute(update(VectorStoreFile).where(
+            VectorStoreFile.pk.in_(row_pks[start:start + 500]),
+            VectorStoreFile.status == "in_progress").values(held_at=stamp)
+            .execution_options(synchronize_session=False))
+
+
+def _stalled(held_before: int) -> tuple:
+    return VectorStoreFile.status == "in_progress", VectorStoreFile.held_at < held_before
+
+
+def fail_stalled_ingestions(held_before: int, attempts: int, error: dict[str, str]) -> int:
+    """End `failed` with `error` the files in_progress that nobody has held since `held_before`
+    and that had `attempts` ingestions already, in the session's transaction; how many."""
+    return db.session.execute(update(VectorStoreFile).where(
+        *_stalled(held_before), VectorStoreFile.ingest_attempts >= attempts).values(
+        status="failed", last_error=error).execution_options(synchronize_session=False)).rowcount
+
+
+def take_over_stalled_ingestions(held_before: int, stamp: int,
+                                 limit: int) -> list[tuple[int, int]]:
+    """Claim up to `limit` files in_progress that nobody has held since `held_before` for one
+    more ingestion each, in the session's transaction: (pk, attempt) of each claimed.
+
+    Sweeps of several processes claim a file once: the update checks the hold again on the row
+    it changes, and the first claim renewed it (PostgreSQL re-reads a row another transaction
+    changed before updating it; SQLite runs one writer at a time).
+    """
+    candidates = select(VectorStoreFile.pk).where(*_stalled(held_before)).order_by(
+        VectorStoreFile.pk).limit(limit)
+    return [tuple(row) for row in db.session.execute(update(VectorStoreFile).where(
+        VectorStoreFile.pk.in_(candidates), *_stalled(held_before)).values(
+        ingest_attempts=VectorStoreFile.ingest_attempts + 1, held_at=stamp)
+        .returning(VectorStoreFile.pk, VectorStoreFile.ingest_attempts)
+        .execution_options(synchronize_session=False))]
+
+
 _PREFIXES = {Assistant: "asst", Thread: "thread", Message: "msg", Run: "run", RunStep: "step",
              File: "file", VectorStore: "vs", VectorStoreFile: "file"}
 

@@ -7,13 +7,22 @@ attachments, and its status and counts are those of its files.
 
 Ingestion never runs in a request: attaching a file commits it `in_progress` and hands its row
 to a small thread pool of this process (INGEST_WORKERS), which ends it `completed` or `failed`
-with `last_error`, whatever the file holds, unless a batch cancel ended it `cancelled` first. A
-file whose process died mid-ingestion stays `in_progress` (there is no sweeper for them yet).
+with `last_error`, whatever the file holds, unless a batch cancel ended it `cancelled` first.
+
+A process that dies takes the ingestions it queued or was running with it. So each process
+holds its files: attaching stamps `held_at`, and every pass of the process's ingestion sweeper
+(every RUN_SWEEP_SECONDS) stamps again the files its pool holds. A file `in_progress` that
+nobody has stamped for INGEST_STALE_SECONDS is taken over by the next sweep of any process and
+ingested there, once (`ingest_attempts` 2); if it stalls again it ends `failed` with a
+`server_error` saying it was interrupted. Several processes may sweep at once: every change is a
+conditional update, and an ingestion ends its file only while the attempt is still its own, so a
+file taken over from a process that was only slow is ingested once.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,8 +34,11 @@ from ..extensions import db
 from ..files import open_content
 from ..models import (File, VectorStore, VectorStoreChunk, VectorStoreFile, VectorStoreFileBatch,
                       VectorStoreFileBatchFile, now)
-from ..registry import (cancel_files_of_file_batch, file_batch_file_counts, file_for_user,
-                        files_for_user, new_id, vector_store_file_counts)
+from ..config import Settings
+from ..registry import (cancel_files_of_file_batch, fail_stalled_ingestions,
+                        file_batch_file_counts, file_for_user, files_for_user, new_id,
+                        renew_ingestion_holds, take_over_stalled_ingestions,
+                        vector_store_file_counts)
 from ..schemas import (FileCounts, SearchContent, SearchResult, SearchResultsPage,
                        VectorStoreCreate, VectorStoreFileBatchCreate, VectorStoreFileBatchObject,
                        VectorStoreFileCreate, VectorStoreFileObject, VectorStoreModify,
@@ -40,47 +52,134 @@ DAY = 86_400
 
 # ---- the ingestion pool ------------------------------------------------------------------------
 
+# The first ingestion, and one more after a sweep took the file over.
+MAX_INGEST_ATTEMPTS = 2
+# Files one sweep takes over at most; the next pass, or another process, takes the rest.
+TAKEOVERS_PER_SWEEP = 100
+INTERRUPTED = {"code": "server_error",
+               "message": "The file's ingestion was interrupted twice (the server stopped "
+                          "while ingesting it). Detach the file and attach it again to retry."}
+
+
 class Ingestion:
-    """The app's ingestion threads. The pool starts its threads on first use, so each forked
-    worker process gets its own."""
+    """The app's ingestion threads, the files they hold (queued or running), and the sweeper
+    that renews this process's hold on them. The pool starts its threads on first use, and the
+    sweeper on the first request, so each forked worker process gets its own."""
 
     def __init__(self, app: Flask, workers: int):
         self.app = app
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest")
+        # Row pk -> how many of its ingestions this process has queued or is running.
+        self._held: dict[int, int] = {}
+        self._held_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        self._sweeper_lock = threading.Lock()
 
-    def submit(self, vector_store_file_pk: int) -> None:
+    def submit(self, vector_store_file_pk: int, attempt: int = 1) -> None:
+        """Queue ingestion `attempt` of the file; this process holds it until that ends."""
+        with self._held_lock:
+            self._held[vector_store_file_pk] = self._held.get(vector_store_file_pk, 0) + 1
         try:
-            self.pool.submit(self._run, vector_store_file_pk)
-        except RuntimeError:  # shutting down: the file stays in_progress, as after a crash
+            self.pool.submit(self._run, vector_store_file_pk, attempt)
+        except RuntimeError:  # shutting down: the file is left to the sweeps, as after a crash
+            self._release(vector_store_file_pk)
             log.warning("vector store file %s: not ingested, shutting down", vector_store_file_pk)
 
-    def _run(self, vector_store_file_pk: int) -> None:
+    def _release(self, vector_store_file_pk: int) -> None:
+        with self._held_lock:
+            left = self._held.pop(vector_store_file_pk) - 1
+            if left:
+                self._held[vector_store_file_pk] = left
+
+    def _run(self, vector_store_file_pk: int, attempt: int) -> None:
         try:
             with self.app.app_context():
-                ingest(vector_store_file_pk)
+                ingest(vector_store_file_pk, attempt)
         except Exception:  # the pool would swallow it silently
             log.exception("vector store file %s: ingestion failed", vector_store_file_pk)
+        finally:
+            self._release(vector_store_file_pk)
+
+    def held(self) -> list[int]:
+        """The files whose ingestion this process has queued or is running."""
+        with self._held_lock:
+            return list(self._held)
+
+    def start_sweeper(self, interval: float) -> None:
+        """Sweep now and then every `interval` seconds in a daemon thread of this process."""
+        if self._sweeper is not None:
+            return
+        with self._sweeper_lock:
+            if self._sweeper is not None or self._stopping.is_set():
+                return
+            self._sweeper = threading.Thread(target=self._sweep_forever, args=(interval,),
+                                             name="sweeper-ingestion", daemon=True)
+            self._sweeper.start()
+
+    def _sweep_forever(self, interval: float) -> None:
+        while not self._stopping.is_set():
+            try:
+                with self.app.app_context():
+                    try:
+                        sweep_ingestion()
+                    finally:
+                        db.session.remove()
+            except Exception:
+                log.exception("ingestion sweeper: pass failed")
+            self._stopping.wait(interval)
 
     def shutdown(self) -> None:
+        self._stopping.set()
+        if self._sweeper is not None and self._sweeper is not threading.current_thread():
+            self._sweeper.join(timeout=10)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def init_app(app: Flask, workers: int) -> None:
-    app.extensions[_EXTENSION_KEY] = Ingestion(app, workers)
+def init_app(app: Flask, settings: Settings) -> None:
+    pool = Ingestion(app, settings.INGEST_WORKERS)
+    app.extensions[_EXTENSION_KEY] = pool
+    if settings.RUN_SWEEP_SECONDS:
+        # Started by the process's first request, as the run sweeper is: `flask db upgrade` and
+        # the other commands build the app too, before the schema may exist.
+        app.before_request(lambda: pool.start_sweeper(settings.RUN_SWEEP_SECONDS))
 
 
 def ingestion() -> Ingestion:
     return current_app.extensions[_EXTENSION_KEY]
 
 
+def sweep_ingestion() -> None:
+    """One pass: renew this process's hold on its files, end `failed` the stalled files that had
+    their last attempt, and take over the other stalled files, queueing them here.
+
+    A file is stalled when it is `in_progress` and nobody has held it for INGEST_STALE_SECONDS.
+    """
+    pool = ingestion()
+    stamp = now()
+    # First, so that no file of this process's is ever stalled in the statements after.
+    renew_ingestion_holds(pool.held(), stamp)
+    held_before = stamp - current_app.config["BRIDGE_SETTINGS"].INGEST_STALE_SECONDS
+    failed = fail_stalled_ingestions(held_before, MAX_INGEST_ATTEMPTS, INTERRUPTED)
+    taken = take_over_stalled_ingestions(held_before, stamp, TAKEOVERS_PER_SWEEP)
+    db.session.commit()
+    if failed or taken:
+        log.warning("ingestion sweeper: %d stalled file(s) failed, %d taken over", failed,
+                    len(taken))
+    for row_pk, attempt in taken:
+        pool.submit(row_pk, attempt)
+
+
 # ---- ingestion of one file ---------------------------------------------------------------------
 
-def _finish(row_pk: int, status: str, *, error: dict[str, str] | None = None,
+def _finish(row_pk: int, attempt: int, status: str, *, error: dict[str, str] | None = None,
             usage: int = 0) -> None:
-    # Conditional: a file detached meanwhile has no row left to update, and one that another
-    # ingestion ended first keeps that ending; the chunks of this one then go with the rollback.
+    # Conditional: a file detached meanwhile has no row left to update, one that a cancel or
+    # another ingestion ended first keeps that ending, and one a sweep took over belongs to the
+    # newer attempt; the chunks of this one then go with the rollback.
     ended = db.session.execute(update(VectorStoreFile).where(
-        VectorStoreFile.pk == row_pk, VectorStoreFile.status == "in_progress").values(
+        VectorStoreFile.pk == row_pk, VectorStoreFile.status == "in_progress",
+        VectorStoreFile.ingest_attempts == attempt).values(
         status=status, last_error=error, usage_bytes=usage)).rowcount
     if ended:
         db.session.commit()
@@ -88,11 +187,12 @@ def _finish(row_pk: int, status: str, *, error: dict[str, str] | None = None,
         db.session.rollback()
 
 
-def ingest(row_pk: int) -> None:
-    """Extract, chunk and index one attached file; it ends `completed` or `failed`."""
+def ingest(row_pk: int, attempt: int = 1) -> None:
+    """Extract, chunk and index one attached file (ingestion `attempt` of it); it ends
+    `completed` or `failed`."""
     row = db.session.get(VectorStoreFile, row_pk)
-    if row is None or row.status != "in_progress":
-        return
+    if row is None or row.status != "in_progress" or row.ingest_attempts != attempt:
+        return  # detached, ended, or taken over by a sweep, before this attempt started
     file, strategy, store_pk = row.file, row.chunking_strategy["static"], row.vector_store_pk
     limit = current_app.config["BRIDGE_SETTINGS"].INGEST_MAX_TEXT_BYTES
     try:
@@ -107,7 +207,7 @@ def ingest(row_pk: int) -> None:
                                     "can be indexed.")
         except extract.ExtractionError as exc:
             db.session.rollback()
-            _finish(row_pk, "failed", error={"code": exc.code, "message": exc.message})
+            _finish(row_pk, attempt, "failed", error={"code": exc.code, "message": exc.message})
             return
         pieces = chunking.chunks(text, strategy["max_chunk_size_tokens"],
                                  strategy["chunk_overlap_tokens"])
@@ -115,15 +215,15 @@ def ingest(row_pk: int) -> None:
                                             position=position, text=piece)
                            for position, piece in enumerate(pieces))
         db.session.flush()
-        _finish(row_pk, "completed", usage=size)
+        _finish(row_pk, attempt, "completed", usage=size)
     except Exception as exc:
         db.session.rollback()
         if db.session.get(VectorStoreFile, row_pk) is None:
             return  # detached, or its store or file deleted, meanwhile
         log.exception("vector store file %s: ingestion failed", row_pk)
-        _finish(row_pk, "failed", error={"code": "server_error",
-                                         "message": f"The file could not be indexed "
-                                                    f"({type(exc).__name__})."})
+        _finish(row_pk, attempt, "failed", error={"code": "server_error",
+                                                  "message": f"The file could not be indexed "
+                                                             f"({type(exc).__name__})."})
 
 
 # ---- objects -----------------------------------------------------------------------------------
