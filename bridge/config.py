@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     POLL_AFTER_MS: int = Field(default=500, ge=10, le=60_000)
     # A run that has not ended this many seconds after its creation ends as `expired`.
     RUN_TIMEOUT_SECONDS: int = Field(default=600, ge=10, le=86_400)
-    # Seconds between passes of each process's run sweeper (expires overdue runs, restarts
-    # queued ones, finishes interrupted ones, tracks upstream runs nobody polls); 0 turns it off.
+    # Seconds between passes of each process's sweepers: the run sweeper (expires overdue runs,
+    # restarts queued ones, finishes interrupted ones, tracks upstream runs nobody polls) and the
+    # ingestion sweeper (see INGEST_STALE_SECONDS); 0 turns both off.
     RUN_SWEEP_SECONDS: float = Field(default=5.0, ge=0, le=3600)
     # Where offline and chat runs execute: "threads" in each server process, or "rq": a Redis
     # queue (REDIS_URL) served by `flask run-worker` processes on any host.
@@ -90,6 +91,10 @@ class Settings(BaseSettings):
     EMBEDDINGS_MODEL: str = ""
     EMBEDDINGS_BASE_URL: str | None = None
     EMBEDDINGS_API_KEY: str | None = None
+    # Each process's sweep renews its hold on the files it is ingesting or has queued; a file
+    # left in_progress that nobody has held for this many seconds (its process died) is queued
+    # again by the next sweep of any process, once, and ends `failed` if it stalls again.
+    INGEST_STALE_SECONDS: int = Field(default=300, ge=10, le=86_400)
 
     # The assistant that examples and clients use by default (written by setup-assistant).
     ASSISTANT_ID: str | None = None
@@ -151,6 +156,10 @@ class Settings(BaseSettings):
             raise ValueError("RUN_EXECUTOR=rq needs REDIS_URL")
         if self.engine in ("responses", "assistants") and not self.OPENAI_API_KEY:
             raise ValueError(f"BRIDGE_ENGINE={self.engine} needs OPENAI_API_KEY")
+        # Holds are renewed once a sweep: a few sweeps must fit in the bound, or the files of a
+        # live process would look abandoned to the others.
+        if self.RUN_SWEEP_SECONDS and self.INGEST_STALE_SECONDS < 3 * self.RUN_SWEEP_SECONDS:
+            raise ValueError("INGEST_STALE_SECONDS must be at least 3 times RUN_SWEEP_SECONDS")
         return self
 
     @property

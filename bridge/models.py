@@ -336,9 +336,44 @@ class VectorStoreFile(db.Model):
     attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The bytes of text extracted and indexed.
     usage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Ingestions started for this file: 1 on attaching, one more when a sweep takes over a file
+    # whose process stopped holding it. An ingestion ends the file only while this is still its
+    # own number, so one that was taken over writes nothing.
+    ingest_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # While `in_progress`: when the process that queued or runs its ingestion last said so (on
+    # attaching, then at each of that process's sweeps). INGEST_STALE_SECONDS older means
+    # nobody holds it any more.
+    held_at: Mapped[int] = mapped_column(Integer, default=now, server_default="0")
 
     vector_store: Mapped[VectorStore] = relationship()
     file: Mapped[File] = relationship()
+
+
+class VectorStoreFileBatch(db.Model):
+    """Files attached to a store in one request. Its status is its files': `in_progress` while
+    any of them is, `completed` after, unless it was cancelled first."""
+
+    __tablename__ = "vector_store_file_batches"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    vector_store_pk: Mapped[int] = mapped_column(
+        ForeignKey("vector_stores.pk", ondelete="CASCADE"), index=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    cancelled_at: Mapped[int | None] = mapped_column(Integer)
+
+
+class VectorStoreFileBatchFile(db.Model):
+    """One file of a batch. A file attached before the batch is the same attachment, so it
+    counts in every batch that named it, as OpenAI counts it."""
+
+    __tablename__ = "vector_store_file_batch_files"
+
+    batch_pk: Mapped[int] = mapped_column(
+        ForeignKey("vector_store_file_batches.pk", ondelete="CASCADE"), primary_key=True)
+    # Detaching the file takes it out of its batches.
+    vector_store_file_pk: Mapped[int] = mapped_column(
+        ForeignKey("vector_store_files.pk", ondelete="CASCADE"), primary_key=True, index=True)
 
 
 class VectorStoreChunk(db.Model):

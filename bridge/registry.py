@@ -15,7 +15,7 @@ from sqlalchemy.sql import Select
 from .errors import InvalidRequest, NotFound
 from .extensions import db
 from .models import (ACTIVE_RUN_STATUSES, Assistant, File, FileUsage, Message, Run, RunStep, Thread,
-                     VectorStore, VectorStoreFile)
+                     VectorStore, VectorStoreFile, VectorStoreFileBatch, VectorStoreFileBatchFile)
 from .schemas import ListQuery
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -23,7 +23,7 @@ _ID_LENGTH = 24  # ~143 bits: unguessable
 _RANDOM_PART = re.compile(rf"[A-Za-z0-9]{{{_ID_LENGTH}}}")
 # What comes before the random part: `thread_…`, and `file-…` as OpenAI spells file ids.
 _ID_HEADS = {"asst": "asst_", "thread": "thread_", "msg": "msg_", "run": "run_", "step": "step_",
-             "file": "file-", "cki": "cki_", "vs": "vs_"}
+             "file": "file-", "cki": "cki_", "vs": "vs_", "vsfb": "vsfb_"}
 
 
 def new_id(prefix: str) -> str:
@@ -53,6 +53,9 @@ _VECTOR_STORE_OF_USER = select(VectorStore).where(VectorStore.id == bindparam("i
                                                   VectorStore.user_id == bindparam("user_id"))
 _FILE_IN_VECTOR_STORE = select(VectorStoreFile).where(
     VectorStoreFile.id == bindparam("id"), VectorStoreFile.vector_store_pk == bindparam("store_pk"))
+_FILE_BATCH_IN_VECTOR_STORE = select(VectorStoreFileBatch).where(
+    VectorStoreFileBatch.id == bindparam("id"),
+    VectorStoreFileBatch.vector_store_pk == bindparam("store_pk"))
 
 
 def _lookup(statement: Select, prefix: str, noun: str, value: str, *, param: str, **bound):
@@ -132,6 +135,18 @@ def file_for_user(file_id: str, user_id: str) -> File:
     return _lookup(_FILE_OF_USER, "file", "file", file_id, user_id=user_id, param="file_id")
 
 
+def files_for_user(file_ids: list[str], user_id: str) -> list[File]:
+    """The caller's files, in the order given, in one query; the first id that is not the
+    caller's file is the NotFound `file_for_user` would answer for it alone."""
+    wanted = [file_id for file_id in file_ids if _well_formed(file_id, "file")]
+    found = {file.id: file for file in db.session.scalars(select(File).where(
+        File.id.in_(wanted), File.user_id == user_id))} if wanted else {}
+    for file_id in file_ids:
+        if file_id not in found:
+            raise NotFound(f"No file found with id '{file_id}'.", param="file_id")
+    return [found[file_id] for file_id in file_ids]
+
+
 def files_of_user(user_id: str, purpose: str | None = None) -> Select:
     """The query of the caller's files, optionally of one purpose, for listing."""
     statement = select(File).where(File.user_id == user_id)
@@ -192,16 +207,92 @@ def files_of_vector_store(store: VectorStore, status: str | None = None) -> Sele
     return statement if status is None else statement.where(VectorStoreFile.status == status)
 
 
-def vector_store_file_counts(store: VectorStore) -> tuple[dict[str, int], int]:
-    """How many of the store's files are in each status, and the bytes of text they hold."""
+def _file_counts(*where) -> tuple[dict[str, int], int]:
     rows = db.session.execute(select(
         VectorStoreFile.status, func.count(), func.coalesce(func.sum(VectorStoreFile.usage_bytes), 0))
-        .where(VectorStoreFile.vector_store_pk == store.pk).group_by(VectorStoreFile.status))
+        .where(*where).group_by(VectorStoreFile.status))
     counts, usage = {}, 0
     for status, count, size in rows:
         counts[status] = count
         usage += int(size)
     return counts, usage
+
+
+def vector_store_file_counts(store: VectorStore) -> tuple[dict[str, int], int]:
+    """How many of the store's files are in each status, and the bytes of text they hold."""
+    return _file_counts(VectorStoreFile.vector_store_pk == store.pk)
+
+
+def file_batch_in_vector_store(store: VectorStore, batch_id: str) -> VectorStoreFileBatch:
+    """A file batch of an already-authorised vector store, or NotFound."""
+    return _lookup(_FILE_BATCH_IN_VECTOR_STORE, "vsfb", "vector store file batch", batch_id,
+                   store_pk=store.pk, param="batch_id")
+
+
+def _in_file_batch(batch: VectorStoreFileBatch):
+    return VectorStoreFile.pk.in_(select(VectorStoreFileBatchFile.vector_store_file_pk).where(
+        VectorStoreFileBatchFile.batch_pk == batch.pk))
+
+
+def files_of_file_batch(batch: VectorStoreFileBatch, status: str | None = None) -> Select:
+    """The query of a batch's files, optionally in one status, for listing."""
+    statement = select(VectorStoreFile).where(_in_file_batch(batch))
+    return statement if status is None else statement.where(VectorStoreFile.status == status)
+
+
+def file_batch_file_counts(batch: VectorStoreFileBatch) -> dict[str, int]:
+    """How many of the batch's files are in each status."""
+    return _file_counts(_in_file_batch(batch))[0]
+
+
+def cancel_files_of_file_batch(batch: VectorStoreFileBatch) -> None:
+    """Mark the batch's files still `in_progress` `cancelled`, in the session's transaction.
+
+    One conditional update: a file whose ingestion ends first keeps its ending, and an
+    ingestion that ends after finds the file cancelled and leaves it so.
+    """
+    db.session.execute(update(VectorStoreFile).where(
+        _in_file_batch(batch), VectorStoreFile.status == "in_progress").values(
+        status="cancelled").execution_options(synchronize_session=False))
+
+
+def renew_ingestion_holds(row_pks: list[int], stamp: int) -> None:
+    """Say that this process still holds these files' ingestion, in the session's transaction."""
+    for start in range(0, len(row_pks), 500):  # a bounded IN list per statement
+        db.session.execute(update(VectorStoreFile).where(
+            VectorStoreFile.pk.in_(row_pks[start:start + 500]),
+            VectorStoreFile.status == "in_progress").values(held_at=stamp)
+            .execution_options(synchronize_session=False))
+
+
+def _stalled(held_before: int) -> tuple:
+    return VectorStoreFile.status == "in_progress", VectorStoreFile.held_at < held_before
+
+
+def fail_stalled_ingestions(held_before: int, attempts: int, error: dict[str, str]) -> int:
+    """End `failed` with `error` the files in_progress that nobody has held since `held_before`
+    and that had `attempts` ingestions already, in the session's transaction; how many."""
+    return db.session.execute(update(VectorStoreFile).where(
+        *_stalled(held_before), VectorStoreFile.ingest_attempts >= attempts).values(
+        status="failed", last_error=error).execution_options(synchronize_session=False)).rowcount
+
+
+def take_over_stalled_ingestions(held_before: int, stamp: int,
+                                 limit: int) -> list[tuple[int, int]]:
+    """Claim up to `limit` files in_progress that nobody has held since `held_before` for one
+    more ingestion each, in the session's transaction: (pk, attempt) of each claimed.
+
+    Sweeps of several processes claim a file once: the update checks the hold again on the row
+    it changes, and the first claim renewed it (PostgreSQL re-reads a row another transaction
+    changed before updating it; SQLite runs one writer at a time).
+    """
+    candidates = select(VectorStoreFile.pk).where(*_stalled(held_before)).order_by(
+        VectorStoreFile.pk).limit(limit)
+    return [tuple(row) for row in db.session.execute(update(VectorStoreFile).where(
+        VectorStoreFile.pk.in_(candidates), *_stalled(held_before)).values(
+        ingest_attempts=VectorStoreFile.ingest_attempts + 1, held_at=stamp)
+        .returning(VectorStoreFile.pk, VectorStoreFile.ingest_attempts)
+        .execution_options(synchronize_session=False))]
 
 
 _PREFIXES = {Assistant: "asst", Thread: "thread", Message: "msg", Run: "run", RunStep: "step",

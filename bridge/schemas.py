@@ -468,6 +468,40 @@ class VectorStoreFileCreate(Request):
     chunking_strategy: ChunkingStrategy | None = None
 
 
+# OpenAI's largest batch.
+MAX_FILE_BATCH_FILES = 2000
+
+
+class FileBatchEntry(Request):
+    """One file of a batch, with its own attributes and chunking."""
+
+    file_id: ObjectId
+    attributes: Attributes | None = None
+    chunking_strategy: ChunkingStrategy | None = None
+
+
+class VectorStoreFileBatchCreate(Request):
+    """POST /v1/vector_stores/{vector_store_id}/file_batches: `file_ids` or `files`, not both."""
+
+    # The rule the view enforces, stated in the spec too: exactly one of the two lists.
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"oneOf": [
+        {"required": ["file_ids"], "properties": {"file_ids": {"type": "array"},
+                                                  "files": {"type": "null"}}},
+        {"required": ["files"], "properties": {"files": {"type": "array"},
+                                               "file_ids": {"type": "null"}}}]})
+
+    file_ids: Annotated[list[ObjectId], Field(
+        min_length=1, max_length=MAX_FILE_BATCH_FILES)] | None = None
+    files: Annotated[list[FileBatchEntry], Field(
+        min_length=1, max_length=MAX_FILE_BATCH_FILES)] | None = None
+    attributes: Attributes | None = Field(
+        default=None, description="For every file of `file_ids`; ignored with `files`, as "
+        "OpenAI ignores it.")
+    chunking_strategy: ChunkingStrategy | None = Field(
+        default=None, description="For every file of `file_ids`; ignored with `files`, as "
+        "OpenAI ignores it.")
+
+
 class SearchRankingOptions(Request):
     ranker: Literal["none", "auto", "default-2024-11-15"] | None = None
     score_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -734,6 +768,16 @@ class VectorStoreFileObject(BaseModel):
     last_error: VectorStoreFileError | None = None
     chunking_strategy: dict[str, Any]
     attributes: dict[str, Any] | None = None
+
+
+class VectorStoreFileBatchObject(BaseModel):
+    id: str
+    # As the SDK's type spells it.
+    object: Literal["vector_store.files_batch"] = "vector_store.files_batch"
+    created_at: int
+    vector_store_id: str
+    status: Literal["in_progress", "completed", "cancelled", "failed"]
+    file_counts: FileCounts
 
 
 class SearchContent(BaseModel):

@@ -275,6 +275,27 @@ def race_run_creates(bridge: Bridge, thread_id: str, assistant_id: str, attempts
         return [run_id for run_id in pool.map(attempt, range(attempts)) if run_id]
 
 
+@pytest.fixture
+def held_extraction(monkeypatch):
+    """Ingestion of files whose name starts with "held" waits, mid-way, until `release()`;
+    `started` lists the names of those that reached the wait, in order."""
+    from types import SimpleNamespace
+
+    from bridge.retrieval import extract
+
+    gate, started, extract_text = threading.Event(), [], extract.extract_text
+
+    def waiting(filename: str, data: bytes, limit: int) -> str:
+        if filename.startswith("held"):
+            started.append(filename)
+            gate.wait(30)
+        return extract_text(filename, data, limit)
+
+    monkeypatch.setattr(extract, "extract_text", waiting)
+    yield SimpleNamespace(release=gate.set, started=started)
+    gate.set()
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02):
     """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -2,14 +2,14 @@
 
 Every generated request goes through the WSGI app with a valid token of one of two users (alice,
 an admin, and bob), chosen from the generated data so that a replayed example keeps its user.
-Most requests aim at real objects: path parameters (and a body's `assistant_id`, a list's
-`run_id` filter) are replaced by the ids of a thread, message, run, run step and assistant seeded
-for that user, or for the other user. Each response must pass schemathesis' checks: no 5xx, a documented
+Most requests aim at real objects: path parameters (and a body's `assistant_id` and file ids, a
+list's `run_id` filter) are replaced by the ids of a thread, message, run, run step, assistant,
+file, vector store and file batch seeded for that user, or for the other user. Each response must pass schemathesis' checks: no 5xx, a documented
 status code, a documented content type, a body that matches the documented schema. On top:
 
 - a request whose Authorization is not one of our tokens (schemathesis' negative cases drop or
   garble it) is answered 401, unless routing refused it first (404/405 without a `param`);
-- a request for the other user's thread, message, run or step is answered 404 (or a 400/413 about the
+- a request for the other user's objects is answered 404 (or a 400/413 about the
   body or query), never 2xx, 403 or 409, and never a 400 about the object itself.
 
 What runs: schemathesis' examples and coverage phases (deterministic: boundary values, missing
@@ -54,11 +54,12 @@ USERS = ("alice", "bob")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 # On the offline engine, runs are over before a fuzzed cancel arrives and never ask for tool
-# outputs: these two cannot answer 2xx, but must still reach real runs.
-NO_2XX_EXPECTED = {"cancel_run", "submit_tool_outputs"}
+# outputs, and a batch of one small file is ingested before a fuzzed cancel arrives: these
+# cannot answer 2xx, but must still reach real runs and batches.
+NO_2XX_EXPECTED = {"cancel_run", "submit_tool_outputs", "cancel_vector_store_file_batch"}
 PATH_OBJECTS = {"thread_id": "thread", "message_id": "message", "run_id": "run",
                 "step_id": "step", "assistant_id": "assistant", "file_id": "file",
-                "vector_store_id": "vector_store"}
+                "vector_store_id": "vector_store", "batch_id": "file_batch"}
 TARGETS = ("generated", "own", "own", "other", "own thread only")
 TOKEN_LIMITS = ("max_prompt_tokens", "max_completion_tokens")
 
@@ -125,9 +126,11 @@ class World:
                                 headers=self.auth(user)).get_json()["data"]
         file_id = self.upload(user)
         store = self.post(user, "/v1/vector_stores", {"name": user, "file_ids": [file_id]})
+        batch = self.post(user, f"/v1/vector_stores/{store['id']}/file_batches",
+                          {"file_ids": [file_id]})
         return {"thread": thread["id"], "run": run["id"], "message": messages[-1]["id"],
                 "step": steps[0]["id"], "assistant": self.assistant, "file": file_id,
-                "vector_store": store["id"]}
+                "vector_store": store["id"], "file_batch": batch["id"]}
 
     def upload(self, user: str) -> str:
         """A file of `user`'s; its id."""
@@ -204,10 +207,17 @@ def aim(case, world: World) -> tuple[str, str]:
             if target != "own thread only" or name == "thread_id":
                 case.path_parameters[name] = seeds[PATH_OBJECTS[name]]
     body, query = case.body, case.query
-    # A body's file id names the caller's real file half the time, and always when the path
-    # names the caller's own objects: attaching a file to a vector store needs both to succeed.
-    if isinstance(body, dict) and "file_id" in body and ((number >> 4) & 1 or target == "own"):
-        body["file_id"] = world.seeds[user]["file"]
+    # A body's file ids name the caller's real file half the time, and always when the path
+    # names the caller's own objects: attaching files to a vector store needs both to succeed.
+    if isinstance(body, dict) and ((number >> 4) & 1 or target == "own"):
+        own_file = world.seeds[user]["file"]
+        if "file_id" in body:
+            body["file_id"] = own_file
+        if isinstance(body.get("file_ids"), list):
+            body["file_ids"] = [own_file for _ in body["file_ids"]]
+        for entry in body.get("files") if isinstance(body.get("files"), list) else ():
+            if isinstance(entry, dict) and "file_id" in entry:
+                entry["file_id"] = own_file
     if (number >> 4) & 1:
         if isinstance(body, dict) and "assistant_id" in body:
             body["assistant_id"] = world.assistant

@@ -1,16 +1,16 @@
-"""Per-user isolation: another user's thread, message, run, step, file or vector store id behaves
-exactly like a missing one.
+"""Per-user isolation: another user's thread, message, run, step, file, vector store or file
+batch id behaves exactly like a missing one.
 
 Alice owns a thread with a message and a completed run (with its step), a file, and a vector
-store holding it; Bob owns a thread with a completed run and a vector store of his own. For every
-/v1 route that takes a thread, message, run, step, file or vector store id (one table,
-`ROUTES`), and for every id kind the route takes (in its path, query or body), Bob sends Alice's
-id and must get the very same answer as for a well-formed id that never existed and for a
-malformed id: same status (404), same headers, same body byte for byte once the id string itself
-is replaced by a placeholder. Message and run ids are tried under Bob's own thread, and step ids
-under Bob's own run, and file ids in a store under Bob's own store, so the check of what holds
-them cannot be what stops him. After every
-attempt both users' data must be unchanged.
+store holding it through a file batch; Bob owns a thread with a completed run and a vector store
+of his own with a batch of his own file. For every /v1 route that takes a thread, message, run,
+step, file, vector store or batch id (one table, `ROUTES`), and for every id kind the route takes
+(in its path, query or body), Bob sends Alice's id and must get the very same answer as for a
+well-formed id that never existed and for a malformed id: same status (404), same headers, same
+body byte for byte once the id string itself is replaced by a placeholder. Message and run ids
+are tried under Bob's own thread, step ids under Bob's own run, and file and batch ids in Bob's
+own store, so the check of what holds them cannot be what stops him. After every attempt both
+users' data must be unchanged.
 
 `test_table_covers_every_id_route` ties the table to `app.url_map`, so a new route that takes one
 of these ids fails the suite until it is added to the matrix.
@@ -35,21 +35,21 @@ import pytest
 from bridge.observability import route_template
 from tests.conftest import ENGINES, engine_settings, make_token, wait_for
 
-KINDS = ("thread_id", "message_id", "run_id", "step_id", "file_id", "vector_store_id")
+KINDS = ("thread_id", "message_id", "run_id", "step_id", "file_id", "vector_store_id", "batch_id")
 # What precedes an id's random part: OpenAI spells file ids `file-…`.
 PREFIX = {"thread_id": "thread_", "message_id": "msg_", "run_id": "run_", "step_id": "step_",
-          "file_id": "file-", "vector_store_id": "vs_"}
+          "file_id": "file-", "vector_store_id": "vs_", "batch_id": "vsfb_"}
 PLACEHOLDER = b"<ID>"
 TERMINAL = {"completed", "failed", "cancelled", "incomplete", "expired"}
-ID_SLOT = re.compile(r"\{(thread_id|message_id|run_id|step_id|file_id|vector_store_id)\}")
+ID_SLOT = re.compile(r"\{(thread_id|message_id|run_id|step_id|file_id|vector_store_id|batch_id)\}")
 
 
 # ---- the matrix table ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Route:
-    """One /v1 operation; `{thread_id}`, `{message_id}`, `{run_id}`, `{step_id}`, `{file_id}`
-    mark where ids go."""
+    """One /v1 operation; `{thread_id}`, `{message_id}`, `{run_id}`, `{step_id}`, `{file_id}`,
+    `{vector_store_id}`, `{batch_id}` mark where ids go."""
 
     method: str
     template: str
@@ -107,9 +107,13 @@ ROUTES = [
     Route("GET", "/v1/vector_stores/{vector_store_id}/files/{file_id}"),
     Route("DELETE", "/v1/vector_stores/{vector_store_id}/files/{file_id}"),
     Route("POST", "/v1/vector_stores/{vector_store_id}/search", {"query": "alice"}),
+    Route("POST", "/v1/vector_stores/{vector_store_id}/file_batches", {"file_ids": ["{file_id}"]}),
+    Route("GET", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}"),
+    Route("POST", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel"),
+    Route("GET", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files"),
 ]
 
-# One matrix cell per (route, id kind): 29 routes, 43 cells.
+# One matrix cell per (route, id kind): 33 routes, 51 cells.
 MATRIX = [pytest.param(route, kind, id=f"{route.method} {route.template} [{kind}]")
           for route in ROUTES for kind in route.kinds]
 
@@ -145,9 +149,11 @@ class World:
     alice_step: str = ""
     alice_file: str = ""
     alice_store: str = ""
+    alice_batch: str = ""
     bob_thread: str = ""
     bob_run: str = ""
     bob_store: str = ""
+    bob_batch: str = ""
     tokens: dict[str, str] = field(default_factory=dict)
 
     def request(self, user: str, method: str, url: str, body: dict | None = None, *,
@@ -191,13 +197,27 @@ class World:
             seen[user, "/v1/files"] = (files.status_code, files.get_json())
             stores = self.request(user, "GET", "/v1/vector_stores?limit=100")
             seen[user, "/v1/vector_stores"] = (stores.status_code, stores.get_json())
-        for user, store in (("alice", self.alice_store), ("bob", self.bob_store)):
-            for url in (f"/v1/vector_stores/{store}", f"/v1/vector_stores/{store}/files"):
+        for user, store, batch in (("alice", self.alice_store, self.alice_batch),
+                                   ("bob", self.bob_store, self.bob_batch)):
+            for url in (f"/v1/vector_stores/{store}", f"/v1/vector_stores/{store}/files",
+                        f"/v1/vector_stores/{store}/file_batches/{batch}",
+                        f"/v1/vector_stores/{store}/file_batches/{batch}/files"):
                 response = self.request(user, "GET", url)
                 seen[user, url] = (response.status_code, response.get_json())
         content = self.request("alice", "GET", f"/v1/files/{self.alice_file}/content")
         seen["alice", "content"] = (content.status_code, content.get_data())
         return seen
+
+
+def upload(world: World, user: str) -> str:
+    """A file of `user`'s; its id."""
+    token = world.tokens.setdefault(user, make_token(world.app, user))
+    uploaded = world.app.test_client().post(
+        "/v1/files", headers={"Authorization": f"Bearer {token}"},
+        data={"purpose": "assistants", "file": (io.BytesIO(f"{user}'s file".encode()),
+                                                f"{user}.txt")})
+    assert uploaded.status_code == 200, uploaded.get_data(as_text=True)
+    return uploaded.get_json()["id"]
 
 
 def build_world(app) -> World:
@@ -217,18 +237,17 @@ def build_world(app) -> World:
     steps = world.request("alice", "GET",
                           f"/v1/threads/{world.alice_thread}/runs/{world.alice_run}/steps")
     world.alice_step = steps.get_json()["data"][0]["id"]
-    token = world.tokens.setdefault("alice", make_token(app, "alice"))
-    uploaded = app.test_client().post("/v1/files", headers={"Authorization": f"Bearer {token}"},
-                                      data={"purpose": "assistants",
-                                            "file": (io.BytesIO(b"alice's file"), "alice.txt")})
-    assert uploaded.status_code == 200, uploaded.get_data(as_text=True)
-    world.alice_file = uploaded.get_json()["id"]
-    world.alice_store = world.create("alice", "/v1/vector_stores", {
-        "name": "alice's store", "file_ids": [world.alice_file]})["id"]
-    # Ingested before any snapshot, so that only Bob's requests could change what Alice sees.
-    wait_for(lambda: world.request("alice", "GET", f"/v1/vector_stores/{world.alice_store}")
-             .get_json()["status"] == "completed")
+    world.alice_file = upload(world, "alice")
+    world.alice_store = world.create("alice", "/v1/vector_stores", {"name": "alice's store"})["id"]
+    world.alice_batch = world.create("alice", f"/v1/vector_stores/{world.alice_store}/file_batches",
+                                     {"file_ids": [world.alice_file]})["id"]
     world.bob_store = world.create("bob", "/v1/vector_stores", {"name": "bob's store"})["id"]
+    world.bob_batch = world.create("bob", f"/v1/vector_stores/{world.bob_store}/file_batches",
+                                   {"file_ids": [upload(world, "bob")]})["id"]
+    # Ingested before any snapshot, so that only Bob's requests could change what Alice sees.
+    for user, store in (("alice", world.alice_store), ("bob", world.bob_store)):
+        wait_for(lambda: world.request(user, "GET", f"/v1/vector_stores/{store}")
+                 .get_json()["status"] == "completed")
     world.bob_thread = world.create("bob", "/v1/threads", {
         "messages": [{"role": "user", "content": "hello from bob"}]})["id"]
     world.bob_run = world.create("bob", f"/v1/threads/{world.bob_thread}/runs", {
@@ -275,6 +294,7 @@ def fill(route: Route, world: World, kind: str, value: str) -> tuple[str, dict |
     """
     ids = {"thread_id": world.alice_thread if kind == "thread_id" else world.bob_thread,
            "vector_store_id": world.alice_store if kind == "vector_store_id" else world.bob_store,
+           "batch_id": world.alice_batch,
            "message_id": world.alice_message,
            "run_id": world.bob_run if kind == "step_id" else world.alice_run,
            "step_id": world.alice_step, "file_id": world.alice_file, kind: value}
@@ -313,7 +333,8 @@ def test_foreign_id_is_indistinguishable_from_missing_id(world, route, kind):
     before = world.snapshot()
     foreign = {"thread_id": world.alice_thread, "message_id": world.alice_message,
                "run_id": world.alice_run, "step_id": world.alice_step,
-               "file_id": world.alice_file, "vector_store_id": world.alice_store}[kind]
+               "file_id": world.alice_file, "vector_store_id": world.alice_store,
+               "batch_id": world.alice_batch}[kind]
 
     def attempt(value: str):
         url, body = fill(route, world, kind, value)
@@ -333,10 +354,10 @@ def test_foreign_id_is_indistinguishable_from_missing_id(world, route, kind):
 
 
 def test_matrix_size():
-    """29 routes; 16 take one id kind, 12 take two, 1 takes three: 43 cells, each tried with 7
+    """33 routes; 16 take one id kind, 16 take two, 1 takes three: 51 cells, each tried with 7
     ids."""
-    assert len(ROUTES) == len({(r.method, r.template) for r in ROUTES}) == 29
-    assert len(MATRIX) == 43
+    assert len(ROUTES) == len({(r.method, r.template) for r in ROUTES}) == 33
+    assert len(MATRIX) == 51
 
 
 def test_table_covers_every_id_route(app):
@@ -431,7 +452,8 @@ CURSORS = [
                        ("/v1/threads/{bob_thread}/runs/{bob_run}/steps", "step_id"),
                        ("/v1/files", "file_id"),
                        ("/v1/vector_stores", "vector_store_id"),
-                       ("/v1/vector_stores/{bob_store}/files", "file_id"))
+                       ("/v1/vector_stores/{bob_store}/files", "file_id"),
+                       ("/v1/vector_stores/{bob_store}/file_batches/{bob_batch}/files", "file_id"))
     for cursor in ("after", "before")
 ]
 
@@ -443,7 +465,7 @@ def test_foreign_cursor_is_indistinguishable_from_unknown_cursor(offline_world, 
                "run_id": world.alice_run, "step_id": world.alice_step,
                "file_id": world.alice_file, "vector_store_id": world.alice_store}[kind]
     url = path.format(bob_thread=world.bob_thread, bob_run=world.bob_run,
-                      bob_store=world.bob_store)
+                      bob_store=world.bob_store, bob_batch=world.bob_batch)
 
     def attempt(value):
         return world.request("bob", "GET", f"{url}?{cursor}={value}")

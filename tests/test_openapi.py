@@ -18,8 +18,8 @@ import pytest
 
 from bridge.schemas import (AssistantCreate, AssistantModify, FileCreate, MessageCreate,
                             MessageModify, RunCreate, RunModify, ThreadAndRunCreate, ThreadCreate, ThreadModify,
-                            ToolOutputsSubmit, VectorStoreCreate, VectorStoreFileCreate,
-                            VectorStoreModify, VectorStoreSearch)
+                            ToolOutputsSubmit, VectorStoreCreate, VectorStoreFileBatchCreate,
+                            VectorStoreFileCreate, VectorStoreModify, VectorStoreSearch)
 from tests.conftest import wait_for
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -43,6 +43,7 @@ REQUEST_BODIES = [
     ("post", "/v1/vector_stores/{vector_store_id}", VectorStoreModify),
     ("post", "/v1/vector_stores/{vector_store_id}/files", VectorStoreFileCreate),
     ("post", "/v1/vector_stores/{vector_store_id}/search", VectorStoreSearch),
+    ("post", "/v1/vector_stores/{vector_store_id}/file_batches", VectorStoreFileBatchCreate),
 ]
 # Multipart bodies (uploads): (method, path, model that validates the form).
 UPLOAD_BODIES = [("post", "/v1/files", FileCreate)]
@@ -50,7 +51,8 @@ UPLOAD_BODIES = [("post", "/v1/files", FileCreate)]
 BYTES_ROUTES = {("get", "/v1/files/{file_id}/content")}
 LIST_ROUTES = ["/v1/threads", "/v1/threads/{thread_id}/messages", "/v1/threads/{thread_id}/runs",
                "/v1/threads/{thread_id}/runs/{run_id}/steps", "/v1/assistants", "/v1/vector_stores",
-               "/v1/vector_stores/{vector_store_id}/files"]
+               "/v1/vector_stores/{vector_store_id}/files",
+               "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files"]
 
 
 @pytest.fixture
@@ -263,6 +265,13 @@ def test_file_list_documents_openai_limits_and_filter(spec):
     assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, 10_000, 10_000)
 
 
+def test_file_batch_body_documents_exactly_one_file_list(spec):
+    documented = component(spec, spec["paths"]["/v1/vector_stores/{vector_store_id}/file_batches"]
+                           ["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"])
+    assert [branch["required"] for branch in documented["oneOf"]] == [["file_ids"], ["files"]]
+    assert documented["properties"]["file_ids"]["anyOf"][0]["maxItems"] == 2000
+
+
 def test_request_body_is_required_when_the_model_has_required_fields(spec):
     mismatched = []
     for method, path, operation in documented_operations(spec):
@@ -313,6 +322,13 @@ def test_real_replies_have_the_documented_fields(app, client, spec, token_for):
     replies[("get", "/v1/files")] = client.get("/v1/files", headers=user).get_json()
     replies[("get", "/v1/files/{file_id}")] = client.get(f"/v1/files/{file['id']}",
                                                           headers=user).get_json()
+    store = client.post("/v1/vector_stores", json={}, headers=user).get_json()
+    batch = client.post(f"/v1/vector_stores/{store['id']}/file_batches",
+                        json={"file_ids": [file["id"]]}, headers=user).get_json()
+    replies[("post", "/v1/vector_stores/{vector_store_id}/file_batches")] = batch
+    replies[("get", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files")] = \
+        client.get(f"/v1/vector_stores/{store['id']}/file_batches/{batch['id']}/files",
+                   headers=user).get_json()
     replies[("delete", "/v1/files/{file_id}")] = client.delete(f"/v1/files/{file['id']}",
                                                                 headers=user).get_json()
 

@@ -24,7 +24,7 @@ PATH_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 PLACEHOLDER_IDS = {"thread_id": "thread_" + "x" * 24, "message_id": "msg_" + "x" * 24,
                    "run_id": "run_" + "x" * 24, "step_id": "step_" + "x" * 24,
                    "assistant_id": "asst_" + "x" * 24, "file_id": "file-" + "x" * 24,
-                   "vector_store_id": "vs_" + "x" * 24}
+                   "vector_store_id": "vs_" + "x" * 24, "batch_id": "vsfb_" + "x" * 24}
 METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH")
 
 

@@ -160,6 +160,24 @@ def test_list_update_delete(alice, corpus):
     assert alice.files.retrieve(ids["volcanoes.md"]).id == ids["volcanoes.md"]
 
 
+def test_attaching_a_file_again_while_it_is_ingested_ingests_it_once(offline_bridge, alice,
+                                                                    held_extraction):
+    file_id = upload(alice, "held.txt", "one two three")
+    store = alice.vector_stores.create()
+    alice.vector_stores.files.create(vector_store_id=store.id, file_id=file_id)
+    wait_for(lambda: held_extraction.started)
+    again = alice.vector_stores.files.create(vector_store_id=store.id, file_id=file_id)
+    assert again.id == file_id and again.status == "in_progress"
+
+    held_extraction.release()
+    # Every ingestion queued runs to its end, none cancelled.
+    offline_bridge.app.extensions["bridge.ingestion"].pool.shutdown(wait=True)
+    assert held_extraction.started == ["held.txt"]
+    assert alice.vector_stores.files.retrieve(file_id, vector_store_id=store.id).status == \
+        "completed"
+    assert len(alice.vector_stores.search(store.id, query="two").data) == 1
+
+
 def test_static_chunking_splits_by_tokens(alice):
     words = " ".join(f"w{i}" for i in range(250))
     file_id = upload(alice, "words.txt", words)

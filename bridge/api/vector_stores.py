@@ -1,14 +1,17 @@
-"""Vector stores: the caller's stores, the files attached to them, and search over them."""
+"""Vector stores: the caller's stores, the files attached to them (one at a time or in batches),
+and search over them."""
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 
 from .. import retrieval
 from ..auth import current_user_id, require_user
 from ..engines import current_engine
 from ..models import VectorStore, VectorStoreFile
-from ..registry import (file_in_vector_store, files_of_vector_store, paginate,
-                        vector_store_for_user, vector_stores_of_user)
+from ..registry import (file_batch_in_vector_store, file_in_vector_store, files_of_file_batch,
+                        files_of_vector_store, paginate, vector_store_for_user,
+                        vector_stores_of_user)
 from ..schemas import (DeletedObject, ListObject, ListQuery, SearchResultsPage, VectorStoreCreate,
+                       VectorStoreFileBatchCreate, VectorStoreFileBatchObject,
                        VectorStoreFileCreate, VectorStoreFileListQuery, VectorStoreFileObject,
                        VectorStoreModify, VectorStoreObject, VectorStoreSearch)
 from . import endpoint
@@ -18,6 +21,7 @@ bp = Blueprint("vector_stores", __name__, url_prefix="/v1")
 bp.before_request(require_user)
 STORE = "/vector_stores/<vector_store_id>"
 STORE_FILE = STORE + "/files/<file_id>"
+FILE_BATCH = STORE + "/file_batches/<batch_id>"
 
 
 @endpoint(bp, "/vector_stores", "POST", body=VectorStoreCreate, response=VectorStoreObject,
@@ -100,3 +104,49 @@ def delete_vector_store_file(vector_store_id: str, file_id: str):
 def search_vector_store(vector_store_id: str, body: VectorStoreSearch):
     """The chunks of one of the caller's stores that best match the query."""
     return retrieval.search(vector_store_for_user(vector_store_id, current_user_id()), body)
+
+
+@endpoint(bp, STORE + "/file_batches", "POST", body=VectorStoreFileBatchCreate,
+          response=VectorStoreFileBatchObject, summary="Attach several files to a vector store")
+def create_vector_store_file_batch(vector_store_id: str, body: VectorStoreFileBatchCreate):
+    """Attach several of the caller's files at once; they are ingested in the background."""
+    user_id = current_user_id()
+    store = vector_store_for_user(vector_store_id, user_id)
+    return retrieval.file_batch_object(retrieval.create_file_batch(store, user_id, body), store.id)
+
+
+def _with_poll_hint(batch, store_id: str) -> tuple[VectorStoreFileBatchObject, dict[str, str]]:
+    # The SDK's create_and_poll waits as long as this header says before polling again.
+    shown = retrieval.file_batch_object(batch, store_id)
+    headers = {}
+    if shown.status == "in_progress":
+        headers["openai-poll-after-ms"] = str(current_app.config["BRIDGE_SETTINGS"].POLL_AFTER_MS)
+    return shown, headers
+
+
+@endpoint(bp, FILE_BATCH, "GET", response=VectorStoreFileBatchObject,
+          summary="Retrieve a vector store file batch")
+def get_vector_store_file_batch(vector_store_id: str, batch_id: str):
+    """One batch of one of the caller's stores: poll it until no file is in_progress."""
+    store = vector_store_for_user(vector_store_id, current_user_id())
+    return _with_poll_hint(file_batch_in_vector_store(store, batch_id), store.id)
+
+
+@endpoint(bp, FILE_BATCH + "/cancel", "POST", response=VectorStoreFileBatchObject,
+          summary="Cancel a vector store file batch")
+def cancel_vector_store_file_batch(vector_store_id: str, batch_id: str):
+    """Stop ingesting a batch's files; those still in_progress end cancelled."""
+    store = vector_store_for_user(vector_store_id, current_user_id())
+    batch = retrieval.cancel_file_batch(file_batch_in_vector_store(store, batch_id))
+    return retrieval.file_batch_object(batch, store.id)
+
+
+@endpoint(bp, FILE_BATCH + "/files", "GET", query=VectorStoreFileListQuery,
+          response=ListObject[VectorStoreFileObject], summary="List a file batch's files")
+def list_vector_store_file_batch_files(vector_store_id: str, batch_id: str,
+                                       query: VectorStoreFileListQuery):
+    """The files of one batch of one of the caller's stores, optionally in one status."""
+    store = vector_store_for_user(vector_store_id, current_user_id())
+    batch = file_batch_in_vector_store(store, batch_id)
+    page = paginate(files_of_file_batch(batch, query.filter), VectorStoreFile, query)
+    return list_object(page, lambda row: retrieval.vector_store_file_object(row, store.id))

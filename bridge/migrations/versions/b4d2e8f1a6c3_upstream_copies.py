@@ -28,9 +28,9 @@ def upgrade():
 
 
 def downgrade():
+    # Plain ALTER TABLE (SQLite 3.35+): a batch rebuild of these tables would cascade-delete
+    # the rows that point at them.
     op.drop_table('file_blobs')
-    with op.batch_alter_table('vector_stores') as batch:
-        batch.drop_column('upstream_id')
+    op.drop_column('vector_stores', 'upstream_id')
     op.drop_index(op.f('ix_files_upstream_id'), table_name='files')
-    with op.batch_alter_table('files') as batch:
-        batch.drop_column('upstream_id')
+    op.drop_column('files', 'upstream_id')
