@@ -450,3 +450,28 @@ def test_provider_copies_follow_the_registry(upstream):
     assert copies[volcano] not in fake.files
     alice.vector_stores.delete(store_id)
     assert copy_id not in fake.vector_stores
+
+
+def test_the_sdk_flow_end_to_end(searching):
+    """The official SDK's own helpers, from upload to a cited answer, on every engine."""
+    alice = searching.sdk("alice")
+    store = alice.vector_stores.create(name="notes")
+    first = alice.files.create(file=("bread.txt", io.BytesIO(DOCUMENTS["bread.txt"].encode())),
+                               purpose="assistants")
+    attached = alice.vector_stores.files.create_and_poll(vector_store_id=store.id,
+                                                         file_id=first.id, poll_interval_ms=20)
+    assert attached.status == "completed"
+    batch = alice.vector_stores.file_batches.upload_and_poll(
+        vector_store_id=store.id, poll_interval_ms=20,
+        files=[(name, io.BytesIO(DOCUMENTS[name].encode())) for name in ("chess.txt",
+                                                                          "volcanoes.md")])
+    assert batch.status == "completed" and batch.file_counts.completed == 2
+    names = {f.id: f.filename for f in alice.files.list()}
+    assert sorted(names.values()) == ["bread.txt", "chess.txt", "volcanoes.md"]
+
+    assistant = searching.assistant(tools=[{"type": "file_search"}])
+    thread_id, run = ask(alice, assistant, "Why does a volcano erupt?", store.id)
+
+    assert run.status == "completed"
+    [cited] = cited_files(reply_of(alice, thread_id, run.id))
+    assert names[cited] == "volcanoes.md"
