@@ -165,7 +165,7 @@ def test_empty_body_counts_as_an_empty_object(api):
     ("thread", {"tool_resources": "none"}, "tool_resources"),
     ("message", {"role": "system"}, "role"),
     ("message", {"role": 1}, "role"),
-    ("message", {"attachments": [{"file_id": "file_1"}]}, "attachments"),
+    ("message", {"attachments": "file_1"}, "attachments"),
     ("message", {"metadata": 7}, "metadata"),
     pytest.param("message", {"content": 5}, "content", id="message-content-number"),
     pytest.param("message", {"content": {"text": "hi"}}, "content", id="message-content-object"),
