@@ -475,3 +475,26 @@ def test_the_sdk_flow_end_to_end(searching):
     assert run.status == "completed"
     [cited] = cited_files(reply_of(alice, thread_id, run.id))
     assert names[cited] == "volcanoes.md"
+
+
+def test_code_interpreter_files_reach_the_provider(upstream):
+    alice, fake = upstream.sdk("alice"), upstream.fake
+    data = upload(alice, "data.csv", "city,rain\nOslo,12\n")
+    assistant = upstream.assistant(tools=[{"type": "code_interpreter"}])
+    thread = alice.beta.threads.create(
+        tool_resources={"code_interpreter": {"file_ids": [data]}},
+        messages=[{"role": "user", "content": "Plot the rain."}])
+    alice.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant,
+                                            poll_interval_ms=20)
+    copy = _registry_copies(upstream)[data]
+    assert copy and fake.file_content(copy) == b"city,rain\nOslo,12\n"
+    if upstream.engine == "responses":
+        sent = [r["json"] for r in fake.requests if r["path"] == "/v1/responses"][0]
+        [tool] = sent["tools"]
+        assert tool == {"type": "code_interpreter", "container": {"type": "auto",
+                                                                  "file_ids": [copy]}}
+    else:
+        [upstream_thread] = [r["json"] for r in fake.requests if r["path"] == "/v1/threads"]
+        assert upstream_thread["tool_resources"] == {"code_interpreter": {"file_ids": [copy]}}
+    # Our thread still names our file.
+    assert alice.beta.threads.retrieve(thread.id).tool_resources.code_interpreter.file_ids == [data]

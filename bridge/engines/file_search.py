@@ -82,6 +82,19 @@ def run_vector_stores(run: Run) -> list[VectorStore]:
     return list(stores.values())
 
 
+def run_code_files(run: Run) -> list[str]:
+    """The files a run's code_interpreter may read, if it offers one: its assistant's and its
+    thread's (ids checked as their owners' when they were set)."""
+    if not any(tool.get("type") == "code_interpreter" for tool in run.tools or []):
+        return []
+    assistant_resources = db.session.scalar(
+        select(Assistant.tool_resources).where(Assistant.id == run.assistant_id))
+    found: list[str] = []
+    for resources in (assistant_resources, run.thread.tool_resources):
+        found += ((resources or {}).get("code_interpreter") or {}).get("file_ids") or []
+    return list(dict.fromkeys(found))
+
+
 def ranking_options(tool: dict[str, Any]) -> dict[str, Any]:
     """A file_search tool's ranking options as its steps report them."""
     ranking = (tool.get("file_search") or {}).get("ranking_options") or {}

@@ -42,7 +42,7 @@ from .base import Engine, EngineError, UpstreamNotFound, UpstreamRejected
 from .common import (add_usage, check_tool_outputs, deliver_tool_outputs, end_open_steps,
                      insert_run, message_row, message_text, new_run, pending_tool_calls,
                      refuse_while_active, reply_row, require_home, step_error)
-from .file_search import run_vector_stores
+from .file_search import run_code_files, run_vector_stores
 from .mirror import UpstreamCopies, mapped_annotations, mapped_search_calls, our_file_ids
 from .upstream import OpenAIUpstream
 
@@ -171,8 +171,10 @@ class RunSettings:
     tool_choice: Any
     parallel_tool_calls: bool
     truncation_strategy: dict[str, Any] | None
-    # The provider's copies of the vector stores the run searches.
+    # The provider's copies of the vector stores the run searches, and of the files its
+    # code_interpreter may read.
     search_stores: tuple[str, ...] = ()
+    code_files: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, run: Run) -> "RunSettings":
@@ -457,9 +459,15 @@ class UpstreamEngine(Engine):
                             self.upstream.call(lambda c: c.files.delete(upstream_id)))
 
     def _settings(self, run: Run) -> RunSettings:
-        """The run's settings, its vector stores copied to the provider and in step."""
+        """The run's settings, its vector stores and code_interpreter files copied to the
+        provider and in step."""
         stores = tuple(self.copies.store(store) for store in run_vector_stores(run))
-        return dataclasses.replace(RunSettings.of(run), search_stores=stores)
+        files = run_code_files(run)
+        code_files = tuple((self.copies.tool_resources(
+            {"code_interpreter": {"file_ids": files}}) or {})["code_interpreter"]["file_ids"]
+            if files else ())
+        return dataclasses.replace(RunSettings.of(run), search_stores=stores,
+                                   code_files=code_files)
 
     def _start_run(self, run: Run, container: str, assistant,
                    stream: bool = False) -> RunSnapshot | UpstreamStream:

@@ -51,10 +51,11 @@ def _outputs(outputs: list[ToolOutput]) -> list[dict[str, Any]]:
              "output": output.output} for output in outputs]
 
 
-def response_tools(tools: list[dict[str, Any]],
-                   search_stores: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def response_tools(tools: list[dict[str, Any]], search_stores: tuple[str, ...] = (),
+                   code_files: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Assistants tools in the Responses shape: function fields move up one level, and
-    `file_search` names the provider's copies of the run's vector stores."""
+    `file_search` and `code_interpreter` name the provider's copies of the run's stores and
+    files."""
     converted = []
     for tool in tools:
         if tool.get("type") == "function":
@@ -67,7 +68,10 @@ def response_tools(tools: list[dict[str, Any]],
                               "parameters": function.get("parameters"),
                               "strict": bool(function.get("strict"))})
         elif tool.get("type") == "code_interpreter":
-            converted.append({"type": "code_interpreter", "container": {"type": "auto"}})
+            container: dict[str, Any] = {"type": "auto"}
+            if code_files:
+                container["file_ids"] = list(code_files)
+            converted.append({"type": "code_interpreter", "container": container})
         elif tool.get("type") == "file_search" and search_stores:
             settings = tool.get("file_search") or {}
             ranking = settings.get("ranking_options") or {}
@@ -283,7 +287,7 @@ class ResponsesEngine(UpstreamEngine):
             "max_output_tokens": run.max_completion_tokens,
             "text": response_text_format(run.response_format),
         }
-        tools = response_tools(run.tools, run.search_stores)
+        tools = response_tools(run.tools, run.search_stores, run.code_files)
         if tools:
             options["tools"] = tools
             options["parallel_tool_calls"] = run.parallel_tool_calls
