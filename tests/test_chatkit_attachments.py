@@ -5,7 +5,8 @@ them, and replies that cite them.
 URL it names (multipart with a `file` part, as ChatKit's front end sends them, or the raw
 body), and become a /v1 file of the user's. A user message with the attachment is a /v1
 message attaching the file for `file_search`, the file goes into the thread's vector store, the
-run searches it and quotes the file. Another user's attachment is a 404 everywhere.
+run searches it, and the reply's citation is a ChatKit annotation naming the file, in the
+streamed item and in `items.list`. Another user's attachment is a 404 everywhere.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from chatkit.types import (FileAttachment, InferenceOptions, ThreadAddUserMessageParams,
-                           ThreadCreateParams, ThreadItem, ThreadsAddUserMessageReq,
-                           ThreadsCreateReq, UserMessageInput, UserMessageTextContent)
+from chatkit.types import (Annotation, FileAttachment, FileSource, InferenceOptions,
+                           ThreadAddUserMessageParams, ThreadCreateParams, ThreadItem,
+                           ThreadsAddUserMessageReq, ThreadsCreateReq, UserMessageInput,
+                           UserMessageTextContent)
 from pydantic import TypeAdapter
 from sqlalchemy import func, select
 
 from bridge.extensions import db
 from bridge.models import ChatKitAttachment
+from tests.conftest import wait_for
 from tests.test_chatkit import post, streamed
 
 ITEMS = TypeAdapter(list[ThreadItem])
@@ -113,7 +116,7 @@ def script_search(bridge, question: str) -> None:
 
 # ---- the whole flow --------------------------------------------------------------------------
 
-def test_an_attached_file_is_searched_and_quoted(searching):
+def test_an_attached_file_is_searched_and_the_reply_cites_it(searching):
     bridge = searching
     made = declare(bridge, "chess.txt", len(CHESS))
     assert made.status_code == 200, made.text
@@ -142,7 +145,9 @@ def test_an_attached_file_is_searched_and_quoted(searching):
     (reply,) = done_items(events, "assistant_message")
     (content,) = reply.content
     assert "knight jumps in an L shape" in content.text
-    assert "【0:0†chess.txt】" in content.text
+    cited = Annotation(source=FileSource(filename="chess.txt", title="chess.txt"),
+                       index=content.text.index("【0:0†chess.txt】"))
+    assert content.annotations == [cited]
 
     # /v1 sees the same: the file, the message attaching it, the thread's store holding it.
     files = v1(bridge, "/files").json()["data"]
@@ -156,6 +161,7 @@ def test_an_attached_file_is_searched_and_quoted(searching):
                                            "tools": [{"type": "file_search"}]}]
     annotation = messages[1]["content"][0]["text"]["annotations"][0]
     assert annotation["file_citation"]["file_id"] == file_id
+    assert annotation["start_index"] == cited.index
     thread = v1(bridge, f"/threads/{thread_id}").json()
     (store_id,) = thread["tool_resources"]["file_search"]["vector_store_ids"]
     store_files = v1(bridge, f"/vector_stores/{store_id}/files").json()["data"]
@@ -164,7 +170,7 @@ def test_an_attached_file_is_searched_and_quoted(searching):
     (run,) = v1(bridge, f"/threads/{thread_id}/runs").json()["data"]
     assert run["tools"] == [{"type": "file_search"}]
 
-    # After a reload, the front end lists the same items, with the attachment.
+    # After a reload, the front end lists the same items: the attachment, the annotation.
     items = listed_items(bridge, thread_id)
     assert [item.id for item in items] == [asked.id, reply.id]
     assert items[0].attachments == [expected_attachment]
@@ -188,6 +194,7 @@ def test_a_later_message_adds_its_file_to_the_same_store(offline):
 
     (reply,) = done_items(second, "assistant_message")
     assert "bishop moves diagonally" in reply.content[0].text
+    assert [a.source.filename for a in reply.content[0].annotations] == ["chess.txt"]
     thread = v1(bridge, f"/threads/{thread_id}").json()
     assert thread["tool_resources"]["file_search"]["vector_store_ids"] == [store_id]
     assert len(v1(bridge, f"/vector_stores/{store_id}/files").json()["data"]) == 2
@@ -195,7 +202,7 @@ def test_a_later_message_adds_its_file_to_the_same_store(offline):
     third = streamed(post(bridge, ThreadsAddUserMessageReq(params=ThreadAddUserMessageParams(
         thread_id=thread_id, input=message("What does bread dough need?")))))
     (reply,) = done_items(third, "assistant_message")
-    assert "From bread.txt" in reply.content[0].text
+    assert [a.source.filename for a in reply.content[0].annotations] == ["bread.txt"]
 
 
 def test_an_assistant_with_file_search_keeps_its_own_and_a_thread_without_files_adds_none(
@@ -272,6 +279,26 @@ def test_a_message_may_only_carry_uploaded_attachments_once(offline):
     assert reused.status_code == 400
     assert reused.json()["error"]["code"] == "attachment_already_sent"
     assert len(v1(bridge, f"/threads/{events[0].thread.id}/messages").json()["data"]) == 2
+
+
+def test_a_file_of_the_assistants_store_is_cited_by_name_also_once_deleted(start_bridge):
+    bridge = start_bridge("offline", CHATKIT_ASSISTANT="helper")
+    admin = bridge.sdk("admin", admin=True)
+    file_id = admin.files.create(file=("chess.txt", CHESS), purpose="assistants").id
+    store = admin.vector_stores.create(file_ids=[file_id])
+    wait_for(lambda: admin.vector_stores.retrieve(store.id).status == "completed")
+    bridge.assistant(name="helper", tools=[{"type": "file_search"}],
+                     tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+
+    events = streamed(post(bridge, ThreadsCreateReq(params=ThreadCreateParams(
+        input=message("How does the knight move?")))))
+    (reply,) = done_items(events, "assistant_message")
+    expected = [Annotation(source=FileSource(filename="chess.txt", title="chess.txt"),
+                           index=reply.content[0].text.index("【"))]
+    assert reply.content[0].annotations == expected
+
+    admin.files.delete(file_id)  # the marker still names it
+    assert listed_items(bridge, events[0].thread.id)[1].content[0].annotations == expected
 
 
 # ---- sizes and quota -------------------------------------------------------------------------
@@ -419,7 +446,7 @@ def test_a_file_attached_through_v1_shows_as_an_attachment(offline):
     events = streamed(post(bridge, ThreadsAddUserMessageReq(params=ThreadAddUserMessageParams(
         thread_id=thread.id, input=message("How does the knight move?")))))
     (reply,) = done_items(events, "assistant_message")
-    assert "【0:0†chess.txt】" in reply.content[0].text
+    assert [a.source.filename for a in reply.content[0].annotations] == ["chess.txt"]
 
 
 def test_a_browser_on_a_configured_origin_may_upload(make_app):

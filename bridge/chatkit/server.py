@@ -20,8 +20,8 @@ from typing import Any, AsyncIterator, Iterator
 from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import NotFoundError
-from chatkit.types import (AssistantMessageContent, AssistantMessageContentPartTextDelta,
-                           AssistantMessageItem, AttachmentsDeleteReq, ChatKitReq, ClientToolCallItem, ErrorEvent,
+from chatkit.types import (AssistantMessageContentPartTextDelta, AssistantMessageItem,
+                           AttachmentsDeleteReq, ChatKitReq, ClientToolCallItem, ErrorEvent,
                            FeedbackKind, ItemsFeedbackReq, ThreadItem, ThreadItemAddedEvent, ThreadItemDoneEvent,
                            ThreadItemUpdatedEvent, ThreadMetadata, ThreadsAddClientToolOutputReq,
                            ThreadsAddUserMessageReq, ThreadsRetryAfterItemReq, ThreadStreamEvent,
@@ -41,7 +41,8 @@ from ..schemas import MessageCreate, RunCreate, ToolOutputsSubmit
 from .attachments import attachment_to_send
 from .connection import Connection
 from .store import (TITLE_LIMIT, Caller, RegistryAttachmentStore, RegistryStore,
-                    client_tool_calls, item_in_thread, owned_thread, run_has_replies, stamp)
+                    assistant_content, client_tool_calls, item_in_thread, owned_thread,
+                    run_has_replies, stamp)
 
 _REQUEST = TypeAdapter(ChatKitReq)
 FEEDBACK_LIMIT = 100
@@ -218,11 +219,9 @@ def _chatkit_event(name: str, data: dict[str, Any], thread_id: str) -> ThreadStr
         return ThreadItemUpdatedEvent(item_id=data["id"], update=(
             AssistantMessageContentPartTextDelta(content_index=0, delta=text)))
     if name in ("thread.message.completed", "thread.message.incomplete"):
-        text = "".join(part["text"]["value"] for part in data["content"]
-                       if part.get("type") == "text")
         return ThreadItemDoneEvent(item=AssistantMessageItem(
             id=data["id"], thread_id=thread_id, created_at=stamp(data["created_at"]),
-            content=[AssistantMessageContent(text=text)]))
+            content=[assistant_content(data["content"])]))
     if name in ("thread.run.failed", "thread.run.expired"):
         error = data.get("last_error") or {}
         raise CustomStreamError(error.get("message") or "The run failed.", allow_retry=True)

@@ -8,7 +8,8 @@ like a missing one.
 
 An attachment is one of the owner's files (see `attachments`): a user message that carries it
 is a message whose `attachments` name the file for `file_search`, which puts it in the thread's
-vector store.
+vector store, and a reply's `file_citation` annotations are ChatKit annotations of the file,
+placed where the reply's citation marker begins.
 
 The methods are async because ChatKit's interface is; they run on the request's own loop and
 use the request's registry session.
@@ -17,15 +18,16 @@ use the request's registry session.
 from __future__ import annotations
 
 import mimetypes
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from chatkit.store import AttachmentStore, NotFoundError, Store
-from chatkit.types import (AssistantMessageContent, AssistantMessageItem, Attachment,
+from chatkit.types import (Annotation, AssistantMessageContent, AssistantMessageItem, Attachment,
                            AttachmentCreateParams, ClientToolCallItem, FeedbackKind, FileAttachment,
-                           InferenceOptions, Page, ThreadItem, ThreadMetadata, UserMessageItem,
-                           UserMessageTextContent)
+                           FileSource, InferenceOptions, Page, ThreadItem, ThreadMetadata,
+                           UserMessageItem, UserMessageTextContent)
 from pydantic import TypeAdapter
 from sqlalchemy import delete, func, literal, select, tuple_, union_all
 
@@ -45,6 +47,8 @@ from .connection import Connection
 _ITEM = TypeAdapter(ThreadItem)
 _ATTACHMENT = TypeAdapter(Attachment)
 TITLE_LIMIT = 512  # the column's size
+# The file name in a citation marker, 【0:0†notes.md】.
+_MARKER_FILENAME = re.compile(r"†([^】]*)】")
 # The files messages name: id -> the file and, for one a ChatKit front end attached, its
 # attachment.
 Files = dict[str, tuple[File, ChatKitAttachment | None]]
@@ -80,10 +84,17 @@ def attachment_item(attachment: ChatKitAttachment) -> Attachment:
     return _ATTACHMENT.validate_python(attachment_fields(attachment))
 
 
+def _cited_ids(blocks: list[dict[str, Any]]) -> set[str]:
+    return {annotation["file_citation"]["file_id"] for block in blocks
+            if block.get("type") == "text"
+            for annotation in block["text"].get("annotations") or ()
+            if annotation.get("type") == "file_citation"}
+
+
 def _named_ids(message: Message) -> set[str]:
     if message.role == "user":
         return {attachment["file_id"] for attachment in message.attachments or ()}
-    return set()
+    return _cited_ids(message.content)
 
 
 def files_named(file_ids: set[str]) -> Files:
@@ -95,6 +106,32 @@ def files_named(file_ids: set[str]) -> Files:
         .outerjoin(ChatKitAttachment, ChatKitAttachment.file_pk == File.pk)
         .where(File.id.in_(file_ids)))
     return {file.id: (file, attachment) for file, attachment in rows}
+
+
+def assistant_content(blocks: list[dict[str, Any]], files: Files | None = None
+                      ) -> AssistantMessageContent:
+    """A reply's text parts as ChatKit's one content part, its file citations as annotations at
+    the index where each citation's marker begins."""
+    if files is None:
+        files = files_named(_cited_ids(blocks))
+    text, annotations = "", []
+    for block in blocks:
+        if block.get("type") != "text":
+            continue
+        for cited in block["text"].get("annotations") or ():
+            if cited.get("type") != "file_citation":
+                continue
+            file_id = cited["file_citation"]["file_id"]
+            # A cited file may be another user's (in the assistant's store): only its name is
+            # shown, which the marker shows already, and the marker names one deleted since.
+            named = files.get(file_id)
+            marked = _MARKER_FILENAME.search(cited.get("text") or "")
+            filename = (named[0].filename if named is not None
+                        else marked.group(1) if marked else file_id)
+            annotations.append(Annotation(source=FileSource(filename=filename, title=filename),
+                                          index=len(text) + cited["start_index"]))
+        text += block["text"]["value"]
+    return AssistantMessageContent(text=text, annotations=annotations)
 
 
 def _attachments_of(message: Message, thread: Thread, files: Files) -> list[Attachment]:
@@ -121,9 +158,9 @@ def message_item(message: Message, thread: Thread, files: Files | None = None) -
     up)."""
     if files is None:
         files = files_named(_named_ids(message))
-    text = "".join(block["text"]["value"] for block in message.content
-                   if block.get("type") == "text")
     if message.role == "user":
+        text = "".join(block["text"]["value"] for block in message.content
+                       if block.get("type") == "text")
         return UserMessageItem(id=message.id, thread_id=thread.id,
                                created_at=stamp(message.created_at),
                                content=[UserMessageTextContent(text=text)],
@@ -131,7 +168,7 @@ def message_item(message: Message, thread: Thread, files: Files | None = None) -
                                inference_options=InferenceOptions())
     return AssistantMessageItem(id=message.id, thread_id=thread.id,
                                 created_at=stamp(message.created_at),
-                                content=[AssistantMessageContent(text=text)])
+                                content=[assistant_content(message.content, files)])
 
 
 def user_text(item: UserMessageItem) -> str:
