@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # The assistant that answers ChatKit front ends (POST /chatkit): an id or a name, looked up
     # when a message needs an answer, so it may be set before the assistant exists.
     CHATKIT_ASSISTANT: str | None = None
+    # The bridge's address as browsers reach it (https://chat.example.org), for the absolute
+    # URLs it hands out (where a ChatKit attachment is uploaded); unset: the request's own host.
+    PUBLIC_BASE_URL: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
 
     # Shared state for several bridge processes or hosts (rate-limit counters); unset: memory.
     REDIS_URL: str | None = None
@@ -123,7 +126,7 @@ class Settings(BaseSettings):
 
     @field_validator("OPENAI_API_KEY", "OPENAI_BASE_URL", "JWT_SECRET_KEY", "JWT_PUBLIC_KEY",
                      "JWT_PRIVATE_KEY", "JWT_AUDIENCE", "JWT_ISSUER", "ASSISTANT_ID", "BRIDGE_ENGINE",
-                     "REDIS_URL", "CHATKIT_ASSISTANT",
+                     "REDIS_URL", "CHATKIT_ASSISTANT", "PUBLIC_BASE_URL",
                      mode="before")
     @classmethod
     def _blank_is_unset(cls, value):

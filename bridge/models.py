@@ -258,6 +258,32 @@ class ChatKitFeedback(db.Model):
     created_at: Mapped[int] = mapped_column(Integer, default=now)
 
 
+class ChatKitAttachment(db.Model):
+    """A file a ChatKit front end attaches to a message: made by `attachments.create` with the
+    name, type and size the client declared, it becomes one of its owner's files when the bytes
+    are uploaded, and belongs to a thread once a message carries it."""
+
+    __tablename__ = "chatkit_attachments"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    user_id: Mapped[str] = mapped_column(String(256), index=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    name: Mapped[str] = mapped_column(String(255))
+    mime_type: Mapped[str] = mapped_column(String(255))
+    # What `attachments.create` declared; the file's own `bytes` is what was received.
+    size: Mapped[int] = mapped_column(BigInteger)
+    # None until the upload; deleting the file (here or through /v1) deletes the attachment.
+    file_pk: Mapped[int | None] = mapped_column(ForeignKey("files.pk", ondelete="CASCADE"),
+                                                unique=True)
+    # The thread of the message that carries it, once one does.
+    thread_pk: Mapped[int | None] = mapped_column(ForeignKey("threads.pk", ondelete="CASCADE"),
+                                                  index=True)
+
+    file: Mapped["File | None"] = relationship()
+    thread: Mapped[Thread | None] = relationship()
+
+
 class File(db.Model):
     """An uploaded file: its metadata and owner. The bytes are in the blob store under `blob_key`,
     a random key of ours, never derived from what the client sent."""

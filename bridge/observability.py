@@ -336,8 +336,8 @@ def cors_origins(value: str) -> list[str]:
 
 
 def configure_cors(app: Flask, settings: "Settings") -> bool:
-    """Turn CORS on for /v1/*, /openapi.json and /chatkit when CORS_ORIGINS is set; False when
-    off."""
+    """Turn CORS on for /v1/*, /openapi.json, /chatkit and its attachment uploads when
+    CORS_ORIGINS is set; False when off."""
     origins = cors_origins(settings.CORS_ORIGINS)
     if not origins:
         return False
@@ -347,7 +347,8 @@ def configure_cors(app: Flask, settings: "Settings") -> bool:
     # Exact, case-insensitive matches: a configured origin is never read as a regular expression.
     allowed: Any = "*" if wildcard else [re.compile(re.escape(o) + r"\Z", re.IGNORECASE)
                                          for o in origins]
-    CORS(app, resources={r"/v1/.*": {}, r"/openapi\.json\Z": {}, r"/chatkit\Z": {}},
+    CORS(app, resources={r"/v1/.*": {}, r"/openapi\.json\Z": {},
+                         r"/chatkit(/attachments/[^/]+/upload)?\Z": {}},
          origins=allowed,
          send_wildcard=wildcard, methods=CORS_METHODS, allow_headers=CORS_ALLOW_HEADERS,
          expose_headers=CORS_EXPOSE_HEADERS, max_age=600, supports_credentials=False,

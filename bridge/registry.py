@@ -14,8 +14,9 @@ from sqlalchemy.sql import Select
 
 from .errors import InvalidRequest, NotFound
 from .extensions import db
-from .models import (ACTIVE_RUN_STATUSES, Assistant, File, FileUsage, Message, Run, RunStep, Thread,
-                     VectorStore, VectorStoreFile, VectorStoreFileBatch, VectorStoreFileBatchFile)
+from .models import (ACTIVE_RUN_STATUSES, Assistant, ChatKitAttachment, File, FileUsage, Message,
+                     Run, RunStep, Thread, VectorStore, VectorStoreFile, VectorStoreFileBatch,
+                     VectorStoreFileBatchFile)
 from .schemas import ListQuery
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -23,7 +24,7 @@ _ID_LENGTH = 24  # ~143 bits: unguessable
 _RANDOM_PART = re.compile(rf"[A-Za-z0-9]{{{_ID_LENGTH}}}")
 # What comes before the random part: `thread_…`, and `file-…` as OpenAI spells file ids.
 _ID_HEADS = {"asst": "asst_", "thread": "thread_", "msg": "msg_", "run": "run_", "step": "step_",
-             "file": "file-", "cki": "cki_", "vs": "vs_", "vsfb": "vsfb_"}
+             "file": "file-", "cki": "cki_", "vs": "vs_", "vsfb": "vsfb_", "atc": "atc_"}
 
 
 def new_id(prefix: str) -> str:
@@ -49,6 +50,8 @@ _STEP_IN_RUN = select(RunStep).where(RunStep.id == bindparam("id"),
                                      RunStep.run_pk == bindparam("run_pk"))
 _ASSISTANT = select(Assistant).where(Assistant.id == bindparam("id"))
 _FILE_OF_USER = select(File).where(File.id == bindparam("id"), File.user_id == bindparam("user_id"))
+_ATTACHMENT_OF_USER = select(ChatKitAttachment).where(
+    ChatKitAttachment.id == bindparam("id"), ChatKitAttachment.user_id == bindparam("user_id"))
 _VECTOR_STORE_OF_USER = select(VectorStore).where(VectorStore.id == bindparam("id"),
                                                   VectorStore.user_id == bindparam("user_id"))
 _FILE_IN_VECTOR_STORE = select(VectorStoreFile).where(
@@ -145,6 +148,14 @@ def files_for_user(file_ids: list[str], user_id: str) -> list[File]:
         if file_id not in found:
             raise NotFound(f"No file found with id '{file_id}'.", param="file_id")
     return [found[file_id] for file_id in file_ids]
+
+
+def attachment_for_user(attachment_id: str, user_id: str, *,
+                        param: str = "attachment_id") -> ChatKitAttachment:
+    """The caller's ChatKit attachment, or NotFound: another user's looks exactly like a missing
+    one. Every ChatKit request and route that names an attachment goes through here."""
+    return _lookup(_ATTACHMENT_OF_USER, "atc", "attachment", attachment_id, user_id=user_id,
+                   param=param)
 
 
 def files_of_user(user_id: str, purpose: str | None = None) -> Select:

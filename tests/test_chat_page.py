@@ -353,6 +353,73 @@ def test_a_client_tool_the_page_does_not_know_is_answered_with_an_error(start_br
     assert "unknown client tool get_moon_phase" in v1_messages(bridge, "alice", thread["id"])[1][1]
 
 
+LAUNCH_NOTES = "# Launch notes\n\nThe launch is on Thursday, at the harbour office by the pier."
+
+
+def test_an_attached_file_is_read_and_the_answer_cites_it(dev_bridge, page, tmp_path):
+    from playwright.sync_api import expect
+
+    notes, stray = tmp_path / "notes.md", tmp_path / "stray.txt"
+    notes.write_text(LAUNCH_NOTES)
+    stray.write_text("Nothing to see here.")
+    signed_in(page, dev_link(dev_bridge, "alice"), "alice")
+
+    page.get_by_test_id("attach-input").set_input_files([str(notes), str(stray)])
+    drafts = page.get_by_test_id("draft")
+    expect(drafts).to_have_count(2)
+    settled(page)
+    expect(drafts.nth(0)).to_have_attribute("data-status", "ready")
+    expect(drafts.nth(1)).to_have_attribute("data-status", "ready")
+    # One is taken off again before sending: its attachment goes, and its file.
+    page.get_by_role("button", name="Remove stray.txt").click()
+    expect(page.get_by_test_id("draft-name")).to_have_text(["notes.md"])
+    settled(page)
+    files = httpx.get(dev_bridge.api + "/files", headers=dev_bridge.headers("alice")).json()
+    (file,) = files["data"]
+    assert file["filename"] == "notes.md"
+
+    send(page, "Where is the launch?")
+
+    expect(items(page, "assistant")).to_contain_text("harbour office by the pier")
+    expect(page.get_by_test_id("item-attachment")).to_have_text(["notes.md"])
+    expect(page.get_by_test_id("item-source")).to_have_text(["notes.md"])
+    expect(drafts).to_have_count(0)
+    settled(page)
+    expect(page.get_by_test_id("error")).to_be_hidden()
+    (thread,) = v1_threads(dev_bridge, "alice")
+    answer = httpx.get(f"{dev_bridge.api}/threads/{thread['id']}/messages?order=asc",
+                       headers=dev_bridge.headers("alice"))
+    asked, reply = answer.json()["data"]
+    assert asked["attachments"] == [{"file_id": file["id"], "tools": [{"type": "file_search"}]}]
+    (cited,) = reply["content"][0]["text"]["annotations"]
+    assert cited["file_citation"]["file_id"] == file["id"]
+
+    page.reload()
+
+    expect(items(page, "assistant")).to_contain_text("harbour office by the pier")
+    expect(page.get_by_test_id("item-attachment")).to_have_text(["notes.md"])
+    expect(page.get_by_test_id("item-source")).to_have_text(["notes.md"])
+
+
+def test_a_file_over_the_limit_is_refused_before_it_is_sent(start_bridge, monkeypatch, page,
+                                                            tmp_path):
+    from playwright.sync_api import expect
+
+    bridge = _dev_bridge(start_bridge, monkeypatch, CHATKIT_ASSISTANT="helper",
+                         FILE_MAX_BYTES=16)
+    bridge.assistant(name="helper")
+    large = tmp_path / "large.txt"
+    large.write_text("more than sixteen bytes")
+    signed_in(page, dev_link(bridge, "alice"), "alice")
+
+    page.get_by_test_id("attach-input").set_input_files(str(large))
+
+    expect(page.get_by_test_id("error-text")).to_contain_text("large.txt is too large")
+    expect(page.get_by_test_id("draft")).to_have_count(0)
+    files = httpx.get(bridge.api + "/files", headers=bridge.headers("alice")).json()
+    assert files["data"] == []
+
+
 def test_an_error_event_is_shown_in_the_page(start_bridge, monkeypatch, page):
     from playwright.sync_api import expect
 

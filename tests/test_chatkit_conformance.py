@@ -441,9 +441,6 @@ def test_items_page_through_in_both_orders_with_chatkits_own_items_in_place(star
 
 
 @pytest.mark.parametrize("request_for", [
-    lambda thread_id: {"type": "attachments.create",
-                       "params": {"name": "a.txt", "size": 3, "mime_type": "text/plain"}},
-    lambda thread_id: {"type": "attachments.delete", "params": {"attachment_id": "atc_1"}},
     lambda thread_id: {"type": "input.transcribe",
                        "params": {"audio_base64": "AAAA", "mime_type": "audio/webm"}},
     lambda thread_id: {"type": "threads.custom_action", "params": {
@@ -452,11 +449,7 @@ def test_items_page_through_in_both_orders_with_chatkits_own_items_in_place(star
         "thread_id": thread_id, "item_id": None, "action": {"type": "x", "payload": {}}}},
     lambda thread_id: {"type": "threads.add_structured_input",
                        "params": {"thread_id": thread_id, "item_id": "cki_x", "input": {}}},
-    lambda thread_id: {"type": "threads.add_user_message", "params": {
-        "thread_id": thread_id, "input": {**json.loads(user_input("hi").model_dump_json()),
-                                          "attachments": ["atc_1"]}}},
-], ids=["attachments.create", "attachments.delete", "input.transcribe", "custom_action",
-        "sync_custom_action", "add_structured_input", "message_with_attachments"])
+], ids=["input.transcribe", "custom_action", "sync_custom_action", "add_structured_input"])
 def test_what_the_bridge_does_not_serve_is_a_json_400_and_changes_nothing(start_bridge,
                                                                        request_for):
     bridge = start_bridge("offline", CHATKIT_ASSISTANT="helper")

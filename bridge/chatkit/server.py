@@ -4,7 +4,8 @@ The library is async and Flask serves a request on one thread, so each request d
 event loop of its own: the store and the engine run on it, inside the request's context (tasks
 copy Flask's context variables), and a stream is the library's async iterator advanced one frame
 at a time from Flask's response generator. Requests the library would fail on after its stream
-has begun (a body it cannot parse, another user's thread) are answered before, in the envelope.
+has begun (a body it cannot parse, another user's thread or attachment) are answered before, in
+the envelope.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any, AsyncIterator, Iterator
 from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import NotFoundError
-from chatkit.types import (AssistantMessageContent, AssistantMessageContentPartTextDelta,
-                           AssistantMessageItem, ChatKitReq, ClientToolCallItem, ErrorEvent,
+from chatkit.types import (AssistantMessageContentPartTextDelta, AssistantMessageItem,
+                           AttachmentsDeleteReq, ChatKitReq, ClientToolCallItem, ErrorEvent,
                            FeedbackKind, ItemsFeedbackReq, ThreadItem, ThreadItemAddedEvent, ThreadItemDoneEvent,
                            ThreadItemUpdatedEvent, ThreadMetadata, ThreadsAddClientToolOutputReq,
                            ThreadsAddUserMessageReq, ThreadsRetryAfterItemReq, ThreadStreamEvent,
@@ -34,12 +35,14 @@ from ..engines import current_engine
 from ..engines.base import EngineError
 from ..errors import APIError, Conflict, InvalidRequest, NotFound
 from ..models import Thread
-from ..registry import (active_run, assistant_by_id, assistant_by_name, release_connection,
-                        thread_for_user)
+from ..registry import (active_run, assistant_by_id, assistant_by_name, attachment_for_user,
+                        release_connection, thread_for_user)
 from ..schemas import MessageCreate, RunCreate, ToolOutputsSubmit
+from .attachments import attachment_to_send
 from .connection import Connection
-from .store import (TITLE_LIMIT, Caller, RegistryStore, client_tool_calls, item_in_thread,
-                    owned_thread, run_has_replies, stamp)
+from .store import (TITLE_LIMIT, Caller, RegistryAttachmentStore, RegistryStore,
+                    assistant_content, client_tool_calls, item_in_thread, owned_thread,
+                    run_has_replies, stamp)
 
 _REQUEST = TypeAdapter(ChatKitReq)
 FEEDBACK_LIMIT = 100
@@ -47,8 +50,9 @@ CANCEL_WAIT_SECONDS = 10.0
 
 
 class BridgeChatKitServer(ChatKitServer[Caller]):
-    """Each user message is answered by a run of CHATKIT_ASSISTANT on the thread, streamed; the
-    run's function calls are ChatKit client tool calls, answered by the front end one by one."""
+    """Each user message is answered by a run of CHATKIT_ASSISTANT on the thread, streamed, which
+    searches the thread's files (those its messages attached); the run's function calls are
+    ChatKit client tool calls, answered by the front end one by one."""
 
     async def respond(self, thread: ThreadMetadata, input_user_message: UserMessageItem | None,
                       context: Caller) -> AsyncIterator[ThreadStreamEvent]:
@@ -70,8 +74,8 @@ class BridgeChatKitServer(ChatKitServer[Caller]):
                 frames = run_frames(run, resumed=True)
             else:
                 assistant = answering_assistant()
-                run = engine.create_run(row, assistant, RunCreate(assistant_id=assistant.id,
-                                                                  stream=True))
+                run = engine.create_run(row, assistant, RunCreate(
+                    assistant_id=assistant.id, stream=True, tools=searching_tools(assistant, row)))
                 frames = run_frames(run)
             for name, data in _events(frames):
                 if context.connection is not None and context.connection.gone():
@@ -178,6 +182,16 @@ def answering_assistant():
     return assistant
 
 
+def searching_tools(assistant, thread: Thread) -> list[dict[str, Any]] | None:
+    """The tools of a run on a thread with a vector store (the files attached to its messages
+    are there): the assistant's, with `file_search` if it lacks it; None keeps the assistant's."""
+    tools = list(assistant.tools or [])
+    stores = ((thread.tool_resources or {}).get("file_search") or {}).get("vector_store_ids")
+    if not stores or any(tool.get("type") == "file_search" for tool in tools):
+        return None
+    return [*tools, {"type": "file_search"}]
+
+
 def _events(frames: Iterator[bytes]) -> Iterator[tuple[str, Any]]:
     """A run's stream frames as (event name, data); a ping (an SSE comment) as ("ping", None),
     so that a quiet run still looks at its client; `done` left out."""
@@ -205,11 +219,9 @@ def _chatkit_event(name: str, data: dict[str, Any], thread_id: str) -> ThreadStr
         return ThreadItemUpdatedEvent(item_id=data["id"], update=(
             AssistantMessageContentPartTextDelta(content_index=0, delta=text)))
     if name in ("thread.message.completed", "thread.message.incomplete"):
-        text = "".join(part["text"]["value"] for part in data["content"]
-                       if part.get("type") == "text")
         return ThreadItemDoneEvent(item=AssistantMessageItem(
             id=data["id"], thread_id=thread_id, created_at=stamp(data["created_at"]),
-            content=[AssistantMessageContent(text=text)]))
+            content=[assistant_content(data["content"])]))
     if name in ("thread.run.failed", "thread.run.expired"):
         error = data.get("last_error") or {}
         raise CustomStreamError(error.get("message") or "The run failed.", allow_retry=True)
@@ -238,6 +250,7 @@ def serve(body: bytes, user_id: str) -> Response:
         # Another user's thread is a 404 before anything; so is a request the thread's state
         # cannot take, which the library would only find out inside its stream.
         check_request(request, thread_for_user(thread_id, user_id))
+    check_attachments(request, user_id)
     server = _server()
     caller = Caller(user_id, Connection.of_request())
     loop = _RequestLoop()
@@ -260,11 +273,12 @@ def serve(body: bytes, user_id: str) -> Response:
 
 
 # What ChatKit's protocol has and the bridge does not serve (yet): the widgets' actions, voice
-# input, structured input (it makes no widgets or forms) and attachments (files come later).
+# input and structured input (it makes no widgets or forms).
 _UNSERVED = {"threads.custom_action": "widget actions", "threads.sync_custom_action":
              "widget actions", "threads.add_structured_input": "structured input",
-             "input.transcribe": "voice input", "attachments.create": "attachments",
-             "attachments.delete": "attachments"}
+             "input.transcribe": "voice input"}
+# As many as a /v1 message may carry.
+ATTACHMENT_LIMIT = 20
 
 
 def check_input(request: Any) -> None:
@@ -282,13 +296,28 @@ def check_input(request: Any) -> None:
 def refuse_unserved(request: Any) -> None:
     """Refuse, in the envelope, a request for what this bridge does not serve."""
     unserved = _UNSERVED.get(request.type)
-    param = "type"
-    content = getattr(request.params, "input", None)
-    if unserved is None and getattr(content, "attachments", None):
-        unserved, param = "attachments", "input.attachments"
     if unserved is not None:
-        raise InvalidRequest(f"This bridge does not serve ChatKit {unserved} yet.", param=param,
+        raise InvalidRequest(f"This bridge does not serve ChatKit {unserved} yet.", param="type",
                              code="unsupported_chatkit_request")
+
+
+def check_attachments(request: Any, user_id: str) -> None:
+    """The attachments a request names must be the caller's (404 otherwise), and those of a
+    user message uploaded and not sent with another message yet: the library would only find
+    out inside its stream."""
+    if isinstance(request, AttachmentsDeleteReq):
+        attachment_for_user(request.params.attachment_id, user_id)
+        return
+    content = getattr(request.params, "input", None)
+    named = getattr(content, "attachments", None) or []
+    if len(named) > ATTACHMENT_LIMIT:
+        raise InvalidRequest(f"A message carries at most {ATTACHMENT_LIMIT} attachments.",
+                             param="input.attachments", code="invalid_chatkit_request")
+    if len(set(named)) < len(named):
+        raise InvalidRequest("The message names one attachment twice.",
+                             param="input.attachments", code="invalid_chatkit_request")
+    for attachment_id in named:
+        attachment_to_send(attachment_id, user_id)
 
 
 def check_request(request: Any, thread: Thread) -> None:
@@ -392,5 +421,6 @@ def _drain(loop: _RequestLoop, stream) -> None:
 def _server() -> BridgeChatKitServer:
     extensions = current_app.extensions
     if "bridge.chatkit" not in extensions:
-        extensions["bridge.chatkit"] = BridgeChatKitServer(RegistryStore())
+        extensions["bridge.chatkit"] = BridgeChatKitServer(RegistryStore(),
+                                                           RegistryAttachmentStore())
     return extensions["bridge.chatkit"]

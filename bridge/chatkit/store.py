@@ -2,35 +2,56 @@
 assistant replies are the thread's messages, so `/v1` and ChatKit see one conversation.
 
 What only ChatKit has (a thread's title; items that are not messages: hidden context, client
-tool calls, widgets) lives in tables of its own. Every lookup goes through the caller's
-ownership, and another user's thread or item is ChatKit's NotFoundError, like a missing one.
+tool calls, widgets; attachments) lives in tables of its own. Every lookup goes through the
+caller's ownership, and another user's thread, item or attachment is ChatKit's NotFoundError,
+like a missing one.
+
+An attachment is one of the owner's files (see `attachments`): a user message that carries it
+is a message whose `attachments` name the file for `file_search`, which puts it in the thread's
+vector store, and a reply's `file_citation` annotations are ChatKit annotations of the file,
+placed where the reply's citation marker begins.
+
 The methods are async because ChatKit's interface is; they run on the request's own loop and
 use the request's registry session.
 """
 
 from __future__ import annotations
 
+import mimetypes
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from chatkit.store import NotFoundError, Store
-from chatkit.types import (AssistantMessageContent, AssistantMessageItem, ClientToolCallItem,
-                           FeedbackKind, InferenceOptions, Page, ThreadItem, ThreadMetadata,
+from chatkit.store import AttachmentStore, NotFoundError, Store
+from chatkit.types import (Annotation, AssistantMessageContent, AssistantMessageItem, Attachment,
+                           AttachmentCreateParams, ClientToolCallItem, FeedbackKind, FileAttachment,
+                           FileSource, InferenceOptions, Page, ThreadItem, ThreadMetadata,
                            UserMessageItem, UserMessageTextContent)
 from pydantic import TypeAdapter
 from sqlalchemy import delete, func, literal, select, tuple_, union_all
 
+from ..api.messages import files_into_thread
 from ..engines import current_engine
-from ..errors import NotFound
+from ..errors import Conflict, NotFound
 from ..extensions import db
-from ..models import ChatKitFeedback, ChatKitItem, ChatKitThread, Message, Thread, now
-from ..registry import active_run, new_id, paginate, thread_for_user, threads_of_user
+from ..models import (ChatKitAttachment, ChatKitFeedback, ChatKitItem, ChatKitThread, File, Message,
+                      Thread, now)
+from ..registry import (active_run, attachment_for_user, new_id, paginate, thread_for_user,
+                        threads_of_user)
 from ..schemas import ListQuery, MessageCreate, ThreadCreate
+from .attachments import (DEFAULT_MIME_TYPE, attachment_fields, declare_attachment,
+                          place_in_thread, remove_attachment)
 from .connection import Connection
 
 _ITEM = TypeAdapter(ThreadItem)
+_ATTACHMENT = TypeAdapter(Attachment)
 TITLE_LIMIT = 512  # the column's size
+# The file name in a citation marker, 【0:0†notes.md】.
+_MARKER_FILENAME = re.compile(r"†([^】]*)】")
+# The files messages name: id -> the file and, for one a ChatKit front end attached, its
+# attachment.
+Files = dict[str, tuple[File, ChatKitAttachment | None]]
 
 
 @dataclass(frozen=True)
@@ -52,18 +73,102 @@ def owned_thread(thread_id: str, caller: Caller) -> Thread:
         raise NotFoundError(f"Thread {thread_id} not found") from None
 
 
-def message_item(message: Message, thread_id: str) -> ThreadItem:
-    """A registry message as ChatKit shows it."""
-    text = "".join(block["text"]["value"] for block in message.content
-                   if block.get("type") == "text")
+def owned_attachment(attachment_id: str, caller: Caller) -> ChatKitAttachment:
+    try:
+        return attachment_for_user(attachment_id, caller.user_id)
+    except NotFound:
+        raise NotFoundError(f"Attachment {attachment_id} not found") from None
+
+
+def attachment_item(attachment: ChatKitAttachment) -> Attachment:
+    return _ATTACHMENT.validate_python(attachment_fields(attachment))
+
+
+def _cited_ids(blocks: list[dict[str, Any]]) -> set[str]:
+    return {annotation["file_citation"]["file_id"] for block in blocks
+            if block.get("type") == "text"
+            for annotation in block["text"].get("annotations") or ()
+            if annotation.get("type") == "file_citation"}
+
+
+def _named_ids(message: Message) -> set[str]:
     if message.role == "user":
-        return UserMessageItem(id=message.id, thread_id=thread_id,
+        return {attachment["file_id"] for attachment in message.attachments or ()}
+    return _cited_ids(message.content)
+
+
+def files_named(file_ids: set[str]) -> Files:
+    """The files of these ids that exist, with their ChatKit attachments."""
+    if not file_ids:
+        return {}
+    rows = db.session.execute(
+        select(File, ChatKitAttachment)
+        .outerjoin(ChatKitAttachment, ChatKitAttachment.file_pk == File.pk)
+        .where(File.id.in_(file_ids)))
+    return {file.id: (file, attachment) for file, attachment in rows}
+
+
+def assistant_content(blocks: list[dict[str, Any]], files: Files | None = None
+                      ) -> AssistantMessageContent:
+    """A reply's text parts as ChatKit's one content part, its file citations as annotations at
+    the index where each citation's marker begins."""
+    if files is None:
+        files = files_named(_cited_ids(blocks))
+    text, annotations = "", []
+    for block in blocks:
+        if block.get("type") != "text":
+            continue
+        for cited in block["text"].get("annotations") or ():
+            if cited.get("type") != "file_citation":
+                continue
+            file_id = cited["file_citation"]["file_id"]
+            # A cited file may be another user's (in the assistant's store): only its name is
+            # shown, which the marker shows already, and the marker names one deleted since.
+            named = files.get(file_id)
+            marked = _MARKER_FILENAME.search(cited.get("text") or "")
+            filename = (named[0].filename if named is not None
+                        else marked.group(1) if marked else file_id)
+            annotations.append(Annotation(source=FileSource(filename=filename, title=filename),
+                                          index=len(text) + cited["start_index"]))
+        text += block["text"]["value"]
+    return AssistantMessageContent(text=text, annotations=annotations)
+
+
+def _attachments_of(message: Message, thread: Thread, files: Files) -> list[Attachment]:
+    """What ChatKit shows as a user message's attachments: its files that are still there,
+    as the attachments they were sent as (one attached through /v1, as the file itself)."""
+    shown = []
+    for attached in message.attachments or ():
+        found = files.get(attached["file_id"])
+        if found is None or found[0].user_id != thread.user_id:
+            continue
+        file, attachment = found
+        if attachment is not None:
+            shown.append(FileAttachment(id=attachment.id, name=attachment.name,
+                                        mime_type=attachment.mime_type, thread_id=thread.id))
+        else:
+            shown.append(FileAttachment(
+                id=file.id, name=file.filename, thread_id=thread.id,
+                mime_type=mimetypes.guess_type(file.filename)[0] or DEFAULT_MIME_TYPE))
+    return shown
+
+
+def message_item(message: Message, thread: Thread, files: Files | None = None) -> ThreadItem:
+    """A registry message as ChatKit shows it (`files`: those it names, when already looked
+    up)."""
+    if files is None:
+        files = files_named(_named_ids(message))
+    if message.role == "user":
+        text = "".join(block["text"]["value"] for block in message.content
+                       if block.get("type") == "text")
+        return UserMessageItem(id=message.id, thread_id=thread.id,
                                created_at=stamp(message.created_at),
                                content=[UserMessageTextContent(text=text)],
+                               attachments=_attachments_of(message, thread, files),
                                inference_options=InferenceOptions())
-    return AssistantMessageItem(id=message.id, thread_id=thread_id,
+    return AssistantMessageItem(id=message.id, thread_id=thread.id,
                                 created_at=stamp(message.created_at),
-                                content=[AssistantMessageContent(text=text)])
+                                content=[assistant_content(message.content, files)])
 
 
 def user_text(item: UserMessageItem) -> str:
@@ -84,7 +189,7 @@ def item_in_thread(thread: Thread, item_id: str) -> ThreadItem | None:
     message = db.session.scalar(select(Message).where(Message.thread_pk == thread.pk,
                                                       Message.id == item_id))
     if message is not None:
-        return message_item(message, thread.id)
+        return message_item(message, thread)
     row = db.session.scalar(select(ChatKitItem.item).where(ChatKitItem.thread_pk == thread.pk,
                                                            ChatKitItem.id == item_id))
     return None if row is None else _ITEM.validate_python(row)
@@ -122,8 +227,10 @@ def _item_keys(thread: Thread):
 def _items_at(thread: Thread, positions: list[tuple[int, int]]) -> list[ThreadItem]:
     """The items at (kind, pk) positions, in that order."""
     wanted = {kind: [pk for k, pk in positions if k == kind] for kind in (0, 1)}
-    messages = {m.pk: message_item(m, thread.id) for m in db.session.scalars(
-        select(Message).where(Message.pk.in_(wanted[0])))} if wanted[0] else {}
+    rows = list(db.session.scalars(select(Message).where(Message.pk.in_(wanted[0])))
+                ) if wanted[0] else []
+    files = files_named(set().union(*(_named_ids(row) for row in rows)))
+    messages = {row.pk: message_item(row, thread, files) for row in rows}
     extras = {x.pk: _ITEM.validate_python(x.item) for x in db.session.scalars(
         select(ChatKitItem).where(ChatKitItem.pk.in_(wanted[1])))} if wanted[1] else {}
     return [(messages if kind == 0 else extras)[pk] for kind, pk in positions]
@@ -196,8 +303,14 @@ class RegistryStore(Store[Caller]):
         thread = owned_thread(thread_id, context)
         if isinstance(item, UserMessageItem):
             give_up_client_tool_calls(thread)
-            message = current_engine().create_message(
-                thread, MessageCreate(role="user", content=user_text(item) or " "))
+            # Its attachments' files are attached for file_search, into the thread's store.
+            attached = [owned_attachment(attachment.id, context).file
+                        for attachment in item.attachments]
+            body = MessageCreate(role="user", content=user_text(item) or " ", attachments=[
+                {"file_id": file.id, "tools": [{"type": "file_search"}]}
+                for file in attached if file is not None] or None)
+            files_into_thread(thread, context.user_id, [body])
+            message = current_engine().create_message(thread, body)
             # ChatKit sends the item it passed here in its next event: from then on it carries
             # the message's registry id, which /v1 shows too.
             item.id = message.id
@@ -266,13 +379,37 @@ class RegistryStore(Store[Caller]):
                 row.kind, row.created_at = kind, now()
         db.session.commit()
 
-    # ---- attachments: files are not served yet -------------------------------------------------
+    # ---- attachments ---------------------------------------------------------------------------
 
-    async def save_attachment(self, attachment: Any, context: Caller) -> None:
-        raise NotImplementedError("Attachments are not supported by this bridge yet.")
+    async def save_attachment(self, attachment: Attachment, context: Caller) -> None:
+        # The row was made by `attachments.create`; what ChatKit saves later is the thread of
+        # the message that carries it.
+        row = owned_attachment(attachment.id, context)
+        if attachment.thread_id is not None:
+            thread = owned_thread(attachment.thread_id, context)
+            if not place_in_thread(row, thread):
+                raise Conflict(f"Attachment {attachment.id} was sent with another message "
+                               "meanwhile.", param="input.attachments",
+                               code="attachment_already_sent")
 
-    async def load_attachment(self, attachment_id: str, context: Caller) -> Any:
-        raise NotFoundError(f"Attachment {attachment_id} not found")
+    async def load_attachment(self, attachment_id: str, context: Caller) -> Attachment:
+        return attachment_item(owned_attachment(attachment_id, context))
 
     async def delete_attachment(self, attachment_id: str, context: Caller) -> None:
-        raise NotFoundError(f"Attachment {attachment_id} not found")
+        # RegistryAttachmentStore.delete_attachment, which ChatKit calls first, removed it.
+        row = db.session.scalar(select(ChatKitAttachment).where(
+            ChatKitAttachment.id == attachment_id, ChatKitAttachment.user_id == context.user_id))
+        if row is not None:
+            remove_attachment(row)
+
+
+class RegistryAttachmentStore(AttachmentStore[Caller]):
+    """ChatKit's two-phase upload onto the owner's files (see `attachments`)."""
+
+    async def create_attachment(self, input: AttachmentCreateParams, context: Caller
+                                ) -> Attachment:
+        return attachment_item(declare_attachment(context.user_id, input.name, input.size,
+                                                  input.mime_type))
+
+    async def delete_attachment(self, attachment_id: str, context: Caller) -> None:
+        remove_attachment(owned_attachment(attachment_id, context))

@@ -3,7 +3,8 @@
 Plain HTML, CSS and JavaScript from this package: no build step, nothing loaded from elsewhere.
 The page keeps the user's token in sessionStorage and sends it as a bearer token like any other
 client, so the page itself needs none. With the development secret (no JWT key configured) it
-also signs in from a `#token=` link, which `flask token USER --url` prints.
+also signs in from a `#token=` link, which `flask token USER --url` prints. Files attached in
+the composer are uploaded as ChatKit attachments, to the bridge's own upload route.
 
 The route stays cheap: it imports neither `bridge.chatkit.server` nor the `chatkit` package.
 """
@@ -30,5 +31,6 @@ def chat_page():
     """The chat page; it signs in from a `#token=` link only under the development secret."""
     settings = current_app.config["BRIDGE_SETTINGS"]
     page = render_template("chatpage/chat.html", fragment_sign_in=settings.uses_development_secret,
-                           user_claim=settings.JWT_USER_CLAIM)
+                           user_claim=settings.JWT_USER_CLAIM,
+                           attachment_max_bytes=settings.FILE_MAX_BYTES)
     return page, 200, _HEADERS

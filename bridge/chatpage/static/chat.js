@@ -20,6 +20,13 @@
 
   const page = document.body.dataset;
   const endpoint = page.endpoint;
+  // The composer's attachments, in the shape of ChatKit's own `composer.attachments` option:
+  // at most `maxCount` files go with a message, each of at most `maxSize` bytes (the bridge's
+  // FILE_MAX_BYTES), of any type (no `accept`: a MIME type -> extensions record, as in
+  // ChatKit). They are uploaded in ChatKit's two phases and read by the answer's file search.
+  const COMPOSER = {
+    attachments: { enabled: true, maxCount: 10, maxSize: Number(page.attachmentMaxBytes) },
+  };
   const fragmentSignIn = page.fragmentSignIn === "on";
   const element = (id) => document.getElementById(id);
 
@@ -29,6 +36,8 @@
     threads: new Map(),   // id -> thread metadata, as threads.list gave it
     threadsAfter: null,   // cursor of the next page of threads.list
     items: new Map(),     // id -> {item, node} of the open thread
+    drafts: [],           // the composer's attachments: {file, id, status: uploading|ready}
+    running: 0,           // actions under way (see guarded)
   };
 
   class BridgeError extends Error {
@@ -46,17 +55,20 @@
       headers: { "Authorization": `Bearer ${state.token}`, "Content-Type": "application/json" },
       body: JSON.stringify({ type, params }),
     });
-    if (!response.ok) {
-      let message = `The bridge answered ${response.status}.`;
-      try {
-        message = (await response.json()).error?.message || message;
-      } catch {
-        // not our JSON envelope: keep the status line
-      }
-      if (response.status === 401) signOut(`The bridge refused the token: ${message}`);
-      throw new BridgeError(message, response.status);
-    }
+    if (!response.ok) throw await refusal(response);
     return response;
+  }
+
+  // What a response that is not ok says, as the error to throw; a refused token signs out.
+  async function refusal(response) {
+    let message = `The bridge answered ${response.status}.`;
+    try {
+      message = (await response.json()).error?.message || message;
+    } catch {
+      // not our JSON envelope: keep the status line
+    }
+    if (response.status === 401) signOut(`The bridge refused the token: ${message}`);
+    return new BridgeError(message, response.status);
   }
 
   async function request(type, params) {
@@ -335,6 +347,44 @@
     entry.item = item;
     if (item.status) entry.node.dataset.status = item.status;
     showItemText(entry);
+    showItemFiles(entry);
+  }
+
+  // Under a user message, the files it carries; under a reply, the sources its annotations cite.
+  function showItemFiles(entry) {
+    const { item, node } = entry;
+    const kind = item.type === "user_message" ? "attachment" : "source";
+    const names = item.type === "user_message" ? (item.attachments || []).map((a) => a.name)
+      : item.type === "assistant_message" ? sourceNames(item) : [];
+    let list = node.querySelector(".item-files");
+    if (!names.length) {
+      list?.remove();
+      return;
+    }
+    if (!list) {
+      list = document.createElement("ul");
+      list.className = `item-files item-${kind}s`;
+      list.dataset.testid = `item-${kind}s`;
+      node.append(list);
+    }
+    list.replaceChildren(...names.map((name) => {
+      const file = document.createElement("li");
+      file.dataset.testid = `item-${kind}`;
+      file.textContent = name;
+      return file;
+    }));
+  }
+
+  function sourceNames(item) {
+    const names = new Set();
+    for (const part of item.content || []) {
+      for (const annotation of part.annotations || []) {
+        const source = annotation.source || {};
+        const name = source.title || source.filename || source.label || source.url;
+        if (name) names.add(name);
+      }
+    }
+    return [...names];
   }
 
   function showItemText(entry) {
@@ -358,10 +408,18 @@
         content[index] = content[index] || { type: "output_text", text: "", annotations: [] };
         content[index].text += update.delta;
         break;
+      case "assistant_message.content_part.annotation_added": {
+        content[index] = content[index] || { type: "output_text", text: "", annotations: [] };
+        const annotations = content[index].annotations = content[index].annotations || [];
+        annotations[update.annotation_index ?? annotations.length] = update.annotation;
+        showItemFiles(entry);
+        return;
+      }
       default:
         return;
     }
     showItemText(entry);
+    if (update.type !== "assistant_message.content_part.text_delta") showItemFiles(entry);
   }
 
   function removeItem(itemId) {
@@ -381,19 +439,122 @@
   async function sendMessage() {
     const input = element("composer-input");
     const text = input.value.trim();
-    if (!text) return;
+    const drafts = state.drafts;
+    if (!text && !drafts.length) return;
     input.value = "";
+    setDrafts([]);
     hideError();
-    const userInput = { content: [{ type: "input_text", text }], attachments: [],
-                        inference_options: {} };
+    const userInput = { content: [{ type: "input_text", text }],
+                        attachments: drafts.map((draft) => draft.id), inference_options: {} };
     try {
       await converse(...(state.threadId
         ? ["threads.add_user_message", { thread_id: state.threadId, input: userInput }]
         : ["threads.create", { input: userInput }]));
     } catch (exc) {
-      if (exc instanceof BridgeError && !input.value) input.value = text;  // nothing was sent
+      if (exc instanceof BridgeError) {  // nothing was sent
+        if (!input.value) input.value = text;
+        if (!state.drafts.length) setDrafts(drafts);
+      }
       throw exc;
     }
+  }
+
+  // ---- attachments ---------------------------------------------------------------------------
+
+  // Each file is uploaded as soon as it is picked; a message can be sent once all are.
+  function attachFiles(files) {
+    const options = COMPOSER.attachments;
+    const added = [];
+    for (const file of files) {
+      if (state.drafts.length + added.length >= options.maxCount) {
+        showError(`At most ${options.maxCount} files go with one message.`);
+        break;
+      }
+      if (file.size > options.maxSize) {
+        showError(`${file.name} is too large: files may be at most ${options.maxSize} bytes.`);
+        continue;
+      }
+      added.push({ file, id: null, status: "uploading" });
+    }
+    if (!added.length) return;
+    setDrafts([...state.drafts, ...added]);
+    guarded(async () => {
+      let failure = null;
+      for (const draft of added) {
+        try {
+          draft.id = (await uploadAttachment(draft.file)).id;
+          draft.status = "ready";
+        } catch (exc) {
+          setDrafts(state.drafts.filter((other) => other !== draft));
+          failure = failure || exc;
+        }
+        renderDrafts();
+      }
+      if (failure) throw failure;
+    });
+  }
+
+  // ChatKit's two-phase upload: attachments.create declares the file, and its upload descriptor
+  // says where the bytes go (a form with a `file` part, which is what ChatKit's front end sends).
+  async function uploadAttachment(file) {
+    const attachment = await request("attachments.create",
+                                     { name: file.name, size: file.size, mime_type: file.type });
+    const descriptor = attachment.upload_descriptor;
+    if (!descriptor) return attachment;  // nothing more to send
+    const form = new FormData();
+    form.append("file", file, file.name);
+    const response = await fetch(descriptor.url, {
+      method: descriptor.method,
+      headers: { ...descriptor.headers, "Authorization": `Bearer ${state.token}` },
+      body: form,
+    });
+    if (!response.ok) {
+      const refused = await refusal(response);
+      if (response.status !== 401) {
+        request("attachments.delete", { attachment_id: attachment.id }).catch(() => {});
+      }
+      throw refused;
+    }
+    return response.json();
+  }
+
+  function removeDraft(draft) {
+    setDrafts(state.drafts.filter((other) => other !== draft));
+    guarded(() => request("attachments.delete", { attachment_id: draft.id }));
+  }
+
+  function setDrafts(drafts) {
+    state.drafts = drafts;
+    renderDrafts();
+  }
+
+  function renderDrafts() {
+    const list = element("drafts");
+    list.replaceChildren(...state.drafts.map((draft) => {
+      const chip = document.createElement("li");
+      chip.className = "draft";
+      chip.dataset.testid = "draft";
+      chip.dataset.status = draft.status;
+      const name = document.createElement("span");
+      name.dataset.testid = "draft-name";
+      name.textContent = draft.file.name;
+      chip.append(name);
+      if (draft.status === "uploading") {
+        const note = document.createElement("span");
+        note.textContent = "uploading…";
+        chip.append(note);
+      } else {
+        const remove = document.createElement("button");
+        remove.type = "button";
+        remove.dataset.testid = "remove-draft";
+        remove.setAttribute("aria-label", `Remove ${draft.file.name}`);
+        remove.textContent = "×";
+        remove.addEventListener("click", () => removeDraft(draft));
+        chip.append(remove);
+      }
+      return chip;
+    }));
+    list.hidden = !state.drafts.length;
   }
 
   // ---- signing in ----------------------------------------------------------------------------
@@ -439,6 +600,7 @@
     state.threadId = null;
     state.threads.clear();
     clearItems();
+    setDrafts([]);
     element("thread-list").replaceChildren();
     element("thread-list").dataset.loaded = "false";
     element("chat").hidden = true;
@@ -497,8 +659,10 @@
     element("progress").textContent = text || "";
   }
 
-  // Run an action with the composer locked; its failure is shown, not lost in the console.
+  // Run an action with the composer locked (until every action under way has ended); its
+  // failure is shown, not lost in the console.
   async function guarded(action) {
+    state.running += 1;
     page.busy = "true";
     element("send").disabled = true;
     try {
@@ -508,8 +672,11 @@
         showError(exc instanceof BridgeError ? exc.message : `Something went wrong: ${exc.message}`);
       }
     } finally {
-      page.busy = "false";
-      element("send").disabled = false;
+      state.running -= 1;
+      if (!state.running) {
+        page.busy = "false";
+        element("send").disabled = false;
+      }
     }
   }
 
@@ -527,6 +694,17 @@
     element("new-thread").addEventListener("click", startNewThread);
     element("more-threads").addEventListener("click", () => guarded(() => loadThreads({ more: true })));
     onSubmit("composer", sendMessage);
+    if (COMPOSER.attachments.enabled) {
+      const picker = element("attach-input");
+      const accept = COMPOSER.attachments.accept;
+      if (accept) picker.accept = Object.entries(accept).flat(2).join(",");
+      element("attach").hidden = false;
+      element("attach").addEventListener("click", () => picker.click());
+      picker.addEventListener("change", () => {
+        attachFiles([...picker.files]);
+        picker.value = "";  // the same file may be picked again
+      });
+    }
     element("composer-input").addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
