@@ -12,6 +12,7 @@ streamed item and in `items.list`. Another user's attachment is a 404 everywhere
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx2 as httpx
@@ -25,7 +26,7 @@ from sqlalchemy import func, select
 
 from bridge.extensions import db
 from bridge.models import ChatKitAttachment
-from tests.conftest import wait_for
+from tests.conftest import ENGINES, wait_for
 from tests.test_chatkit import post, streamed
 
 ITEMS = TypeAdapter(list[ThreadItem])
@@ -89,10 +90,10 @@ def attachment_rows(bridge) -> int:
             db.session.remove()
 
 
-@pytest.fixture(params=("offline", "chat"))
+@pytest.fixture(params=ENGINES)
 def searching(request, start_bridge):
-    """A bridge whose ChatKit assistant has no tools of its own, on an engine that searches
-    the registry's stores."""
+    """A bridge whose ChatKit assistant has no tools of its own, on each engine (the upstream
+    ones search the provider's copies of the thread's store)."""
     bridge = start_bridge(request.param, CHATKIT_ASSISTANT="helper")
     bridge.assistant(name="helper")
     return bridge
@@ -145,8 +146,9 @@ def test_an_attached_file_is_searched_and_the_reply_cites_it(searching):
     (reply,) = done_items(events, "assistant_message")
     (content,) = reply.content
     assert "knight jumps in an L shape" in content.text
+    marker = re.search(r"【\d+:\d+†chess\.txt】", content.text)
     cited = Annotation(source=FileSource(filename="chess.txt", title="chess.txt"),
-                       index=content.text.index("【0:0†chess.txt】"))
+                       index=marker.start())
     assert content.annotations == [cited]
 
     # /v1 sees the same: the file, the message attaching it, the thread's store holding it.
