@@ -1,9 +1,10 @@
 """Lexical search over vector store chunks, in the registry's own database.
 
-SQLite ranks with FTS5's bm25 over `vector_store_chunks_fts` (porter stemming); PostgreSQL with
-the same BM25 computed in SQL over each chunk's stored `to_tsvector('english', text)`, whose GIN
-index finds the chunks (see _POSTGRES). The structures are made by migrations 9c1d5e7a3b20 and
-c283bb5cb070.
+SQLite ranks with FTS5's bm25 over `vector_store_chunks_fts` (porter stemming), whose
+statistics are the whole index's: every store's chunks weigh in the rarity of a word.
+PostgreSQL ranks with BM25 computed in SQL over the searched store's own chunks, from each
+one's stored `to_tsvector('english', text)`, whose GIN index finds them (see _POSTGRES). The
+structures are made by migrations 9c1d5e7a3b20 and c283bb5cb070.
 
 A query's words (runs of letters and digits: both databases split at underscores too) are
 OR-ed, so a question finds the chunks that share any of its words and ranks those sharing the
