@@ -188,11 +188,8 @@ class AssistantsEngine(UpstreamEngine):
         are in the thread's vector store already."""
         files = [attachment.file_id for attachment in message.attachments or ()
                  if any(tool.type == "code_interpreter" for tool in attachment.tools)]
-        if not files:
-            return []
-        copied = self.copies.tool_resources({"code_interpreter": {"file_ids": files}})
         return [{"file_id": file_id, "tools": [{"type": "code_interpreter"}]}
-                for file_id in copied["code_interpreter"]["file_ids"]]
+                for file_id in self.copies.files(files)]
 
     def _delete_message(self, container, upstream_id) -> None:
         self.upstream.call(lambda client: client.beta.threads.messages.delete(

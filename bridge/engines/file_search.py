@@ -18,8 +18,8 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from ..extensions import db
-from ..models import Assistant, File, Run, VectorStore, VectorStoreChunk, VectorStoreFile, now
-from ..retrieval import expires_at, ranking
+from ..models import Assistant, Run, VectorStore, VectorStoreFile, now
+from ..retrieval import expires_at, found_chunks
 from .base import Citation, FileSearchCall, Passage
 
 # What an unset `max_num_results` means (OpenAI's default for its gpt-4 models).
@@ -151,17 +151,6 @@ class RunSearcher:
 def found_passages(store_pks: tuple[int, ...], queries: list[str], limit: int,
                    threshold: float = 0.0) -> tuple[Passage, ...]:
     """The best chunks of the stores for the queries, best first, as passages."""
-    hits = [hit for hit in ranking.ranked_chunks(store_pks, queries, limit)
-            if hit.score >= threshold]
-    if not hits:
-        return ()
-    rows = db.session.execute(
-        select(VectorStoreChunk.pk, VectorStoreChunk.text, VectorStoreFile.id, File.filename)
-        .join(VectorStoreFile, VectorStoreFile.pk == VectorStoreChunk.vector_store_file_pk)
-        .join(File, File.pk == VectorStoreFile.file_pk)
-        .where(VectorStoreChunk.pk.in_([hit.chunk_pk for hit in hits])))
-    chunks = {pk: (text, file_id, filename) for pk, text, file_id, filename in rows}
-    return tuple(Passage(file_id=chunks[hit.chunk_pk][1], filename=chunks[hit.chunk_pk][2],
-                         score=round(hit.score, 6), text=chunks[hit.chunk_pk][0])
-                 for hit in hits if hit.chunk_pk in chunks)
-
+    return tuple(Passage(file_id=chunk.file_id, filename=chunk.filename, score=chunk.score,
+                         text=chunk.text)
+                 for chunk in found_chunks(store_pks, queries, limit, threshold))

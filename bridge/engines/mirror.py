@@ -99,9 +99,15 @@ class UpstreamCopies:
             copied["file_search"] = {"vector_store_ids": self.stores(search["vector_store_ids"])}
         files = (resources.get("code_interpreter") or {}).get("file_ids") or []
         if files:
-            rows = db.session.scalars(select(File).where(File.id.in_(files)))
-            copied["code_interpreter"] = {"file_ids": [self.file(row) for row in rows]}
+            copied["code_interpreter"] = {"file_ids": self.files(files)}
         return copied
+
+    def files(self, file_ids: list[str]) -> list[str]:
+        """The provider's ids of the registry's files of these ids (missing ones skipped)."""
+        if not file_ids:
+            return []
+        return [self.file(row) for row in db.session.scalars(select(File).where(
+            File.id.in_(file_ids)))]
 
     def _forget_file(self, upstream_id: str) -> None:
         try:

@@ -462,12 +462,8 @@ class UpstreamEngine(Engine):
         """The run's settings, its vector stores and code_interpreter files copied to the
         provider and in step."""
         stores = tuple(self.copies.store(store) for store in run_vector_stores(run))
-        files = run_code_files(run)
-        code_files = tuple((self.copies.tool_resources(
-            {"code_interpreter": {"file_ids": files}}) or {})["code_interpreter"]["file_ids"]
-            if files else ())
         return dataclasses.replace(RunSettings.of(run), search_stores=stores,
-                                   code_files=code_files)
+                                   code_files=tuple(self.copies.files(run_code_files(run))))
 
     def _start_run(self, run: Run, container: str, assistant,
                    stream: bool = False) -> RunSnapshot | UpstreamStream:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app
@@ -442,29 +443,49 @@ def detach_file(row: VectorStoreFile) -> None:
     db.session.commit()
 
 
+@dataclass(frozen=True)
+class FoundChunk:
+    """A chunk a search found, with its file."""
+
+    file_id: str
+    filename: str
+    attributes: dict[str, Any] | None
+    text: str
+    score: float
+
+
+def found_chunks(store_pks: tuple[int, ...], queries: list[str], limit: int,
+                 threshold: float = 0.0) -> list[FoundChunk]:
+    """The stores' best chunks for the queries, best first, scoring at least `threshold`."""
+    hits = [hit for hit in ranking.ranked_chunks(store_pks, queries, limit)
+            if hit.score >= threshold]
+    if not hits:
+        return []
+    rows = db.session.execute(
+        select(VectorStoreChunk.pk, VectorStoreChunk.text, VectorStoreFile.id,
+               VectorStoreFile.attributes, File.filename)
+        .join(VectorStoreFile, VectorStoreFile.pk == VectorStoreChunk.vector_store_file_pk)
+        .join(File, File.pk == VectorStoreFile.file_pk)
+        .where(VectorStoreChunk.pk.in_([hit.chunk_pk for hit in hits])))
+    chunks = {pk: (text, file_id, attributes, filename)
+              for pk, text, file_id, attributes, filename in rows}
+    return [FoundChunk(file_id=chunks[hit.chunk_pk][1], filename=chunks[hit.chunk_pk][3],
+                       attributes=chunks[hit.chunk_pk][2], text=chunks[hit.chunk_pk][0],
+                       score=round(hit.score, 6))
+            for hit in hits if hit.chunk_pk in chunks]
+
+
 def search(store: VectorStore, body: VectorStoreSearch) -> SearchResultsPage:
     """The store's chunks that best match the query, best first."""
     if body.filters is not None:
         raise InvalidRequest("Attribute filters are not supported yet: search without "
                              "'filters'.", param="filters", code="unsupported_parameter")
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
-    hits = ranking.ranked_chunks((store.pk,), queries, body.max_num_results)
-    threshold = body.ranking_options.score_threshold if body.ranking_options else None
-    if threshold is not None:
-        hits = [hit for hit in hits if hit.score >= threshold]
-    chunks = {}
-    if hits:
-        rows = db.session.execute(
-            select(VectorStoreChunk.pk, VectorStoreChunk.text, VectorStoreFile.id,
-                   VectorStoreFile.attributes, File.filename)
-            .join(VectorStoreFile, VectorStoreFile.pk == VectorStoreChunk.vector_store_file_pk)
-            .join(File, File.pk == VectorStoreFile.file_pk)
-            .where(VectorStoreChunk.pk.in_([hit.chunk_pk for hit in hits])))
-        chunks = {row[0]: row for row in rows}
+    found = found_chunks((store.pk,), queries, body.max_num_results,
+                         body.ranking_options.score_threshold if body.ranking_options else 0.0)
     store.last_active_at = now()
     db.session.commit()
-    data = [SearchResult(file_id=chunks[hit.chunk_pk][2], filename=chunks[hit.chunk_pk][4],
-                         score=round(hit.score, 6), attributes=chunks[hit.chunk_pk][3] or {},
-                         content=[SearchContent(text=chunks[hit.chunk_pk][1])])
-            for hit in hits if hit.chunk_pk in chunks]
+    data = [SearchResult(file_id=chunk.file_id, filename=chunk.filename, score=chunk.score,
+                         attributes=chunk.attributes or {},
+                         content=[SearchContent(text=chunk.text)]) for chunk in found]
     return SearchResultsPage(search_query=queries, data=data)
