@@ -328,6 +328,9 @@ def test_a_stopped_answer_cancels_the_run_and_keeps_what_was_shown(chatkit_bridg
     if upstream:
         bridge.fake.release()
     wait_for(lambda: run_status() == "cancelled", timeout=15, interval=0.1)
+    if upstream:
+        # ChatKit keeps what was shown once the run has ended, a moment after it has.
+        wait_for(lambda: len(front.v1_messages()) > 1, timeout=15, interval=0.1)
     kept = front.v1_messages()
     assert kept[0][0] == "user_message" and kept[0][2] == "Tell me"
     if upstream:
