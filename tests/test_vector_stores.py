@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -176,6 +177,30 @@ def test_attaching_a_file_again_while_it_is_ingested_ingests_it_once(offline_bri
     assert alice.vector_stores.files.retrieve(file_id, vector_store_id=store.id).status == \
         "completed"
     assert len(alice.vector_stores.search(store.id, query="two").data) == 1
+
+
+def test_the_same_file_attached_at_once_by_several_requests_is_one_attachment(offline_bridge,
+                                                                            alice):
+    # Each request finds the file unattached; all but one then meet the one that attached it.
+    stores = [alice.vector_stores.create().id for _ in range(5)]
+    file_id = upload(alice, "raced.txt", "raced attachments")
+    clients = [offline_bridge.sdk("alice") for _ in range(4)]
+
+    def attach(client, store_id: str, batch: bool) -> str:
+        if batch:
+            return client.vector_stores.file_batches.create(
+                vector_store_id=store_id, file_ids=[file_id]).vector_store_id
+        return client.vector_stores.files.create(vector_store_id=store_id, file_id=file_id).id
+
+    for store_id in stores:
+        with ThreadPoolExecutor(len(clients)) as pool:
+            answers = list(pool.map(lambda index: attach(clients[index], store_id, index % 2 == 1),
+                                    range(len(clients))))
+        assert answers == [file_id, store_id] * (len(clients) // 2)
+        attached = alice.vector_stores.files.list(store_id).data
+        assert [row.id for row in attached] == [file_id]
+        wait_for(lambda: alice.vector_stores.retrieve(store_id).file_counts.completed == 1)
+        assert alice.vector_stores.retrieve(store_id).file_counts.total == 1
 
 
 def test_static_chunking_splits_by_tokens(alice):

@@ -27,10 +27,11 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from flask import Flask, current_app
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from ..errors import InvalidRequest
 from ..extensions import db
@@ -51,6 +52,7 @@ from . import chunking, embeddings, extract, ranking
 log = logging.getLogger(__name__)
 _EXTENSION_KEY = "bridge.ingestion"
 DAY = 86_400
+T = TypeVar("T")
 
 
 # ---- the ingestion pool ------------------------------------------------------------------------
@@ -328,6 +330,21 @@ def _attach(store: VectorStore, files: list[tuple[File, dict[str, Any], dict[str
     return attached
 
 
+def _committed(attach: Callable[[], T]) -> T:
+    """`attach`'s rows, committed. A request attaching one of the same files at the same moment
+    may commit first: the store's unique attachment index refuses ours, and a second go finds
+    that attachment as one made before."""
+    try:
+        attached = attach()
+        db.session.commit()
+        return attached
+    except IntegrityError:
+        db.session.rollback()
+    attached = attach()
+    db.session.commit()
+    return attached
+
+
 def _ingest_after_commit(rows: list[VectorStoreFile]) -> None:
     # After the commit, so the ingestion thread finds the rows. Only new attachments: one made
     # before is ingested already, or is being ingested by whoever queued it.
@@ -377,16 +394,15 @@ def delete_vector_store(store: VectorStore) -> None:
 def attach_file(store: VectorStore, user_id: str, body: VectorStoreFileCreate) -> VectorStoreFile:
     """Attach one of the caller's files to the store and queue its ingestion."""
     file = file_for_user(body.file_id, user_id)
-    [(row, new)] = _attach(store, [(file, _strategy(body.chunking_strategy), body.attributes)])
-    db.session.commit()
+    strategy = _strategy(body.chunking_strategy)
+    [(row, new)] = _committed(lambda: _attach(store, [(file, strategy, body.attributes)]))
     _ingest_after_commit([row] if new else [])
     return row
 
 
 def attach_files(store: VectorStore, files: list[File]) -> None:
     """Attach files already checked as the store owner's, with the default chunking."""
-    attached = _attach(store, [(file, chunking.AUTO, None) for file in files])
-    db.session.commit()
+    attached = _committed(lambda: _attach(store, [(file, chunking.AUTO, None) for file in files]))
     _ingest_after_commit([row for row, new in attached if new])
 
 
@@ -413,13 +429,18 @@ def create_file_batch(store: VectorStore, user_id: str,
         raise InvalidRequest("Missing required parameter: 'file_ids' (or 'files').",
                              param="file_ids")
     files = files_for_user(list(wanted), user_id)
-    batch = VectorStoreFileBatch(id=new_id("vsfb"), vector_store_pk=store.pk)
-    db.session.add(batch)
-    attached = _attach(store, [(file, *wanted[file.id]) for file in files])
-    db.session.flush()
-    db.session.add_all(VectorStoreFileBatchFile(batch_pk=batch.pk, vector_store_file_pk=row.pk)
-                       for row, _ in attached)
-    db.session.commit()
+
+    def add_batch() -> tuple[VectorStoreFileBatch, list[tuple[VectorStoreFile, bool]]]:
+        batch = VectorStoreFileBatch(id=new_id("vsfb"), vector_store_pk=store.pk)
+        db.session.add(batch)
+        attached = _attach(store, [(file, *wanted[file.id]) for file in files])
+        db.session.flush()
+        db.session.add_all(VectorStoreFileBatchFile(batch_pk=batch.pk,
+                                                    vector_store_file_pk=row.pk)
+                           for row, _ in attached)
+        return batch, attached
+
+    batch, attached = _committed(add_batch)
     _ingest_after_commit([row for row, new in attached if new])
     return batch
 
