@@ -381,6 +381,8 @@ def test_an_attached_file_is_read_and_the_answer_cites_it(dev_bridge, page, tmp_
     send(page, "Where is the launch?")
 
     expect(items(page, "assistant")).to_contain_text("harbour office by the pier")
+    # The reply cites its source under it, not with /v1's marker in its text.
+    expect(items(page, "assistant")).not_to_contain_text("【")
     expect(page.get_by_test_id("item-attachment")).to_have_text(["notes.md"])
     expect(page.get_by_test_id("item-source")).to_have_text(["notes.md"])
     expect(drafts).to_have_count(0)
@@ -394,9 +396,12 @@ def test_an_attached_file_is_read_and_the_answer_cites_it(dev_bridge, page, tmp_
     (cited,) = reply["content"][0]["text"]["annotations"]
     assert cited["file_citation"]["file_id"] == file["id"]
 
+    assert "【" in reply["content"][0]["text"]["value"]
+
     page.reload()
 
     expect(items(page, "assistant")).to_contain_text("harbour office by the pier")
+    expect(items(page, "assistant")).not_to_contain_text("【")
     expect(page.get_by_test_id("item-attachment")).to_have_text(["notes.md"])
     expect(page.get_by_test_id("item-source")).to_have_text(["notes.md"])
 

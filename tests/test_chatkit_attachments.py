@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from bridge.extensions import db
 from bridge.models import ChatKitAttachment
 from tests.conftest import ENGINES, wait_for
-from tests.test_chatkit import post, streamed
+from tests.test_chatkit import post, reply_of, streamed
 
 ITEMS = TypeAdapter(list[ThreadItem])
 CHESS = b"In chess the bishop moves diagonally, and the knight jumps in an L shape."
@@ -146,10 +146,10 @@ def test_an_attached_file_is_searched_and_the_reply_cites_it(searching):
     (reply,) = done_items(events, "assistant_message")
     (content,) = reply.content
     assert "knight jumps in an L shape" in content.text
-    marker = re.search(r"【\d+:\d+†chess\.txt】", content.text)
-    cited = Annotation(source=FileSource(filename="chess.txt", title="chess.txt"),
-                       index=marker.start())
-    assert content.annotations == [cited]
+    # ChatKit shows the text without /v1's marker, and cites where the marker stood; so does
+    # the text the front end built from the stream.
+    assert "【" not in content.text and "†" not in content.text
+    assert reply_of(events) == (reply.id, content.text)
 
     # /v1 sees the same: the file, the message attaching it, the thread's store holding it.
     files = v1(bridge, "/files").json()["data"]
@@ -163,7 +163,12 @@ def test_an_attached_file_is_searched_and_the_reply_cites_it(searching):
                                            "tools": [{"type": "file_search"}]}]
     annotation = messages[1]["content"][0]["text"]["annotations"][0]
     assert annotation["file_citation"]["file_id"] == file_id
-    assert annotation["start_index"] == cited.index
+    marked = messages[1]["content"][0]["text"]["value"]
+    assert re.fullmatch(r"【\d+:\d+†chess\.txt】", annotation["text"])
+    assert marked.replace(annotation["text"], "") == content.text
+    cited = Annotation(source=FileSource(filename="chess.txt", title="chess.txt"),
+                       index=annotation["start_index"])
+    assert content.annotations == [cited]
     thread = v1(bridge, f"/threads/{thread_id}").json()
     (store_id,) = thread["tool_resources"]["file_search"]["vector_store_ids"]
     store_files = v1(bridge, f"/vector_stores/{store_id}/files").json()["data"]
@@ -295,8 +300,12 @@ def test_a_file_of_the_assistants_store_is_cited_by_name_also_once_deleted(start
     events = streamed(post(bridge, ThreadsCreateReq(params=ThreadCreateParams(
         input=message("How does the knight move?")))))
     (reply,) = done_items(events, "assistant_message")
+    (marked,) = bridge.sdk("alice").beta.threads.messages.list(
+        events[0].thread.id, order="asc").data[1].content
+    (citation,) = marked.text.annotations
+    assert reply.content[0].text == marked.text.value.replace(citation.text, "")
     expected = [Annotation(source=FileSource(filename="chess.txt", title="chess.txt"),
-                           index=reply.content[0].text.index("【"))]
+                           index=citation.start_index)]
     assert reply.content[0].annotations == expected
 
     admin.files.delete(file_id)  # the marker still names it

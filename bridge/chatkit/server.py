@@ -39,6 +39,7 @@ from ..registry import (active_run, assistant_by_id, assistant_by_name, attachme
                         release_connection, thread_for_user)
 from ..schemas import MessageCreate, RunCreate, ToolOutputsSubmit
 from .attachments import attachment_to_send
+from .citations import MarkerFilter
 from .connection import Connection
 from .store import (TITLE_LIMIT, Caller, RegistryAttachmentStore, RegistryStore,
                     assistant_content, client_tool_calls, item_in_thread, owned_thread,
@@ -77,6 +78,7 @@ class BridgeChatKitServer(ChatKitServer[Caller]):
                 run = engine.create_run(row, assistant, RunCreate(
                     assistant_id=assistant.id, stream=True, tools=searching_tools(assistant, row)))
                 frames = run_frames(run)
+            texts: dict[str, MarkerFilter] = {}  # each reply's, by message id
             for name, data in _events(frames):
                 if context.connection is not None and context.connection.gone():
                     raise asyncio.CancelledError  # ChatKit's own cancellation path takes over
@@ -84,7 +86,7 @@ class BridgeChatKitServer(ChatKitServer[Caller]):
                     call = data["required_action"]["submit_tool_outputs"]["tool_calls"][0]
                     yield ThreadItemDoneEvent(item=self._client_tool_call(call, thread, context))
                     continue
-                event = _chatkit_event(name, data, thread.id)
+                event = _chatkit_event(name, data, thread.id, texts)
                 if event is not None:
                     yield event
         except (APIError, EngineError) as exc:
@@ -208,14 +210,19 @@ def _events(frames: Iterator[bytes]) -> Iterator[tuple[str, Any]]:
             yield name, json.loads(data)
 
 
-def _chatkit_event(name: str, data: dict[str, Any], thread_id: str) -> ThreadStreamEvent | None:
-    """What a run's event is to ChatKit: its reply as an assistant message, as it is written."""
+def _chatkit_event(name: str, data: dict[str, Any], thread_id: str,
+                   texts: dict[str, MarkerFilter]) -> ThreadStreamEvent | None:
+    """What a run's event is to ChatKit: its reply as an assistant message, as it is written
+    (its text through `texts`, each message's marker filter)."""
     if name == "thread.message.created":
         return ThreadItemAddedEvent(item=AssistantMessageItem(
             id=data["id"], thread_id=thread_id, created_at=stamp(data["created_at"]), content=[]))
     if name == "thread.message.delta":
-        text = "".join(part["text"]["value"] for part in data["delta"].get("content") or ()
-                       if part.get("type") == "text")
+        text = texts.setdefault(data["id"], MarkerFilter()).feed("".join(
+            part["text"]["value"] for part in data["delta"].get("content") or ()
+            if part.get("type") == "text"))
+        if not text:
+            return None
         return ThreadItemUpdatedEvent(item_id=data["id"], update=(
             AssistantMessageContentPartTextDelta(content_index=0, delta=text)))
     if name in ("thread.message.completed", "thread.message.incomplete"):

@@ -9,7 +9,7 @@ like a missing one.
 An attachment is one of the owner's files (see `attachments`): a user message that carries it
 is a message whose `attachments` name the file for `file_search`, which puts it in the thread's
 vector store, and a reply's `file_citation` annotations are ChatKit annotations of the file,
-placed where the reply's citation marker begins.
+placed where the reply's citation marker stood (ChatKit shows no markers: see `citations`).
 
 The methods are async because ChatKit's interface is; they run on the request's own loop and
 use the request's registry session.
@@ -18,7 +18,6 @@ use the request's registry session.
 from __future__ import annotations
 
 import mimetypes
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -42,13 +41,12 @@ from ..registry import (active_run, attachment_for_user, new_id, paginate, threa
 from ..schemas import ListQuery, MessageCreate, ThreadCreate
 from .attachments import (DEFAULT_MIME_TYPE, attachment_fields, declare_attachment,
                           place_in_thread, remove_attachment)
+from .citations import MARKER, unmarked
 from .connection import Connection
 
 _ITEM = TypeAdapter(ThreadItem)
 _ATTACHMENT = TypeAdapter(Attachment)
 TITLE_LIMIT = 512  # the column's size
-# The file name in a citation marker, 【0:0†notes.md】.
-_MARKER_FILENAME = re.compile(r"†([^】]*)】")
 # The files messages name: id -> the file and, for one a ChatKit front end attached, its
 # attachment.
 Files = dict[str, tuple[File, ChatKitAttachment | None]]
@@ -110,27 +108,28 @@ def files_named(file_ids: set[str]) -> Files:
 
 def assistant_content(blocks: list[dict[str, Any]], files: Files | None = None
                       ) -> AssistantMessageContent:
-    """A reply's text parts as ChatKit's one content part, its file citations as annotations at
-    the index where each citation's marker begins."""
+    """A reply's text parts as ChatKit's one content part, without citation markers: each file
+    citation is an annotation at the index where its marker stood."""
     if files is None:
         files = files_named(_cited_ids(blocks))
     text, annotations = "", []
     for block in blocks:
         if block.get("type") != "text":
             continue
-        for cited in block["text"].get("annotations") or ():
-            if cited.get("type") != "file_citation":
-                continue
-            file_id = cited["file_citation"]["file_id"]
+        cited = [annotation for annotation in block["text"].get("annotations") or ()
+                 if annotation.get("type") == "file_citation"]
+        value, placed = unmarked(block["text"]["value"], cited)
+        for index, citation in placed:
+            file_id = citation["file_citation"]["file_id"]
             # A cited file may be another user's (in the assistant's store): only its name is
             # shown, which the marker shows already, and the marker names one deleted since.
             named = files.get(file_id)
-            marked = _MARKER_FILENAME.search(cited.get("text") or "")
+            marked = MARKER.fullmatch(citation.get("text") or "")
             filename = (named[0].filename if named is not None
-                        else marked.group(1) if marked else file_id)
+                        else marked.group(3) if marked else file_id)
             annotations.append(Annotation(source=FileSource(filename=filename, title=filename),
-                                          index=len(text) + cited["start_index"]))
-        text += block["text"]["value"]
+                                          index=len(text) + index))
+        text += value
     return AssistantMessageContent(text=text, annotations=annotations)
 
 
