@@ -79,6 +79,22 @@ def test_query_terms_drop_stop_words_and_pair_neighbours():
     assert index.query_terms(["how do I do it?", "_"]) == ([], [])
 
 
+def test_a_long_query_is_read_as_its_first_words_and_pairs_and_still_searched(offline_bridge):
+    spoken = [f"w{n}" for n in range(200)]
+    # Each query pairs the same words in another order: many more pairs than words.
+    queries = [" ".join(spoken[:64]), " ".join(reversed(spoken[:64])), " ".join(spoken[::3])]
+    words, pairs = index.query_terms(queries)
+    assert words == spoken[:index.MAX_QUERY_WORDS]
+    assert len(pairs) == index.MAX_QUERY_WORDS and len(set(pairs)) == len(pairs)
+
+    alice = offline_bridge.sdk("alice")
+    file_id = alice.files.create(file=("w.txt", b"w1 w2 w3 and w63"), purpose="assistants").id
+    store = alice.vector_stores.create(file_ids=[file_id])
+    wait_for(lambda: alice.vector_stores.retrieve(store.id).status == "completed")
+    found = alice.vector_stores.search(store.id, query=queries).data
+    assert [result.file_id for result in found] == [file_id]
+
+
 def test_words_near_each_other_rank_above_words_apart(offline_bridge):
     alice = offline_bridge.sdk("alice")
     apart = ("apart.txt", "A ring was found on the beach. Much later that summer a fire burned "

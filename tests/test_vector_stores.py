@@ -225,6 +225,34 @@ def test_chunks_overlap_and_cover_the_text():
 
 # ---- isolation ---------------------------------------------------------------------------------
 
+def test_other_users_chunks_never_move_a_stores_scores_or_order(offline_bridge, alice, bob):
+    # A word's rarity is the store's own: Bob's many chunks saying "zebra" would make it common
+    # across the index. His chunks are as long as Alice's, since the length part of a score
+    # compares a chunk with the whole index's average length.
+    def ingested(client, names_texts) -> str:
+        store = client.vector_stores.create(file_ids=[upload(client, name, text)
+                                                      for name, text in names_texts]).id
+        wait_for(lambda: client.vector_stores.retrieve(store).status == "completed")
+        return store
+
+    store = ingested(alice, [("zoo.txt", "zebra apple pear"), ("farm.txt", "apple apple cow"),
+                             ("orchard.txt", "apple pear plum")])
+
+    def results() -> list[tuple[str, float]]:
+        return [(result.filename, result.score) for result in
+                alice.vector_stores.search(store, query="zebra apple").data]
+
+    before = results()
+    assert [name for name, _ in before] == ["zoo.txt", "farm.txt", "orchard.txt"]
+    ingested(bob, [(f"stripes{n}.txt", "zebra zebra plum") for n in range(6)])
+    ingested(bob, [("fruit.txt", "apple pear fig")])
+
+    after = results()
+    assert [name for name, _ in after] == [name for name, _ in before]
+    assert [score for _, score in after] == pytest.approx([score for _, score in before],
+                                                           abs=2e-6)
+
+
 def test_another_users_vector_store_is_a_404_everywhere(offline_bridge, alice, bob, corpus):
     store_id, ids = corpus
     file_id = ids["bread.txt"]
