@@ -22,8 +22,9 @@ from chatkit.types import (Annotation, FileAttachment, FileSource, InferenceOpti
                            ThreadsAddUserMessageReq, ThreadsCreateReq, UserMessageInput,
                            UserMessageTextContent)
 from pydantic import TypeAdapter
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from bridge.chatkit import attachments
 from bridge.extensions import db
 from bridge.models import ChatKitAttachment
 from tests.conftest import ENGINES, wait_for
@@ -345,6 +346,40 @@ def test_sizes_over_the_limit_are_refused_before_anything(start_bridge):
     fits = declare(bridge, "more.txt", 50).json()
     assert upload(bridge, fits, b"y" * 60).json()["error"]["code"] == "storage_quota_exceeded"
     assert upload(bridge, fits, b"y" * 50).status_code == 200
+
+
+def test_declarations_waiting_for_their_bytes_are_bounded_and_abandoned_ones_go(offline,
+                                                                                 monkeypatch):
+    bridge = offline
+    monkeypatch.setattr(attachments, "PENDING_LIMIT", 3)
+    sent = attached(bridge, "sent.txt", CHESS)  # uploaded: it no longer waits
+    waiting = [declare(bridge, f"w{n}.txt", 10).json() for n in range(3)]
+    assert declare(bridge, "w3.txt", 10, user="bob").status_code == 200  # Bob's are his own
+
+    refused = declare(bridge, "one-more.txt", 10)
+    assert (refused.status_code, refused.headers["content-type"]) == (400, "application/json")
+    assert refused.json()["error"]["code"] == "too_many_pending_attachments"
+    assert "3 attachments are waiting" in refused.json()["error"]["message"]
+    # Uploading one makes room; the uploaded one stays whatever its age.
+    assert upload(bridge, waiting[0], b"x" * 10).status_code == 200
+    assert declare(bridge, "room.txt", 10).status_code == 200
+    assert declare(bridge, "full.txt", 10).status_code == 400
+
+    # An hour later the others are uploads that never came: the next declaration removes them.
+    with bridge.app.app_context():
+        db.session.execute(update(ChatKitAttachment).values(
+            created_at=ChatKitAttachment.created_at - attachments.PENDING_SECONDS - 1))
+        db.session.commit()
+        db.session.remove()
+    assert declare(bridge, "later.txt", 10).status_code == 200
+    gone = upload(bridge, waiting[1], b"x" * 10)
+    assert gone.status_code == 404 and gone.headers["content-type"] == "application/json"
+    assert upload(bridge, declare(bridge, "w.txt", 10, user="bob").json(), b"x" * 10,
+                  user="bob").status_code == 200
+    names = sorted(f["filename"] for f in v1(bridge, "/files").json()["data"])
+    assert names == sorted([sent["name"], waiting[0]["name"]])
+    # Alice's two uploaded and her latest; Bob's upload (his old declaration went with it).
+    assert attachment_rows(bridge) == 3 + 1
 
 
 # ---- another user's attachment -----------------------------------------------------------------

@@ -21,18 +21,23 @@ import mimetypes
 from typing import Any, BinaryIO
 
 from flask import current_app, request, url_for
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, select, update
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import files
 from ..engines import current_engine
 from ..errors import Conflict, InvalidRequest, PayloadTooLarge
 from ..extensions import db
-from ..models import ChatKitAttachment, FileUsage, Thread
+from ..models import ChatKitAttachment, FileUsage, Thread, now
 from ..registry import attachment_for_user, new_id
 
 MIME_TYPE_LIMIT = 255  # the column's size
 DEFAULT_MIME_TYPE = "application/octet-stream"
+# A declaration waits this long for its bytes; one older is an upload that never came (a
+# closed tab), removed when its owner next declares one. A user has at most PENDING_LIMIT
+# declarations waiting, so abandoned ones cannot pile up in the registry.
+PENDING_SECONDS = 3600
+PENDING_LIMIT = 50
 
 
 def declare_attachment(user_id: str, name: str, size: int, mime_type: str) -> ChatKitAttachment:
@@ -60,11 +65,26 @@ def declare_attachment(user_id: str, name: str, size: int, mime_type: str) -> Ch
     if len(mime_type) > MIME_TYPE_LIMIT:
         raise InvalidRequest(f"A MIME type has at most {MIME_TYPE_LIMIT} characters.",
                              param="mime_type", code="invalid_chatkit_request")
+    _limit_pending(user_id)
     attachment = ChatKitAttachment(id=new_id("atc"), user_id=user_id, name=name,
                                    mime_type=mime_type, size=size)
     db.session.add(attachment)
     db.session.commit()
     return attachment
+
+
+def _limit_pending(user_id: str) -> None:
+    """Remove the user's declarations whose upload never came; refuse one more past the limit."""
+    pending = (ChatKitAttachment.user_id == user_id, ChatKitAttachment.file_pk.is_(None))
+    db.session.execute(delete(ChatKitAttachment).where(
+        *pending, ChatKitAttachment.created_at < now() - PENDING_SECONDS))
+    waiting = db.session.scalar(select(func.count()).select_from(ChatKitAttachment)
+                                .where(*pending))
+    if waiting >= PENDING_LIMIT:
+        db.session.commit()
+        raise InvalidRequest(
+            f"{waiting} attachments are waiting for their bytes: upload or delete them before "
+            "attaching more.", code="too_many_pending_attachments")
 
 
 def attachment_fields(attachment: ChatKitAttachment) -> dict[str, Any]:
