@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-MARKER = re.compile(r"【(\d+):(\d+)†([^】]*)】")
+from ..engines.file_search import MARKER
+
 # What a marker's beginning may be, while the rest of it has not arrived yet.
 _MARKER_START = re.compile(r"【\d*(?::\d*(?:†[^】]*)?)?")
 # A marker is short; text held longer than this is no marker, and is shown.
@@ -27,18 +28,15 @@ def unmarked(value: str, cited: list[dict[str, Any]]
     for start, citation in by_start.items():  # an annotation over text of another form
         if value[start:citation["end_index"]] == citation.get("text"):
             spans.setdefault(start, citation["end_index"])
-    text, placed, position = [], [], 0
-    length = 0
+    text, placed, position = "", [], 0
     for start, end in sorted(spans.items()):
         if start < position:
             continue  # inside a span already left out
-        text.append(value[position:start])
-        length += start - position
+        text += value[position:start]
         position = end
         if start in by_start:
-            placed.append((length, by_start[start]))
-    text.append(value[position:])
-    return "".join(text), placed
+            placed.append((len(text), by_start[start]))
+    return text + value[position:], placed
 
 
 class MarkerFilter:
@@ -58,4 +56,3 @@ class MarkerFilter:
             return text[:start]
         self.held = ""
         return text
-

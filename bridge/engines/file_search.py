@@ -28,7 +28,7 @@ RANKER = "default_2024_08_21"
 # How long a search waits for files still being ingested (attached with the message, say).
 INGEST_WAIT_SECONDS = 30.0
 _INGEST_POLL_SECONDS = 0.1
-_MARKER = re.compile(r"【(\d+):(\d+)†([^】]*)】")
+MARKER = re.compile(r"【(\d+):(\d+)†([^】]*)】")
 
 
 def marker(round_index: int, result_index: int, filename: str) -> str:
@@ -39,7 +39,7 @@ def marker(round_index: int, result_index: int, filename: str) -> str:
 def citations(text: str, rounds: list[tuple[Passage, ...]]) -> tuple[Citation, ...]:
     """The markers in `text` that name a result of one of the searches, as citations."""
     found = []
-    for match in _MARKER.finditer(text):
+    for match in MARKER.finditer(text):
         round_index, result_index = int(match.group(1)), int(match.group(2))
         if round_index < len(rounds) and result_index < len(rounds[round_index]):
             found.append(Citation(text=match.group(0), start_index=match.start(),

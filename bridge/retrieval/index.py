@@ -3,8 +3,9 @@
 Both rank with BM25 (k1 1.2, b 0.75), a word's rarity taken from the searched store's own
 chunks: what other users' stores hold never moves a store's scores or order. SQLite finds the
 chunks with FTS5 over `vector_store_chunks_fts` (porter stemming) and takes the frequency part
-of each word's score from FTS5's bm25 (see _sqlite_ranked_chunks); PostgreSQL computes BM25 in SQL from
-each chunk's stored `to_tsvector('english', text)`, whose GIN index finds them (see _POSTGRES).
+of each word's score from FTS5's bm25 (see _sqlite_ranked_chunks); PostgreSQL computes BM25 in
+SQL from each chunk's stored `to_tsvector('english', text)`, whose GIN index finds them (see
+_POSTGRES).
 The structures are made by migrations 9c1d5e7a3b20 and c283bb5cb070.
 
 A query's words (runs of letters and digits: both databases split at underscores too) are
