@@ -196,6 +196,19 @@ class CodeInterpreterResources(TypedDict):
     file_ids: NotRequired[Annotated[list[ObjectId], Field(max_length=20)]]
 
 
+def check_overlap(max_chunk_size_tokens: int, chunk_overlap_tokens: int) -> None:
+    """OpenAI's rule for static chunking: the overlap is at most half a chunk."""
+    if chunk_overlap_tokens > max_chunk_size_tokens // 2:
+        raise PydanticCustomError(
+            "overlap_too_large", "chunk_overlap_tokens must not exceed half of "
+            "max_chunk_size_tokens ({limit})", {"limit": max_chunk_size_tokens // 2})
+
+
+def _overlap_at_most_half(static: "StaticChunks") -> "StaticChunks":
+    check_overlap(static["max_chunk_size_tokens"], static["chunk_overlap_tokens"])
+    return static
+
+
 @with_config(STRICT)
 class StaticChunks(TypedDict):
     max_chunk_size_tokens: Annotated[int, Field(ge=100, le=4096)]
@@ -210,7 +223,7 @@ class AutoChunking(TypedDict):
 @with_config(STRICT)
 class StaticChunking(TypedDict):
     type: Literal["static"]
-    static: StaticChunks
+    static: Annotated[StaticChunks, AfterValidator(_overlap_at_most_half)]
 
 
 @with_config(STRICT)
@@ -409,10 +422,7 @@ class StaticChunkingOptions(Request):
 
     @model_validator(mode="after")
     def _overlap_at_most_half(self):
-        if self.chunk_overlap_tokens > self.max_chunk_size_tokens // 2:
-            raise PydanticCustomError(
-                "overlap_too_large", "chunk_overlap_tokens must not exceed half of "
-                "max_chunk_size_tokens ({limit})", {"limit": self.max_chunk_size_tokens // 2})
+        check_overlap(self.max_chunk_size_tokens, self.chunk_overlap_tokens)
         return self
 
 

@@ -327,6 +327,13 @@ BAD_BODIES = [
     ("/vector_stores/{store}/search", {"query": []}, "query"),
     ("/vector_stores/{store}/search", {"query": "a", "filters": {
         "type": "eq", "key": "team", "value": "ops"}}, "filters"),
+    # A store made inline by tool_resources keeps the same chunking rule.
+    ("/threads", {"tool_resources": {"file_search": {"vector_stores": [{"chunking_strategy": {
+        "type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 51}}}]}}},
+     "tool_resources.file_search.vector_stores.0.chunking_strategy.static"),
+    ("/threads", {"tool_resources": {"file_search": {"vector_stores": [{
+        "file_ids": ["file-x"] * 501}]}}},
+     "tool_resources.file_search.vector_stores.0.file_ids"),
 ]
 
 

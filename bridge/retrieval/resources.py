@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidRequest, NotFound
+from pydantic import ValidationError
+
+from ..errors import InvalidRequest, NotFound, validation_message
 from ..models import File
 from ..registry import file_for_user, vector_store_for_user
 from ..schemas import Attachment, MessageCreate, ThreadCreate, VectorStoreCreate
@@ -38,7 +40,13 @@ def checked_tool_resources(user_id: str,
         for store_id in named:
             vector_store_for_user(store_id, user_id)
         if inline:
-            store = create_vector_store(user_id, VectorStoreCreate(**inline[0]))
+            try:
+                body = VectorStoreCreate(**inline[0])
+            except ValidationError as exc:  # what POST /v1/vector_stores would refuse
+                message, param = validation_message(exc)
+                raise InvalidRequest(message, param="tool_resources.file_search.vector_stores.0"
+                                     + (f".{param}" if param else "")) from None
+            store = create_vector_store(user_id, body)
             checked["file_search"] = {"vector_store_ids": [store.id]}
     return checked
 
